@@ -1,0 +1,13 @@
+//! # mtcp-api — BSD-like sockets and epoll over per-core contexts
+//!
+//! Place in the layers: the top of the stack. It glues `psio` (packet I/O), `tcp-core` (the
+//! protocol) and `event` (readiness) together: one `Context` per core with a stack thread
+//! running `select → RX batch → commands → timers → events → TX batch`, a per-core socket
+//! table, and lock-free command and event queues between application threads and the stack
+//! thread. Applications program against this crate (and, later, its C ABI).
+//!
+//! What it leaves to others: wire formats and TCP behaviour (`tcp-core`), frame movement
+//! (`psio`), epoll bookkeeping (`event`).
+//!
+//! This foundation commit only establishes the crate; the API arrives with its own issue.
+#![forbid(unsafe_code)]
