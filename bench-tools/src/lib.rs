@@ -5,7 +5,11 @@
 //! and `epwget` load generator. Each benchmark prints a table and, with `--json PATH`, writes
 //! one JSON record per case; every performance claim is a ratio against a baseline measured in
 //! the same run.
+//!
+//! [`netns`] creates the network namespaces and veth pairs that root-only benchmarks and tests
+//! run in, and always removes them.
 
+pub mod afp_bench;
 pub mod cpu;
-pub mod json;
+pub mod netns;
 pub mod psio_bench;

@@ -58,7 +58,7 @@ pub mod sys;
 mod bell;
 
 pub use error::{Error, Result};
-pub use impair::{Impaired, ImpairmentConfig};
+pub use impair::{GilbertElliott, ImpairStats, ImpairStatsHandle, Impaired, ImpairmentConfig};
 pub use pcap::PcapTap;
 pub use select::{Doorbell, Interest, PortSet, Ready, SelectOutcome};
 pub use sys::af_packet::Steering;
@@ -180,7 +180,11 @@ impl PortName {
             return Err(bad("empty link or interface name"));
         }
         let mut config = base.clone();
-        for opt in opts.into_iter().flat_map(|o| o.split(',')).filter(|o| !o.is_empty()) {
+        for opt in opts
+            .into_iter()
+            .flat_map(|o| o.split(','))
+            .filter(|o| !o.is_empty())
+        {
             let (k, v) = opt
                 .split_once('=')
                 .ok_or_else(|| bad(&format!("option {opt:?} is not key=value")))?;
@@ -302,6 +306,11 @@ impl Port {
         &mut *self.queues[i]
     }
 
+    /// Takes the queues out of the port (to drive them one by one, or wrap some of them).
+    pub fn into_queues(self) -> Vec<Box<dyn QueueIo>> {
+        self.queues
+    }
+
     /// Wraps every queue in middleware, e.g.
     /// `port.wrap(|q, i| Box::new(Impaired::new(q, cfg.clone(), seed + i as u64)))`.
     pub fn wrap(self, mut f: impl FnMut(Box<dyn QueueIo>, usize) -> Box<dyn QueueIo>) -> Port {
@@ -335,7 +344,15 @@ mod tests {
 
     #[test]
     fn bad_port_names_say_why() {
-        for bad in ["shm", ":x", "shm:", "shm:x/q", "shm:x/q=a", "shm:x/zz=1", "shm:x/q=0"] {
+        for bad in [
+            "shm",
+            ":x",
+            "shm:",
+            "shm:x/q",
+            "shm:x/q=a",
+            "shm:x/zz=1",
+            "shm:x/q=0",
+        ] {
             let e = PortName::parse(bad, &PortConfig::default()).unwrap_err();
             assert!(!e.to_string().is_empty(), "{bad}");
         }

@@ -294,7 +294,9 @@ pub unsafe fn init_ring(
         addr_of_mut!((*ring).cur).write(0);
         // A TX ring starts with every slot but one free; an RX ring starts empty.
         addr_of_mut!((*ring).tail).write(if tx { num_slots - 1 } else { 0 });
-        let slots = (ring as *mut u8).add(RING_HEADER_BYTES).cast::<netmap_slot>();
+        let slots = (ring as *mut u8)
+            .add(RING_HEADER_BYTES)
+            .cast::<netmap_slot>();
         for i in 0..num_slots {
             slots.add(i as usize).write(netmap_slot {
                 buf_idx: first_buf + i,

@@ -2,11 +2,6 @@
 //!
 //! The tests under `tests/tests/` exercise several crates of the workspace together:
 //! psio backends between threads, processes and network namespaces; later stack↔stack and
-//! stack↔Linux-kernel runs over veth pairs inside namespaces the tests create and delete.
-//!
-//! This library holds the helpers those tests share, such as [`netns`], which creates
-//! uniquely named network namespaces and veth pairs and removes them when dropped, even when
-//! a test fails.
+//! stack↔Linux-kernel runs over veth pairs inside namespaces the tests create and delete
+//! (with `bench_tools::netns`, which removes them even when a test fails).
 #![forbid(unsafe_code)]
-
-pub mod netns;

@@ -4,21 +4,23 @@
 //! sides; each side has `q` queue pairs; side A's TX ring `i` feeds side B's RX ring `i` and
 //! the other way round.
 //!
-//! ## Layout of one link (a memfd, or a file under `/dev/shm` for links opened by name)
+//! ## Layout of one link (private memory for an in-process pair, a file under `/dev/shm` for
+//! links opened by name)
 //! ```text
-//!  0      Header: magic, version, queues, slots, buf size, offsets, attached sides, pids
+//!  0      Header: magic, version, queues, slots, buf size, total size, attached sides, pids
 //!  4096   Chan[q][dir]: prod | cons | cons_wait | prod_wait   (one cache line each)
 //!  ....   Rings[side][q][tx, rx]: netmap_ring header + slots  (netmap_sys layout)
-//!  ....   Buffers: (2 sides × q × 2 rings × slots) buffers of `buf` bytes, page aligned
+//!  ....   Buffers[q][dir]: `slots` buffers of `buf` bytes per direction, page aligned
 //! ```
 //!
-//! ## Moving frames (zero copy: buffers are swapped, never copied)
-//! The producer's `txsync` is the "kernel" of both rings of a direction. For every pushed TX
-//! slot, while the consumer's RX ring has a free slot, it swaps the two slots' buffer indices:
-//! the frame's buffer moves into the consumer's RX ring, and an empty buffer comes back into
-//! the TX ring, which is therefore free again at once. `Chan::prod` publishes how far the
-//! consumer's RX ring is filled (release); `Chan::cons` publishes how far the consumer has
-//! given slots back (release). Each index has exactly one writer.
+//! ## Moving frames (zero copy, and no per-frame work in sync)
+//! In each direction, the sender's TX slot `i` and the receiver's RX slot `i` share buffer
+//! `i`. A frame is built in place in the TX buffer; `tx_push` writes its length into both
+//! slots; `txsync` publishes the sender's `head` as `Chan::prod` (release), which is the
+//! receiver's RX `tail`. The receiver reads frames in place and `rxsync` publishes its RX
+//! `head` as `Chan::cons`, which frees the sender's TX slots up to `cons - 1` (its TX `tail`):
+//! a TX slot is reusable once the receiver is done with the frame, like a NIC completing a
+//! transmission. Each index has exactly one writer; a sync is one store and one load.
 //!
 //! ## Sleeping without spinning
 //! A side about to sleep sets `cons_wait` (wants frames) or `prod_wait` (wants room), issues a
@@ -31,14 +33,13 @@
 //! from shared memory is bounds-checked before use, so a misbehaving peer can garble frames
 //! but not make this side access memory outside the mapping.
 
-use crate::bell::{syscall, Bell};
+use crate::bell::Bell;
 use crate::error::{Error, Result};
 use crate::ring::{init_ring, NmRing, RING_HEADER_BYTES, SLOT_BYTES};
 use crate::{Port, PortConfig, QueueIo, WaitSpec};
 use memmap2::{MmapOptions, MmapRaw};
-use netmap_sys::netmap::{netmap_ring, netmap_slot, NS_BUF_CHANGED};
+use netmap_sys::netmap::netmap_ring;
 use std::fs::{File, OpenOptions};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
@@ -108,7 +109,9 @@ impl Layout {
         let ring_stride = round_up(RING_HEADER_BYTES + slots * SLOT_BYTES, 64);
         let nrings = 2 * queues * 2;
         let bufs = round_up(rings + nrings * ring_stride, PAGE);
-        let total = bufs + nrings * slots * buf_size;
+        // One set of buffers per direction: TX slot i of the sender and RX slot i of the
+        // receiver share buffer i.
+        let total = bufs + queues * 2 * slots * buf_size;
         Layout {
             queues,
             slots,
@@ -121,8 +124,12 @@ impl Layout {
         }
     }
 
-    /// Index of the ring of `side`, queue `q`, TX or RX; ring `r` owns buffers
-    /// `r*slots .. (r+1)*slots` initially.
+    /// First buffer of the direction that leaves `from_side` on queue `q`.
+    fn first_buf(&self, q: usize, from_side: usize) -> u32 {
+        ((q * 2 + from_side) * self.slots) as u32
+    }
+
+    /// Index of the ring of `side`, queue `q`, TX or RX.
     fn ring_index(&self, side: usize, q: usize, tx: bool) -> usize {
         (side * self.queues + q) * 2 + usize::from(!tx)
     }
@@ -146,7 +153,7 @@ struct Files {
 
 /// One side's handle on a link; shared by that side's queues.
 struct Link {
-    map: MmapRaw,
+    map: Arc<MmapRaw>,
     layout: Layout,
     side: usize,
     /// Doorbells of side 0 and side 1.
@@ -163,13 +170,21 @@ impl Link {
 
     fn chan(&self, q: usize, from_side: usize) -> NonNull<Chan> {
         // SAFETY: `chan_offset` lies inside the mapping (Layout::total covers it).
-        let p = unsafe { self.map.as_mut_ptr().add(self.layout.chan_offset(q, from_side)) };
+        let p = unsafe {
+            self.map
+                .as_mut_ptr()
+                .add(self.layout.chan_offset(q, from_side))
+        };
         NonNull::new(p.cast()).expect("mapping is non-null")
     }
 
     fn ring(&self, side: usize, q: usize, tx: bool) -> Result<NmRing> {
         // SAFETY: `ring_offset` lies inside the mapping.
-        let p = unsafe { self.map.as_mut_ptr().add(self.layout.ring_offset(side, q, tx)) };
+        let p = unsafe {
+            self.map
+                .as_mut_ptr()
+                .add(self.layout.ring_offset(side, q, tx))
+        };
         let ring = NonNull::new(p.cast::<netmap_ring>()).expect("mapping is non-null");
         // SAFETY: the ring header and slots were initialised by the creator and stay mapped as
         // long as this Link (every queue holds an Arc of it).
@@ -195,7 +210,8 @@ impl Link {
             for q in 0..layout.queues {
                 for tx in [true, false] {
                     let off = layout.ring_offset(side, q, tx);
-                    let first = (layout.ring_index(side, q, tx) * layout.slots) as u32;
+                    let from_side = if tx { side } else { 1 - side };
+                    let first = layout.first_buf(q, from_side);
                     // SAFETY: `off .. off + ring_stride` is inside the fresh mapping, which no
                     // one else can see yet (magic is not published).
                     unsafe {
@@ -222,19 +238,8 @@ impl Link {
     }
 
     fn queues(self: Arc<Self>) -> Result<Vec<Box<dyn QueueIo>>> {
-        let me = self.side;
-        let peer = 1 - me;
         (0..self.layout.queues)
-            .map(|q| {
-                Ok(Box::new(ShmQueue {
-                    tx: self.ring(me, q, true)?,
-                    rx: self.ring(me, q, false)?,
-                    peer_rx: self.ring(peer, q, false)?,
-                    out: self.chan(q, me),
-                    inc: self.chan(q, peer),
-                    link: self.clone(),
-                }) as Box<dyn QueueIo>)
-            })
+            .map(|q| Ok(Box::new(ShmQueue::new(self.clone(), q)?) as Box<dyn QueueIo>))
             .collect()
     }
 }
@@ -256,27 +261,32 @@ impl Drop for Link {
     }
 }
 
-/// Creates an anonymous link (a memfd) and returns its two ends, for two threads of one
-/// process (or a parent and a child that inherits nothing: use [`open`] by name for that).
+/// Creates an anonymous link in private memory and returns its two ends, for threads of one
+/// process (links between processes are opened by name: `Port::open("shm:NAME")`).
+///
+/// The memory asks for transparent huge pages: the buffer pool of a queue spans megabytes,
+/// and with 4 KiB pages every frame would cost a TLB miss.
 pub fn pair(config: &PortConfig) -> Result<(Port, Port)> {
     config.validate()?;
-    let layout = Layout::new(config.queues, config.slots as usize, config.buf_size as usize);
-    // SAFETY: a constant NUL-terminated name and flags.
-    let fd = syscall!("memfd_create for shm link", unsafe {
-        libc::memfd_create(c"psio-shm".as_ptr(), libc::MFD_CLOEXEC)
-    })?;
-    // SAFETY: `fd` is fresh from memfd_create and owned by nobody else.
-    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    file.set_len(layout.total as u64)
-        .map_err(|e| Error::io("sizing shm link", e))?;
-    let map = MmapOptions::new()
+    let layout = Layout::new(
+        config.queues,
+        config.slots as usize,
+        config.buf_size as usize,
+    );
+    let anon = MmapOptions::new()
         .len(layout.total)
-        .map_raw(&file)
+        .map_anon()
         .map_err(|e| Error::io("mapping shm link", e))?;
+    // Best effort: without THP the link works, only slower.
+    let _ = anon.advise(memmap2::Advice::HugePage);
+    let map = Arc::new(MmapRaw::from(anon));
     Link::init(&map, &layout);
-    let mk = |side: usize, map: MmapRaw, bells: [Bell; 2]| -> Result<Port> {
+    let b0 = Bell::eventfd()?;
+    let b1 = Bell::eventfd()?;
+    let bells1 = [b0.try_clone()?, b1.try_clone()?];
+    let mk = |side: usize, bells: [Bell; 2]| -> Result<Port> {
         let link = Arc::new(Link {
-            map,
+            map: map.clone(),
             layout,
             side,
             bells,
@@ -286,18 +296,12 @@ pub fn pair(config: &PortConfig) -> Result<(Port, Port)> {
         h.attached.fetch_or(1 << side, Ordering::AcqRel);
         h.pids[side].store(std::process::id(), Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);
-        Ok(Port::from_queues(&format!("shm:(pair side {side})"), link.queues()?))
+        Ok(Port::from_queues(
+            &format!("shm:(pair side {side})"),
+            link.queues()?,
+        ))
     };
-    let b0 = Bell::eventfd()?;
-    let b1 = Bell::eventfd()?;
-    // Each side maps the memfd on its own, so that either may be dropped first.
-    let map1 = MmapOptions::new()
-        .len(layout.total)
-        .map_raw(&file)
-        .map_err(|e| Error::io("mapping shm link", e))?;
-    let bells_for = |b0: &Bell, b1: &Bell| -> Result<[Bell; 2]> { Ok([b0.try_clone()?, b1.try_clone()?]) };
-    let second = bells_for(&b0, &b1)?;
-    Ok((mk(0, map, [b0, b1])?, mk(1, map1, second)?))
+    Ok((mk(0, [b0, b1])?, mk(1, bells1)?))
 }
 
 fn shm_dir() -> PathBuf {
@@ -362,7 +366,11 @@ pub(crate) fn open(name: &str, config: &PortConfig) -> Result<Vec<Box<dyn QueueI
         Err(e) => return Err(Error::io("creating shm link", e)),
     };
     let layout = if creator {
-        let layout = Layout::new(config.queues, config.slots as usize, config.buf_size as usize);
+        let layout = Layout::new(
+            config.queues,
+            config.slots as usize,
+            config.buf_size as usize,
+        );
         file.set_len(layout.total as u64)
             .map_err(|e| Error::io("sizing shm link", e))?;
         layout
@@ -388,7 +396,7 @@ pub(crate) fn open(name: &str, config: &PortConfig) -> Result<Vec<Box<dyn QueueI
         claim_side(h).ok_or_else(|| Error::ShmBusy(name.to_string()))?
     };
     let link = Arc::new(Link {
-        map,
+        map: Arc::new(map),
         layout,
         side,
         bells,
@@ -419,7 +427,10 @@ fn wait_for_creator(file: &File, name: &str) -> Result<Layout> {
             let h = unsafe { &*(map.as_mut_ptr() as *const Header) };
             if h.magic.load(Ordering::Acquire) == MAGIC {
                 if h.version != VERSION {
-                    return Err(incompatible(format!("version {} (expected {VERSION})", h.version)));
+                    return Err(incompatible(format!(
+                        "version {} (expected {VERSION})",
+                        h.version
+                    )));
                 }
                 let cfg = PortConfig {
                     queues: h.queues as usize,
@@ -468,15 +479,30 @@ fn claim_side(h: &Header) -> Option<usize> {
 }
 
 /// One queue pair of one side of a link.
+///
+/// The user-side indices are cached here and written to the shared ring headers at every
+/// sync, as netmap does: between syncs only this thread uses them.
 struct ShmQueue {
     tx: NmRing,
     rx: NmRing,
-    /// The peer's RX ring for this queue: our txsync fills it.
+    /// The peer's RX ring for this queue: slot `i` shares its buffer with our TX slot `i`.
     peer_rx: NmRing,
     /// Frames we send.
     out: NonNull<Chan>,
     /// Frames we receive.
     inc: NonNull<Chan>,
+    /// First received frame not yet released (`rx.head`).
+    rx_head: u32,
+    /// Received frames available from `rx_head`.
+    rx_avail: u32,
+    /// `cons` as last published: slots before it were given back.
+    released: u32,
+    /// First free TX slot (`tx.head`).
+    tx_head: u32,
+    /// Free TX slots from `tx_head`.
+    tx_free: u32,
+    /// `prod` as last published: frames before it are the peer's.
+    published: u32,
     link: Arc<Link>,
 }
 
@@ -485,6 +511,37 @@ struct ShmQueue {
 unsafe impl Send for ShmQueue {}
 
 impl ShmQueue {
+    fn new(link: Arc<Link>, q: usize) -> Result<ShmQueue> {
+        let me = link.side;
+        let peer = 1 - me;
+        let tx = link.ring(me, q, true)?;
+        let rx = link.ring(me, q, false)?;
+        let peer_rx = link.ring(peer, q, false)?;
+        let mut queue = ShmQueue {
+            tx,
+            rx,
+            peer_rx,
+            out: link.chan(q, me),
+            inc: link.chan(q, peer),
+            rx_head: 0,
+            rx_avail: 0,
+            released: 0,
+            tx_head: 0,
+            tx_free: 0,
+            published: 0,
+            link,
+        };
+        // The channels are the truth; resume from them (fresh link, or a side taken over
+        // from a process that died).
+        queue.published = queue.tx.clamp(queue.out().prod.0.load(Ordering::Acquire));
+        queue.tx_head = queue.published;
+        queue.released = queue.rx.clamp(queue.inc().cons.0.load(Ordering::Acquire));
+        queue.rx_head = queue.released;
+        queue.rxsync()?;
+        queue.txsync()?;
+        Ok(queue)
+    }
+
     fn out(&self) -> &Chan {
         // SAFETY: points into the mapping kept alive by `self.link`; Chan is all atomics.
         unsafe { self.out.as_ref() }
@@ -495,130 +552,100 @@ impl ShmQueue {
         unsafe { self.inc.as_ref() }
     }
 
-    fn peer_bell(&self) -> &Bell {
-        &self.link.bells[1 - self.link.side]
-    }
-
-    /// Moves pushed frames into the peer's RX ring as far as it has room.
-    fn push_to_peer(&mut self) {
-        let hwcur = self.tx.next(self.tx.tail());
-        let pending = self.tx.distance(hwcur, self.tx.head());
-        if pending == 0 {
-            return;
-        }
-        let out = self.out();
-        let prod = self.peer_rx.clamp(out.prod.0.load(Ordering::Relaxed));
-        let cons = self.peer_rx.clamp(out.cons.0.load(Ordering::Acquire));
-        let gap = self.peer_rx.distance(prod, cons);
-        let free = if gap == 0 { self.peer_rx.num_slots() - 1 } else { gap - 1 };
-        let n = pending.min(free);
-        if n == 0 {
-            return;
-        }
-        let (mut t, mut r) = (hwcur, prod);
-        for _ in 0..n {
-            let a = self.tx.slot(t);
-            let b = self.peer_rx.slot(r);
-            self.peer_rx.set_slot(
-                r,
-                netmap_slot {
-                    buf_idx: a.buf_idx,
-                    len: a.len,
-                    flags: NS_BUF_CHANGED,
-                    ptr: 0,
-                },
-            );
-            self.tx.set_slot(
-                t,
-                netmap_slot {
-                    buf_idx: b.buf_idx,
-                    len: 0,
-                    flags: NS_BUF_CHANGED,
-                    ptr: 0,
-                },
-            );
-            t = self.tx.next(t);
-            r = self.peer_rx.next(r);
-        }
-        self.out().prod.0.store(r, Ordering::Release);
-        // The moved TX slots are free again: tail trails the new hwcur by one.
-        let new_tail = self.tx.add(hwcur, n - 1);
-        self.tx.set_tail(new_tail);
-        // Pairs with the fence in `arm`: either the consumer sees our `prod`, or we see its
-        // `cons_wait` and ring.
+    /// Publishes `value` in `index` and wakes the other side if it announced, in `wait`, that
+    /// it sleeps until that index moves.
+    fn publish(&self, index: &AtomicU32, value: u32, wait: &AtomicU32) {
+        index.store(value, Ordering::Release);
+        // Pairs with the fence in the other side's `arm`: either it sees our index, or we
+        // see its flag and ring.
         fence(Ordering::SeqCst);
-        let out = self.out();
-        if out.cons_wait.0.load(Ordering::Relaxed) != 0 && out.cons_wait.0.swap(0, Ordering::Relaxed) != 0 {
-            self.peer_bell().ring();
+        if wait.load(Ordering::Relaxed) != 0 && wait.swap(0, Ordering::Relaxed) != 0 {
+            self.link.bells[1 - self.link.side].ring();
         }
     }
 }
 
 impl QueueIo for ShmQueue {
     fn rxsync(&mut self) -> Result<usize> {
-        let head = self.rx.head();
-        let inc = self.inc();
-        if inc.cons.0.load(Ordering::Relaxed) != head {
-            inc.cons.0.store(head, Ordering::Release);
-            fence(Ordering::SeqCst);
-            if inc.prod_wait.0.load(Ordering::Relaxed) != 0
-                && inc.prod_wait.0.swap(0, Ordering::Relaxed) != 0
-            {
-                self.peer_bell().ring();
-            }
+        if self.released != self.rx_head {
+            self.released = self.rx_head;
+            let inc = self.inc();
+            self.publish(&inc.cons.0, self.rx_head, &inc.prod_wait.0);
         }
-        let prod = self.rx.clamp(self.inc().prod.0.load(Ordering::Acquire));
-        self.rx.set_tail(prod);
-        Ok(self.rx.space() as usize)
+        let tail = self.rx.clamp(self.inc().prod.0.load(Ordering::Acquire));
+        self.rx_avail = self.rx.distance(self.rx_head, tail);
+        self.rx.set_head_cur(self.rx_head);
+        self.rx.set_tail(tail);
+        Ok(self.rx_avail as usize)
     }
 
     #[inline]
     fn rx_available(&self) -> usize {
-        self.rx.space() as usize
+        self.rx_avail as usize
     }
 
     #[inline]
     fn rx_frame(&self, i: usize) -> &[u8] {
-        assert!(i < self.rx_available(), "rx_frame({i}) beyond available frames");
-        self.rx.frame(self.rx.add(self.rx.head(), i as u32))
+        assert!(
+            i < self.rx_avail as usize,
+            "rx_frame({i}) beyond available frames"
+        );
+        self.rx.frame(self.rx.add(self.rx_head, i as u32))
     }
 
     #[inline]
     fn rx_release(&mut self, n: usize) {
-        assert!(n <= self.rx_available(), "rx_release({n}) beyond available frames");
-        let h = self.rx.add(self.rx.head(), n as u32);
-        self.rx.set_head_cur(h);
+        assert!(
+            n <= self.rx_avail as usize,
+            "rx_release({n}) beyond available frames"
+        );
+        self.rx_head = self.rx.add(self.rx_head, n as u32);
+        self.rx_avail -= n as u32;
     }
 
     fn txsync(&mut self) -> Result<usize> {
-        self.push_to_peer();
-        Ok(self.tx.space() as usize)
+        if self.published != self.tx_head {
+            self.published = self.tx_head;
+            let out = self.out();
+            self.publish(&out.prod.0, self.tx_head, &out.cons_wait.0);
+        }
+        // Our TX slot i is free once the peer has released its RX slot i.
+        let cons = self.tx.clamp(self.out().cons.0.load(Ordering::Acquire));
+        let tail = self.tx.add(cons, self.tx.num_slots() - 1);
+        self.tx_free = self.tx.distance(self.tx_head, tail);
+        self.tx.set_head_cur(self.tx_head);
+        self.tx.set_tail(tail);
+        Ok(self.tx_free as usize)
     }
 
     #[inline]
     fn tx_space(&self) -> usize {
-        self.tx.space() as usize
+        self.tx_free as usize
     }
 
     #[inline]
     fn tx_buf(&mut self, i: usize) -> &mut [u8] {
-        assert!(i < self.tx_space(), "tx_buf({i}) beyond free slots");
-        let s = self.tx.add(self.tx.head(), i as u32);
+        assert!(i < self.tx_free as usize, "tx_buf({i}) beyond free slots");
+        let s = self.tx.add(self.tx_head, i as u32);
         self.tx.buf_mut(s)
     }
 
     #[inline]
     fn tx_push(&mut self, len: usize) {
-        assert!(self.tx_space() > 0, "tx_push with no free slot");
-        assert!(len <= self.tx.buf_size() as usize, "tx_push({len}) beyond buffer size");
-        let h = self.tx.head();
-        self.tx.set_len(h, len as u16);
-        let next = self.tx.next(h);
-        self.tx.set_head_cur(next);
+        assert!(self.tx_free > 0, "tx_push with no free slot");
+        assert!(
+            len <= self.tx.buf_size() as usize,
+            "tx_push({len}) beyond buffer size"
+        );
+        // The peer's RX slot is ours to write until we publish it (it lies beyond its tail).
+        self.tx.set_len(self.tx_head, len as u16);
+        self.peer_rx.set_len(self.tx_head, len as u16);
+        self.tx_head = self.tx.next(self.tx_head);
+        self.tx_free -= 1;
     }
 
     fn tx_pending(&self) -> usize {
-        self.tx.distance(self.tx.next(self.tx.tail()), self.tx.head()) as usize
+        self.tx.distance(self.published, self.tx_head) as usize
     }
 
     fn buf_size(&self) -> usize {
@@ -629,10 +656,10 @@ impl QueueIo for ShmQueue {
         if rx {
             self.inc().cons_wait.0.store(1, Ordering::Relaxed);
         }
-        if tx || self.tx_pending() > 0 {
+        if tx {
             self.out().prod_wait.0.store(1, Ordering::Relaxed);
         }
-        // Pairs with the fences after publishing `prod` / `cons` on the other side.
+        // Pairs with the fence in the other side's `publish`.
         fence(Ordering::SeqCst);
         Ok(Some(WaitSpec {
             fd: self.link.bells[self.link.side].fd(),
@@ -658,7 +685,8 @@ mod tests {
         assert_eq!(l.bufs % PAGE, 0);
         assert!(l.chan_offset(2, 1) + CHAN_BYTES <= l.rings);
         assert!(l.ring_offset(1, 2, false) + l.ring_stride <= l.bufs);
-        assert_eq!(l.total, l.bufs + 12 * 256 * 2048);
+        assert_eq!(l.total, l.bufs + 6 * 256 * 2048);
+        assert_eq!(l.first_buf(2, 1), 5 * 256);
     }
 
     #[test]
@@ -676,12 +704,22 @@ mod tests {
         }
         assert_eq!(qa.tx_space(), 0);
         assert_eq!(qa.tx_pending(), 15);
-        assert_eq!(qa.txsync().unwrap(), 15);
+        // Published, but the slots stay the peer's until it releases them.
+        assert_eq!(qa.txsync().unwrap(), 0);
+        assert_eq!(qa.tx_pending(), 0);
+        assert_eq!(qb.rx_available(), 0, "nothing visible before rxsync");
         assert_eq!(qb.rxsync().unwrap(), 15);
         for i in 0..15u8 {
             assert_eq!(qb.rx_frame(i as usize), &[i, i, i]);
         }
         qb.rx_release(15);
+        assert_eq!(
+            qa.txsync().unwrap(),
+            0,
+            "release is published at the next rxsync"
+        );
+        assert_eq!(qb.rxsync().unwrap(), 0);
+        assert_eq!(qa.txsync().unwrap(), 15);
         qb.tx_buf(0)[0] = 9;
         qb.tx_push(1);
         qb.txsync().unwrap();
@@ -690,29 +728,29 @@ mod tests {
     }
 
     #[test]
-    fn a_full_peer_holds_frames_pending_until_it_releases() {
+    fn a_slow_receiver_limits_the_sender_to_its_free_slots() {
         let (mut a, mut b) = pair(&PortConfig {
             slots: 8,
             ..PortConfig::default()
         })
         .unwrap();
         let (qa, qb) = (a.queue(0), b.queue(0));
-        for round in 0..2u8 {
+        for round in 0..3u8 {
             while qa.tx_space() > 0 {
                 qa.tx_buf(0)[0] = round;
                 qa.tx_push(1);
             }
             qa.txsync().unwrap();
+            assert_eq!(qb.rxsync().unwrap(), 7);
+            // Releasing part of the batch frees exactly that many TX slots.
+            qb.rx_release(3);
+            qb.rxsync().unwrap();
+            assert_eq!(qa.txsync().unwrap(), 3);
+            assert_eq!(qb.rx_frame(3), &[round]);
+            qb.rx_release(4);
+            qb.rxsync().unwrap();
+            assert_eq!(qa.txsync().unwrap(), 7);
         }
-        // 7 frames reached the peer, 7 wait in our ring.
-        assert_eq!(qb.rxsync().unwrap(), 7);
-        assert_eq!(qa.tx_pending(), 7);
-        assert_eq!(qa.tx_space(), 0);
-        qb.rx_release(7);
-        qb.rxsync().unwrap();
-        assert_eq!(qa.txsync().unwrap(), 7);
-        assert_eq!(qb.rxsync().unwrap(), 7);
-        assert_eq!(qb.rx_frame(6), &[1]);
     }
 
     #[test]
