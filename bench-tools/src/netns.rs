@@ -211,6 +211,55 @@ impl Namespaces {
         }
     }
 
+    /// Makes `dev` in `ns` receive like a NIC whose queue interrupt is steered to core `cpu`:
+    /// GRO on, which puts veth in NAPI mode, NAPI in a kernel thread
+    /// (`/sys/class/net/DEV/threaded`), and that thread pinned to `cpu`. The kernel's receive
+    /// work then runs on the receiving core instead of inside the sender's system call
+    /// (veth's default).
+    pub fn receive_like_a_nic(&self, ns: &str, dev: &str, cpu: usize) -> io::Result<()> {
+        if find_in_path("ethtool") {
+            self.exec(ns, "ethtool", &["-K", dev, "gro", "on"])?;
+        } else {
+            let d = dev.to_string();
+            spawn_in(ns, move || ethtool::value(&d, ethtool::SGRO, 1).map(drop))
+                .join()
+                .map_err(|_| io::Error::other("ethtool thread panicked"))???;
+        }
+        // `ip netns exec` mounts the namespace's own /sys, where DEV is visible.
+        self.exec(
+            ns,
+            "sh",
+            &["-c", &format!("echo 1 > /sys/class/net/{dev}/threaded")],
+        )?;
+        // The thread is called `napi/DEV-ID`.
+        let prefix = format!("napi/{dev}-");
+        let mut pinned = 0;
+        for entry in std::fs::read_dir("/proc")?.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<libc::pid_t>() else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            if comm.starts_with(&prefix) {
+                // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
+                let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+                // SAFETY: callers pass a core number below CPU_SETSIZE.
+                unsafe { libc::CPU_SET(cpu, &mut set) };
+                // SAFETY: `set` is a valid cpu_set_t of the given size; `pid` is a thread id.
+                let r = unsafe {
+                    libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+                };
+                if r == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                pinned += 1;
+            }
+        }
+        if pinned == 0 {
+            return Err(io::Error::other(format!("no NAPI thread {prefix}* found")));
+        }
+        Ok(())
+    }
+
     /// The MAC address of `dev` in `ns`.
     pub fn mac(&self, ns: &str, dev: &str) -> io::Result<[u8; 6]> {
         let out = run("ip", ["-n", ns, "-o", "link", "show", "dev", dev])?;
@@ -368,6 +417,7 @@ mod ethtool {
     const STXCSUM: u32 = 0x17;
     const STSO: u32 = 0x1f;
     const SGSO: u32 = 0x24;
+    pub(super) const SGRO: u32 = 0x2c;
     #[cfg(test)]
     pub(super) const GTXCSUM: u32 = 0x16;
     #[cfg(test)]

@@ -138,17 +138,32 @@ pub fn check_frame(frame: &[u8]) -> Option<u64> {
 }
 
 /// Receives `frames` frames through queue 0 of `set`'s port 0, at most `batch` per sync,
-/// checking that every frame is intact and in order.
+/// checking that every frame is intact and in order. Any gap is an error.
 pub fn recv_frames(set: &mut PortSet, frames: u64, batch: usize) -> psio::Result<SideResult> {
+    recv_frames_with(set, frames, batch, false).map(|(side, _, _)| side)
+}
+
+/// Like [`recv_frames`]; with `allow_loss`, gaps in the sequence are counted as lost frames
+/// instead of failing (a link that drops under overload, as a NIC does), and a frame with
+/// sequence number `u64::MAX` ends the run early. Reordered, duplicated or damaged frames
+/// are always errors. Returns the receiver's figures (`frames` = frames delivered), the
+/// number lost, and when the last frame was delivered.
+pub fn recv_frames_with(
+    set: &mut PortSet,
+    frames: u64,
+    batch: usize,
+    allow_loss: bool,
+) -> psio::Result<(SideResult, u64, Instant)> {
     let cpu0 = thread_cpu();
+    let mut last = Instant::now();
     let wait_rx = [Interest {
         port: 0,
         queue: 0,
         rx: true,
         tx: false,
     }];
-    let mut expect = 0u64;
-    while expect < frames {
+    let (mut expect, mut delivered) = (0u64, 0u64);
+    'run: while expect < frames {
         let q = set.port(0).queue(0);
         if q.rx_available() == 0 && q.rxsync()? == 0 {
             set.select(&wait_rx, Some(1_000_000))?;
@@ -157,20 +172,36 @@ pub fn recv_frames(set: &mut PortSet, frames: u64, batch: usize) -> psio::Result
         let k = q.rx_available().min(batch);
         for i in 0..k {
             let got = check_frame(q.rx_frame(i));
-            if got != Some(expect) {
-                return Err(psio::Error::InvalidConfig(format!(
-                    "frame {expect} arrived as {got:?}: lost, reordered or corrupted"
-                )));
+            match got {
+                Some(u64::MAX) if allow_loss => {
+                    q.rx_release(i + 1);
+                    break 'run;
+                }
+                Some(seq) if seq == expect || (allow_loss && seq > expect && seq < frames) => {
+                    expect = seq + 1;
+                    delivered += 1;
+                    if seq + 1 == frames || allow_loss {
+                        last = Instant::now();
+                    }
+                }
+                _ => {
+                    return Err(psio::Error::InvalidConfig(format!(
+                        "frame {expect} arrived as {got:?}: lost, reordered or corrupted"
+                    )))
+                }
             }
-            expect += 1;
         }
         q.rx_release(k);
         q.rxsync()?;
     }
-    Ok(SideResult {
-        cpu: thread_cpu() - cpu0,
-        frames,
-    })
+    Ok((
+        SideResult {
+            cpu: thread_cpu() - cpu0,
+            frames: delivered,
+        },
+        frames - delivered,
+        last,
+    ))
 }
 
 /// One shm thread-to-thread run.

@@ -114,8 +114,10 @@ pub trait QueueIo: Send {
     fn buf_size(&self) -> usize;
 
     /// Prepares to sleep: after this, the returned descriptor becomes readable (or writable)
-    /// when RX frames arrive (`rx`) or TX space frees up (`tx`, or whenever frames are
-    /// pending). `None` means the queue cannot be slept on and `select` must poll it.
+    /// when RX frames arrive (`rx`) or TX room frees up (`tx`). Frames pushed but not synced
+    /// are the caller's business: `txsync` before sleeping, and ask for `tx` while
+    /// `tx_pending() > 0` after it. `None` means the queue cannot be slept on and `select`
+    /// bounds its sleep instead (1 ms) and asks again.
     fn arm(&mut self, rx: bool, tx: bool) -> Result<Option<WaitSpec>>;
     /// Undoes [`arm`](QueueIo::arm) after waking, consuming any wake-up token.
     fn disarm(&mut self);
@@ -133,8 +135,8 @@ pub struct PortConfig {
     pub buf_size: u32,
     /// How af_packet spreads TCP flows over queues. Default: by the remote port.
     pub steering: Steering,
-    /// af_packet: microseconds after which a partly filled RX block is handed to user space
-    /// (TPACKET_V3 `tp_retire_blk_tov` is in ms; 0 means the smallest, 1 ms). Default 0.
+    /// af_packet: milliseconds after which a partly filled RX block is handed to user space
+    /// (TPACKET_V3 `tp_retire_blk_tov`; 0 means the smallest, 1 ms). Default 0.
     pub rx_block_timeout_ms: u32,
 }
 
@@ -231,9 +233,10 @@ impl PortConfig {
                 self.slots
             )));
         }
-        if !(128..=65536).contains(&self.buf_size) || self.buf_size % 64 != 0 {
+        // A slot's length is a u16: the largest frame is 65535 bytes.
+        if !(128..=65472).contains(&self.buf_size) || self.buf_size % 64 != 0 {
             return Err(Error::InvalidConfig(format!(
-                "buf_size = {} (must be a multiple of 64 in 128..=65536)",
+                "buf_size = {} (must be a multiple of 64 in 128..=65472)",
                 self.buf_size
             )));
         }

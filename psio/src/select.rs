@@ -92,6 +92,7 @@ pub struct PortSet {
     busy_poll: Duration,
     pollfds: Vec<libc::pollfd>,
     ready: Vec<Ready>,
+    sleeps: u64,
 }
 
 impl std::fmt::Debug for PortSet {
@@ -116,6 +117,7 @@ impl PortSet {
             busy_poll: Duration::ZERO,
             pollfds: Vec::new(),
             ready: Vec::new(),
+            sleeps: 0,
         })
     }
 
@@ -148,6 +150,12 @@ impl PortSet {
     /// How long `select` re-checks queues before going to sleep (default zero).
     pub fn set_busy_poll(&mut self, budget: Duration) {
         self.busy_poll = budget;
+    }
+
+    /// How many times `select` has slept in the kernel (`ppoll`) so far: with frames or
+    /// requests counted elsewhere, the wake-ups per unit of work.
+    pub fn sleeps(&self) -> u64 {
+        self.sleeps
     }
 
     /// Queues found ready by the last `select`.
@@ -266,8 +274,16 @@ impl PortSet {
                 }
             }
         }
+        // Re-check after arming: whatever became ready before the flags were visible to the
+        // other side is seen here. Errors still go through the clean-up below.
         let idle = match armed {
-            Ok(()) => self.check(interests)? == 0 && !self.bell.0.rung.load(Ordering::SeqCst),
+            Ok(()) => match self.check(interests) {
+                Ok(n) => n == 0 && !self.bell.0.rung.load(Ordering::SeqCst),
+                Err(e) => {
+                    armed = Err(e);
+                    false
+                }
+            },
             Err(_) => false,
         };
         if idle {
@@ -284,6 +300,7 @@ impl PortSet {
             let tsp = ts
                 .as_ref()
                 .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            self.sleeps += 1;
             // SAFETY: `pollfds` is a valid array of its length; `tsp` is null or points to a
             // live timespec; no signal mask is changed.
             let r = unsafe {

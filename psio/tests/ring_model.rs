@@ -458,22 +458,23 @@ fn fill_drain_and_wrap_by_hand() {
     assert!(cov.drained >= 10 && cov.wraps >= 7, "{cov:?}");
 }
 
-/// The contract lets a frame fill its whole buffer (`tx_push(len)` panics only beyond
-/// `buf_size()`), and 65536 is a valid buffer size (`PortConfig::validate` accepts
-/// 128..=65536). A netmap slot's `len` is a `u16`, so a 65536-byte frame must either arrive
-/// whole or be refused; today `ShmQueue::tx_push` stores `len as u16` and the frame arrives
-/// empty. Run with `cargo test -p psio --test ring_model -- --ignored`.
+/// A slot's `len` is a `u16`: the largest buffer `PortConfig` accepts (65472) must carry a
+/// frame that fills it, and 65536 must be refused rather than truncate lengths.
 #[test]
-#[ignore = "BUG in psio shm: tx_push stores `len as u16`, a 65536-byte frame arrives empty"]
-fn a_frame_filling_a_64k_buffer_arrives_whole() {
-    let (mut a, mut b) = psio::sys::shm::pair(&PortConfig {
+fn a_frame_filling_the_largest_buffer_arrives_whole() {
+    let too_big = PortConfig {
         slots: 8,
         buf_size: 65536,
         ..PortConfig::default()
+    };
+    assert!(psio::sys::shm::pair(&too_big).is_err());
+    let (mut a, mut b) = psio::sys::shm::pair(&PortConfig {
+        buf_size: 65472,
+        ..too_big
     })
     .expect("pair");
     let (qa, qb) = (a.queue(0), b.queue(0));
-    for len in [65535usize, 65536] {
+    for len in [65471usize, 65472] {
         let frame = FrameSpec { len, seed: 7 }.bytes();
         qa.tx_buf(0)[..len].copy_from_slice(&frame);
         qa.tx_push(len);

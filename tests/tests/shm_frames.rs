@@ -147,14 +147,14 @@ struct Plan {
 }
 
 /// What one end saw.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 struct Tally {
     sent: u64,
     received: u64,
     /// `select` calls that found nothing to do at first.
     selects: u64,
-    /// `select` calls that timed out although the queue was ready right after: the peer
-    /// published without waking us.
+    /// `select` calls that slept their whole timeout although the queue was ready at the end:
+    /// the peer published without waking us.
     missed_wakeups: u64,
 }
 

@@ -982,7 +982,7 @@ impl QueueIo for AfpQueue {
         if rx {
             events |= libc::POLLIN;
         }
-        if tx || self.tx_pending > 0 {
+        if tx {
             events |= libc::POLLOUT;
         }
         Ok(Some(WaitSpec {
@@ -1356,7 +1356,7 @@ mod tests {
         for (slots, buf) in [
             (1024, 2048),
             (8, 128),
-            (65536, 65536),
+            (65536, 65472),
             (4096, 9216),
             (100, 1600),
         ] {

@@ -598,7 +598,7 @@ impl QueueIo for NetmapQueue {
         if rx {
             events |= libc::POLLIN;
         }
-        if tx || self.tx_pending() > 0 {
+        if tx {
             events |= libc::POLLOUT;
         }
         Ok(Some(WaitSpec {
@@ -1017,8 +1017,11 @@ mod tests {
         assert_eq!(q.tx_space(), SLOTS as usize - 3);
         assert_eq!(q.tx_pending(), 2);
 
-        // Sleeping: the descriptor itself, POLLOUT while frames are pending.
+        // Sleeping: the descriptor itself, with the events asked for.
         let w = q.arm(true, false).unwrap().unwrap();
+        assert_eq!((w.fd, w.events), (fd, libc::POLLIN));
+        q.disarm();
+        let w = q.arm(true, true).unwrap().unwrap();
         assert_eq!((w.fd, w.events), (fd, libc::POLLIN | libc::POLLOUT));
         q.disarm();
         // The sync ioctls reach the descriptor (and fail on /dev/null, naming themselves).
