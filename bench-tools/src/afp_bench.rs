@@ -28,7 +28,7 @@
 //! the ring receiver fails on the first gap, and is unblocked by a poison frame if frames at
 //! the tail never come.
 
-use crate::cpu::thread_cpu;
+use crate::cpu::{pin, thread_cpu};
 use crate::netns::{self, Namespaces, VethPair};
 use crate::psio_bench::{
     check_frame, fill_frame, median_run, recv_frames_with, send_frames, Record, SideResult,
@@ -99,20 +99,6 @@ pub fn af_packet_cases(frames: u64, runs: usize) -> Result<Vec<Record>, String> 
         return Err(failures.join("; "));
     }
     Ok(out)
-}
-
-/// Pins the calling thread to `cpu` when the machine has more than one.
-fn pin(cpu: usize) {
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        return;
-    }
-    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is below CPU_SETSIZE (we only use 0 and 1).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the given size. A
-    // failure only leaves the thread unpinned.
-    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
 }
 
 fn join<T>(

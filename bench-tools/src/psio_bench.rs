@@ -1,11 +1,12 @@
 //! `mtcp-bench psio`: frames per second and CPU per frame for each psio backend.
 //!
-//! Cases: shm thread-to-thread with 64 B frames at batch 1, 32 and 256 (no root); and, as
+//! Cases: shm thread-to-thread with 64 B frames at batch 1, 32 and 256 (no root; sender
+//! pinned to core 0, receiver to core 1, so every frame really crosses cores); and, as
 //! root, af_packet over a veth pair with our rings next to a naive one-`send()`/`recv()`-per-
 //! frame baseline measured in the same run ([`crate::afp_bench`]). Each case runs several
 //! times; the record with the median frame rate is kept.
 
-use crate::cpu::{median, thread_cpu};
+use crate::cpu::{median, pin, thread_cpu};
 use psio::{Interest, PortConfig, PortSet};
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -36,6 +37,8 @@ pub struct Options {
     pub runs: usize,
     /// Skip the af_packet cases even as root.
     pub no_af_packet: bool,
+    /// Skip the shm cases.
+    pub no_shm: bool,
 }
 
 impl Default for Options {
@@ -44,6 +47,7 @@ impl Default for Options {
             frames: 5_000_000,
             runs: 5,
             no_af_packet: false,
+            no_shm: false,
         }
     }
 }
@@ -206,15 +210,7 @@ pub fn recv_frames_with(
 
 /// One shm thread-to-thread run.
 fn shm_run(frames: u64, len: usize, batch: usize) -> psio::Result<Record> {
-    let (a, b) = psio::sys::shm::pair(&PortConfig {
-        buf_size: std::env::var("BUF")
-            .map(|v| v.parse().unwrap())
-            .unwrap_or(2048),
-        slots: std::env::var("SLOTS")
-            .map(|v| v.parse().unwrap())
-            .unwrap_or(1024),
-        ..PortConfig::default()
-    })?;
+    let (a, b) = psio::sys::shm::pair(&PortConfig::default())?;
     let mut tx_set = PortSet::new()?;
     tx_set.add(a);
     tx_set.set_busy_poll(Duration::from_micros(50));
@@ -222,8 +218,15 @@ fn shm_run(frames: u64, len: usize, batch: usize) -> psio::Result<Record> {
     rx_set.add(b);
     rx_set.set_busy_poll(Duration::from_micros(50));
     let start = Instant::now();
-    let rx = std::thread::spawn(move || recv_frames(&mut rx_set, frames, batch));
-    let tx = send_frames(&mut tx_set, frames, len, batch)?;
+    let rx = std::thread::spawn(move || {
+        pin(1);
+        recv_frames(&mut rx_set, frames, batch)
+    });
+    let tx = std::thread::spawn(move || {
+        pin(0);
+        send_frames(&mut tx_set, frames, len, batch)
+    });
+    let tx = tx.join().expect("sender thread panicked")?;
     let rx = rx.join().expect("receiver thread panicked")?;
     let secs = start.elapsed().as_secs_f64();
     Ok(Record {
@@ -255,7 +258,8 @@ pub fn median_run(
 /// Runs every case; af_packet cases only as root (a note is printed otherwise).
 pub fn run(opts: &Options) -> Result<Vec<Record>, String> {
     let mut out = Vec::new();
-    for batch in [1, 32, 256] {
+    let shm_batches: &[usize] = if opts.no_shm { &[] } else { &[1, 32, 256] };
+    for &batch in shm_batches {
         let rec = median_run(opts.runs, || {
             shm_run(opts.frames, 64, batch).map_err(|e| e.to_string())
         })?;

@@ -25,6 +25,28 @@
 //! `tx_buf(i)` lends the i-th free TX buffer, `tx_push(len)` commits the next one, and
 //! `rxsync`/`txsync` exchange the batch with the other side.
 //!
+//! ## Example
+//! ```
+//! use psio::{Interest, PortConfig, PortSet};
+//!
+//! // Two ends of an in-process link (`Port::open("shm:NAME")` links processes by name).
+//! let (mut a, b) = psio::sys::shm::pair(&PortConfig::default())?;
+//! let tx = a.queue(0);
+//! tx.tx_buf(0)[..60].fill(0xab); // build the frame in place in a TX slot
+//! tx.tx_push(60);
+//! tx.txsync()?; // one sync per batch
+//!
+//! let mut set = PortSet::new()?;
+//! let p = set.add(b);
+//! let rx_only = [Interest { port: p, queue: 0, rx: true, tx: false }];
+//! let outcome = set.select(&rx_only, Some(1_000_000))?;
+//! assert_eq!(outcome.ready, 1);
+//! let rx = set.port(p).queue(0);
+//! assert_eq!(rx.rx_frame(0), &[0xab; 60][..]); // read in place
+//! rx.rx_release(1);
+//! # Ok::<(), psio::Error>(())
+//! ```
+//!
 //! ## Backends (one file each under `sys/`)
 //! | name | what | needs |
 //! |---|---|---|

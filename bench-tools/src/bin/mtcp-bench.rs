@@ -8,7 +8,7 @@ const USAGE: &str = "usage: mtcp-bench <benchmark> [--json PATH] [options]
 
 benchmarks:
   psio    frames/s and CPU per frame of each psio backend
-          options: --frames N (default 5000000)  --runs R (default 5)  --no-af-packet";
+          options: --frames N (default 5000000)  --runs R (default 5)  --no-af-packet  --no-shm";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -47,6 +47,7 @@ fn run(args: &[String]) -> Result<(), String> {
                     .map_err(|_| "--runs needs a number".to_string())?
             }
             "--no-af-packet" => opts.no_af_packet = true,
+            "--no-shm" => opts.no_shm = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
