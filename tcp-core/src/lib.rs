@@ -6,41 +6,42 @@
 //! `handle_timeout(now)`; frames leave through `poll_transmit(now, buf)` into a caller's
 //! buffer (a psio TX slot), and readiness through `poll_event()`.
 //!
-//! What it will hold (see issue "tcp-core" and `DESIGN.md`): the RFC 9293 state machine,
-//! MSS/window scaling/timestamps/SACK, NewReno congestion control, RFC 6298 retransmission
-//! timers, delayed ACK and Nagle, keepalive, TIME_WAIT, RFC 5961 protections, SYN cookies,
-//! ARP and ICMP echo. Wire formats are parsed and emitted with `smoltcp::wire` only.
+//! RFCs to read before changing anything here: RFC 9293 (TCP), RFC 7323 (window scaling,
+//! timestamps, PAWS), RFC 2018 and RFC 6675 (SACK), RFC 5681 and RFC 6582 (NewReno),
+//! RFC 6298 (RTO), RFC 6928 (initial window), RFC 5961 (blind-attack protections),
+//! RFC 6528 (ISNs), RFC 6191 (TIME_WAIT reuse), RFC 1122 (delayed ACK, keepalive), RFC 826
+//! (ARP), RFC 792 (ICMP echo).
+//!
+//! ## Building blocks (this crate's modules)
+//! - [`time`]: `Instant`/`Duration` in µs, supplied by the caller.
+//! - [`seq`]: sequence numbers with modular comparison.
+//! - [`isn`]: keyed hashing (SipHash-2-4), RFC 6528 ISNs, ephemeral ports, SYN cookies.
+//! - [`wire`]: parsing and emitting frames with `smoltcp::wire` (wire formats only).
+//! - [`arp`]: the ARP cache with a bounded queue of frames waiting for resolution.
+//! - [`buffer`]: send and receive buffers, bounded out-of-order reassembly, SACK blocks.
+//! - [`scoreboard`]: the sender's SACK scoreboard (RFC 6675).
+//! - [`timer`]: a timer wheel with O(1) insert and cancel.
+//! - [`rtt`] and [`cc`]: the RFC 6298 estimator and congestion control (NewReno).
 //!
 //! What it deliberately leaves to others: packet I/O (`psio`), readiness delivery to
 //! applications (`event`), threads, queues and sockets (`mtcp-api`).
-//!
-//! This foundation commit only establishes the crate and its guarantees: `no_std` (with
-//! `alloc`) and no `unsafe`.
 #![no_std]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
+#[cfg(any(test, feature = "std"))]
+extern crate std;
 
-/// A point in time, in microseconds since an origin chosen by the caller.
-///
-/// tcp-core never reads a clock: every input carries the current `Instant`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Instant(pub u64);
+pub mod arp;
+pub mod buffer;
+pub mod cc;
+pub mod isn;
+pub mod rtt;
+pub mod scoreboard;
+pub mod seq;
+pub mod time;
+pub mod timer;
+pub mod wire;
 
-impl Instant {
-    /// Microseconds since the caller's origin.
-    pub const fn micros(self) -> u64 {
-        self.0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Instant;
-
-    #[test]
-    fn instants_order_by_microseconds() {
-        assert!(Instant(5) < Instant(7));
-        assert_eq!(Instant(42).micros(), 42);
-    }
-}
+pub use seq::SeqNumber;
+pub use time::{Duration, Instant};

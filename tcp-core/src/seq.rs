@@ -1,0 +1,116 @@
+//! TCP sequence numbers: 32-bit values compared modulo 2^32 (RFC 9293 §3.4).
+//!
+//! Never compare raw `u32`s: `a < b` means "b is ahead of a by less than 2^31".
+
+use core::cmp::Ordering;
+use core::fmt;
+use core::ops::{Add, AddAssign, Sub};
+
+/// A sequence number with wrapping arithmetic and modular ordering.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SeqNumber(pub u32);
+
+impl SeqNumber {
+    /// The later of two sequence numbers.
+    pub fn max(self, other: SeqNumber) -> SeqNumber {
+        if self > other {
+            self
+        } else {
+            other
+        }
+    }
+
+    /// The earlier of two sequence numbers.
+    pub fn min(self, other: SeqNumber) -> SeqNumber {
+        if self < other {
+            self
+        } else {
+            other
+        }
+    }
+
+    /// `lo <= self < hi` in sequence space (an empty range if `lo == hi`).
+    pub fn in_range(self, lo: SeqNumber, hi: SeqNumber) -> bool {
+        lo <= self && self < hi
+    }
+}
+
+impl PartialOrd for SeqNumber {
+    fn partial_cmp(&self, other: &SeqNumber) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SeqNumber {
+    /// RFC 1982-style: `self` is less than `other` when `other - self`, as a signed 32-bit
+    /// distance, is positive. (Not a total order over all u32 pairs at distance 2^31; callers
+    /// never compare numbers that far apart, as windows are below 2^30.)
+    fn cmp(&self, other: &SeqNumber) -> Ordering {
+        (self.0.wrapping_sub(other.0) as i32).cmp(&0)
+    }
+}
+
+impl Add<u32> for SeqNumber {
+    type Output = SeqNumber;
+    fn add(self, n: u32) -> SeqNumber {
+        SeqNumber(self.0.wrapping_add(n))
+    }
+}
+
+impl Add<usize> for SeqNumber {
+    type Output = SeqNumber;
+    fn add(self, n: usize) -> SeqNumber {
+        SeqNumber(self.0.wrapping_add(n as u32))
+    }
+}
+
+impl AddAssign<u32> for SeqNumber {
+    fn add_assign(&mut self, n: u32) {
+        self.0 = self.0.wrapping_add(n);
+    }
+}
+
+impl AddAssign<usize> for SeqNumber {
+    fn add_assign(&mut self, n: usize) {
+        self.0 = self.0.wrapping_add(n as u32);
+    }
+}
+
+impl Sub<SeqNumber> for SeqNumber {
+    /// Bytes from `rhs` to `self`; callers ensure `rhs <= self`.
+    type Output = u32;
+    fn sub(self, rhs: SeqNumber) -> u32 {
+        self.0.wrapping_sub(rhs.0)
+    }
+}
+
+impl fmt::Debug for SeqNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "seq {}", self.0)
+    }
+}
+
+impl fmt::Display for SeqNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordering_wraps_around() {
+        let a = SeqNumber(u32::MAX - 10);
+        let b = a + 20u32;
+        assert_eq!(b.0, 9);
+        assert!(a < b);
+        assert!(b > a);
+        assert_eq!(b - a, 20);
+        assert!(SeqNumber(5).in_range(a, b));
+        assert!(!b.in_range(a, b));
+        assert_eq!(a.max(b), b);
+        assert_eq!(a.min(b), a);
+    }
+}
