@@ -14,9 +14,12 @@
 //!
 //! ## Building blocks (this crate's modules)
 //! - [`time`]: `Instant`/`Duration` in µs, supplied by the caller.
+//! - [`config`], [`counters`], [`state`]: settings, counters, states, handles, events, errors.
 //! - [`seq`]: sequence numbers with modular comparison.
+//! - [`flow`]: the flow table, 4-tuple → connection slot in O(1), bounded.
 //! - [`isn`]: keyed hashing (SipHash-2-4), RFC 6528 ISNs, ephemeral ports, SYN cookies.
 //! - [`wire`]: parsing and emitting frames with `smoltcp::wire` (wire formats only).
+//! - [`route`]: next hop by subnet, static routes and gateway.
 //! - [`arp`]: the ARP cache with a bounded queue of frames waiting for resolution.
 //! - [`buffer`]: send and receive buffers, bounded out-of-order reassembly, SACK blocks.
 //! - [`scoreboard`]: the sender's SACK scoreboard (RFC 6675).
@@ -35,13 +38,21 @@ extern crate std;
 pub mod arp;
 pub mod buffer;
 pub mod cc;
+pub mod config;
+pub mod counters;
+pub mod flow;
 pub mod isn;
+pub mod route;
 pub mod rtt;
 pub mod scoreboard;
 pub mod seq;
+pub mod state;
 pub mod time;
 pub mod timer;
 pub mod wire;
 
+pub use config::{EndpointConfig, InterfaceConfig, TcpConfig};
+pub use counters::Counters;
 pub use seq::SeqNumber;
+pub use state::{CloseReason, Event, Handle, SocketError, State};
 pub use time::{Duration, Instant};
