@@ -34,7 +34,8 @@ impl FourTuple {
     /// Packs the tuple into 96 bits (as two words) for hashing and comparison.
     #[inline]
     fn words(&self) -> (u64, u64) {
-        let a = (u64::from(u32::from(self.local_addr)) << 32) | u64::from(u32::from(self.remote_addr));
+        let a =
+            (u64::from(u32::from(self.local_addr)) << 32) | u64::from(u32::from(self.remote_addr));
         let b = (u64::from(self.local_port) << 16) | u64::from(self.remote_port);
         (a, b)
     }

@@ -76,6 +76,10 @@ mod tests {
             ..iface.clone()
         };
         assert_eq!(next_hop(&no_gw, Ipv4Addr::new(192, 0, 2, 1)), None);
-        assert!(in_subnet(Ipv4Addr::new(1, 2, 3, 4), Ipv4Addr::new(9, 9, 9, 9), 0));
+        assert!(in_subnet(
+            Ipv4Addr::new(1, 2, 3, 4),
+            Ipv4Addr::new(9, 9, 9, 9),
+            0
+        ));
     }
 }
