@@ -26,6 +26,8 @@
 //! - [`timer`]: a timer wheel with O(1) insert and cancel.
 //! - [`rtt`] and [`cc`]: the RFC 6298 estimator and congestion control (NewReno).
 //!
+//! With the `testing` feature, [`testing`] exports the seeded simulated link the tests use.
+//!
 //! What it deliberately leaves to others: packet I/O (`psio`), readiness delivery to
 //! applications (`event`), threads, queues and sockets (`mtcp-api`).
 #![no_std]
@@ -47,6 +49,8 @@ pub mod rtt;
 pub mod scoreboard;
 pub mod seq;
 pub mod state;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod time;
 pub mod timer;
 pub mod wire;
