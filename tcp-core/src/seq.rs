@@ -36,17 +36,17 @@ impl SeqNumber {
 }
 
 impl PartialOrd for SeqNumber {
+    /// RFC 1982 serial-number order: `self < other` when `other - self`, as a signed 32-bit
+    /// distance, is positive. Numbers exactly 2^31 apart are unordered (`None`: neither `<`
+    /// nor `>` holds), so no pair is ever both less and greater than the other. There is no
+    /// `Ord`: the order is not transitive around the circle.
     fn partial_cmp(&self, other: &SeqNumber) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for SeqNumber {
-    /// RFC 1982-style: `self` is less than `other` when `other - self`, as a signed 32-bit
-    /// distance, is positive. (Not a total order over all u32 pairs at distance 2^31; callers
-    /// never compare numbers that far apart, as windows are below 2^30.)
-    fn cmp(&self, other: &SeqNumber) -> Ordering {
-        (self.0.wrapping_sub(other.0) as i32).cmp(&0)
+        match self.0.wrapping_sub(other.0) {
+            0 => Some(Ordering::Equal),
+            0x8000_0000 => None,
+            d if d < 0x8000_0000 => Some(Ordering::Greater),
+            _ => Some(Ordering::Less),
+        }
     }
 }
 
@@ -112,5 +112,10 @@ mod tests {
         assert!(!b.in_range(a, b));
         assert_eq!(a.max(b), b);
         assert_eq!(a.min(b), a);
+        // Exactly half the circle apart: unordered both ways, never both less and greater.
+        let c = a + 0x8000_0000u32;
+        assert_eq!(a.partial_cmp(&c), None);
+        assert_eq!(c.partial_cmp(&a), None);
+        assert_eq!([a < c, c < a, a > c, c > a], [false; 4]);
     }
 }

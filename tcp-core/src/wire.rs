@@ -1,1 +1,1919 @@
-//! (being written)
+//! Frames on the wire: parsing inbound Ethernet frames into typed values, and emitting
+//! outbound Ethernet + ARP / IPv4 + TCP / IPv4 + ICMP frames into a caller's buffer.
+//!
+//! This is the edge of tcp-core (STYLE rule 4, "parse once, then trust"): every byte a peer
+//! sends goes through [`parse_frame`] (or [`parse_frame_for`]) exactly once, is validated
+//! there, and comes out as an [`Inbound`] whose fields the rest of the crate trusts. Nothing
+//! in this module panics on any input bytes; a frame that cannot be used is reported as a
+//! typed [`ParseError`] so the caller can drop it and count it by kind (STYLE rule 6).
+//!
+//! The byte-level work is done by `smoltcp::wire` packet views (`new_checked`, accessors,
+//! setters, `TcpOption::parse`). smoltcp's `TcpRepr` is deliberately *not* used: its single
+//! `Control` cannot represent arbitrary flag combinations (SYN+FIN, SYN+RST, …), which a
+//! peer may send and which the state machine must see as sent. [`TcpFlags`] holds any of the
+//! 256 combinations of the flag byte.
+//!
+//! What this module does not do: IPv4 reassembly (fragments are reported as
+//! [`ParseError::Fragment`] and dropped), IPv4 options (accepted on receive and skipped, never
+//! emitted), VLAN tags (reported as [`ParseError::UnsupportedEtherType`]), Ethernet padding to
+//! 60 bytes on transmit (left to the NIC / backend), and any policy (which ports are open,
+//! which source addresses are acceptable) — that belongs to the endpoint.
+//!
+//! ## Checksums
+//! [`ChecksumMode`] is the hardware-offload switch. `verify_rx = false` skips verification of
+//! the IPv4 header and TCP checksums on receive; `compute_tx = false` leaves the IPv4 header
+//! and TCP checksum fields zero on transmit, for the NIC to fill in. ICMP checksums are always
+//! verified and always computed: no NIC offloads them and ICMP traffic is rare.
+//!
+//! ## TCP option layout on transmit
+//! Options are written the way Linux orders them (`tcp_options_write`), every option group
+//! 4-byte aligned, so no trailing padding is ever needed:
+//!
+//! ```text
+//! MSS            02 04 mm mm                               4 bytes   (if mss)
+//! SACKOK + TS    04 02 08 0a vv vv vv vv ee ee ee ee      12 bytes   (if timestamp and sack_permitted)
+//! TS             01 01 08 0a vv vv vv vv ee ee ee ee      12 bytes   (if timestamp only)
+//! SACKOK         01 01 04 02                               4 bytes   (if sack_permitted only)
+//! WS             01 03 03 ss                               4 bytes   (if wscale)
+//! SACK blocks    01 01 05 ll [left right]×n            4 + 8n bytes  (if sack blocks)
+//! ```
+//!
+//! So a Linux-style SYN (MSS, SACK-permitted, timestamps, window scale) carries exactly
+//! 20 bytes of options, and a data segment with timestamps carries `NOP NOP TS` (12 bytes),
+//! plus `NOP NOP SACK` when SACK blocks are present. The options never exceed 40 bytes: SACK
+//! blocks that do not fit are left off from the last one (RFC 2018 §3: with timestamps at most
+//! 3 blocks fit, without them 4). [`tcp_options_len`] and [`tcp_header_len`] report the length
+//! after that trimming, so the caller can size the payload to the MSS.
+
+use core::fmt;
+use core::ops::{BitAnd, BitOr, BitOrAssign};
+
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet,
+    IpAddress, IpProtocol, Ipv4Packet, TcpOption, TcpPacket, TcpSeqNumber,
+};
+
+pub use smoltcp::wire::{EthernetAddress, Ipv4Address};
+
+use crate::seq::SeqNumber;
+
+/// Length of an Ethernet II header (no VLAN tag).
+pub const ETHERNET_HEADER_LEN: usize = 14;
+/// Length of an IPv4 header without options (the only kind this module emits).
+pub const IPV4_HEADER_LEN: usize = 20;
+/// Length of a TCP header without options.
+pub const TCP_HEADER_LEN: usize = 20;
+/// Maximum length of the TCP options (the data offset field allows 60 header bytes).
+pub const TCP_MAX_OPTIONS_LEN: usize = 40;
+/// Length of an ICMP echo header (type, code, checksum, identifier, sequence number).
+pub const ICMP_ECHO_HEADER_LEN: usize = 8;
+/// Length of an Ethernet + ARP (Ethernet/IPv4) frame, without padding.
+pub const ARP_FRAME_LEN: usize = ETHERNET_HEADER_LEN + 28;
+
+const OPT_NOP: u8 = 1;
+const OPT_MSS: u8 = 2;
+const OPT_WS: u8 = 3;
+const OPT_SACKPERM: u8 = 4;
+const OPT_SACK: u8 = 5;
+const OPT_TS: u8 = 8;
+
+// ---------------------------------------------------------------------------------------------
+// Configuration and errors
+// ---------------------------------------------------------------------------------------------
+
+/// Which checksums software handles; the rest is left to the NIC (checksum offload).
+///
+/// `verify_rx` and `compute_tx` cover the IPv4 header checksum and the TCP checksum. ICMP
+/// checksums are always verified and computed in software.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChecksumMode {
+    /// Verify checksums of received frames (`false`: the NIC already did).
+    pub verify_rx: bool,
+    /// Compute checksums of transmitted frames (`false`: leave the fields zero for the NIC).
+    pub compute_tx: bool,
+}
+
+impl ChecksumMode {
+    /// Everything in software: verify on receive, compute on transmit. The default.
+    pub const SOFTWARE: ChecksumMode = ChecksumMode {
+        verify_rx: true,
+        compute_tx: true,
+    };
+    /// Everything offloaded to the NIC.
+    pub const OFFLOAD: ChecksumMode = ChecksumMode {
+        verify_rx: false,
+        compute_tx: false,
+    };
+}
+
+impl Default for ChecksumMode {
+    fn default() -> ChecksumMode {
+        ChecksumMode::SOFTWARE
+    }
+}
+
+/// Why an inbound frame was dropped. Every variant is a peer's doing (or the link's), never
+/// an API misuse; the caller counts them by kind ([`ParseError::index`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// The frame ends before a header (or the length an IPv4 header announces) does.
+    Truncated,
+    /// An IPv4 header, TCP or ICMP checksum does not verify.
+    BadChecksum,
+    /// Not addressed to the local MAC (nor broadcast) or not to the local IPv4 address;
+    /// only [`parse_frame_for`] reports it.
+    NotForUs,
+    /// An IPv4 fragment (MF set or a nonzero offset): fragments are not reassembled.
+    Fragment,
+    /// Neither IPv4 nor ARP (IPv6, VLAN-tagged, LLDP, …).
+    UnsupportedEtherType,
+    /// Inconsistent header fields: IP version not 4, header lengths too small or beyond the
+    /// packet, bad TCP option lengths, zero ports, ARP for other hardware/protocols, …
+    Malformed,
+}
+
+impl ParseError {
+    /// Number of variants, for an array of counters indexed by [`ParseError::index`].
+    pub const COUNT: usize = 6;
+
+    /// A dense index in `0..ParseError::COUNT`, for counting drops by kind.
+    pub const fn index(self) -> usize {
+        match self {
+            ParseError::Truncated => 0,
+            ParseError::BadChecksum => 1,
+            ParseError::NotForUs => 2,
+            ParseError::Fragment => 3,
+            ParseError::UnsupportedEtherType => 4,
+            ParseError::Malformed => 5,
+        }
+    }
+
+    /// A short lower-case name, for logs and counter labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ParseError::Truncated => "truncated",
+            ParseError::BadChecksum => "bad checksum",
+            ParseError::NotForUs => "not for us",
+            ParseError::Fragment => "ipv4 fragment",
+            ParseError::UnsupportedEtherType => "unsupported ethertype",
+            ParseError::Malformed => "malformed",
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ParseError {}
+
+/// Why a frame could not be emitted. Both are caller mistakes (API misuse), not peer input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EmitError {
+    /// The caller's buffer is shorter than the frame; `needed` is the frame's length.
+    BufferTooSmall {
+        /// Length of the whole frame in bytes.
+        needed: usize,
+    },
+    /// The IPv4 packet would exceed 65535 bytes.
+    TooLong,
+}
+
+impl fmt::Display for EmitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EmitError::BufferTooSmall { needed } => {
+                write!(f, "buffer too small: frame needs {needed} bytes")
+            }
+            EmitError::TooLong => f.write_str("IPv4 packet longer than 65535 bytes"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for EmitError {}
+
+// ---------------------------------------------------------------------------------------------
+// TCP flags and options
+// ---------------------------------------------------------------------------------------------
+
+/// The TCP flag byte (header byte 13): any combination of the eight flags.
+///
+/// The bit values are the wire's, so `bits()` is the byte as sent. The NS bit (RFC 3540,
+/// historic) is ignored on receive and never sent.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TcpFlags(u8);
+
+impl TcpFlags {
+    /// No flag set.
+    pub const EMPTY: TcpFlags = TcpFlags(0);
+    /// FIN: no more data from the sender.
+    pub const FIN: TcpFlags = TcpFlags(0x01);
+    /// SYN: synchronize sequence numbers.
+    pub const SYN: TcpFlags = TcpFlags(0x02);
+    /// RST: reset the connection.
+    pub const RST: TcpFlags = TcpFlags(0x04);
+    /// PSH: push function.
+    pub const PSH: TcpFlags = TcpFlags(0x08);
+    /// ACK: the acknowledgment field is significant.
+    pub const ACK: TcpFlags = TcpFlags(0x10);
+    /// URG: the urgent pointer field is significant.
+    pub const URG: TcpFlags = TcpFlags(0x20);
+    /// ECE: ECN-Echo (RFC 3168).
+    pub const ECE: TcpFlags = TcpFlags(0x40);
+    /// CWR: congestion window reduced (RFC 3168).
+    pub const CWR: TcpFlags = TcpFlags(0x80);
+
+    /// The flags whose bits are set in `bits` (every value is valid).
+    pub const fn from_bits(bits: u8) -> TcpFlags {
+        TcpFlags(bits)
+    }
+
+    /// The flag byte as on the wire.
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// Whether every flag of `other` is set in `self`.
+    pub const fn contains(self, other: TcpFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether any flag of `other` is set in `self`.
+    pub const fn intersects(self, other: TcpFlags) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// The flags of both.
+    pub const fn union(self, other: TcpFlags) -> TcpFlags {
+        TcpFlags(self.0 | other.0)
+    }
+
+    /// `self` without the flags of `other`.
+    pub const fn difference(self, other: TcpFlags) -> TcpFlags {
+        TcpFlags(self.0 & !other.0)
+    }
+
+    /// Whether no flag is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Set the flags of `other`.
+    pub fn insert(&mut self, other: TcpFlags) {
+        self.0 |= other.0;
+    }
+
+    /// Clear the flags of `other`.
+    pub fn remove(&mut self, other: TcpFlags) {
+        self.0 &= !other.0;
+    }
+
+    /// SYN is set.
+    pub const fn syn(self) -> bool {
+        self.contains(TcpFlags::SYN)
+    }
+
+    /// ACK is set.
+    pub const fn ack(self) -> bool {
+        self.contains(TcpFlags::ACK)
+    }
+
+    /// FIN is set.
+    pub const fn fin(self) -> bool {
+        self.contains(TcpFlags::FIN)
+    }
+
+    /// RST is set.
+    pub const fn rst(self) -> bool {
+        self.contains(TcpFlags::RST)
+    }
+
+    /// PSH is set.
+    pub const fn psh(self) -> bool {
+        self.contains(TcpFlags::PSH)
+    }
+}
+
+impl BitOr for TcpFlags {
+    type Output = TcpFlags;
+    fn bitor(self, rhs: TcpFlags) -> TcpFlags {
+        self.union(rhs)
+    }
+}
+
+impl BitOrAssign for TcpFlags {
+    fn bitor_assign(&mut self, rhs: TcpFlags) {
+        self.insert(rhs);
+    }
+}
+
+impl BitAnd for TcpFlags {
+    type Output = TcpFlags;
+    fn bitand(self, rhs: TcpFlags) -> TcpFlags {
+        TcpFlags(self.0 & rhs.0)
+    }
+}
+
+const FLAG_NAMES: [(TcpFlags, &str); 8] = [
+    (TcpFlags::FIN, "FIN"),
+    (TcpFlags::SYN, "SYN"),
+    (TcpFlags::RST, "RST"),
+    (TcpFlags::PSH, "PSH"),
+    (TcpFlags::ACK, "ACK"),
+    (TcpFlags::URG, "URG"),
+    (TcpFlags::ECE, "ECE"),
+    (TcpFlags::CWR, "CWR"),
+];
+
+impl fmt::Display for TcpFlags {
+    /// `SYN|ACK`, or `-` when empty.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("-");
+        }
+        let mut first = true;
+        for (flag, name) in FLAG_NAMES {
+            if self.contains(flag) {
+                if !first {
+                    f.write_str("|")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for TcpFlags {
+    /// `TcpFlags(0x12 SYN|ACK)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TcpFlags({:#04x} {})", self.0, self)
+    }
+}
+
+/// The TCP options tcp-core understands, as received or to be sent.
+///
+/// Unknown options are skipped on receive and never sent. Values are kept as on the wire:
+/// a window scale above 14 is reported as received (RFC 7323 §2.3 says to use 14; that is the
+/// connection's job), an MSS of 0 likewise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TcpOptions {
+    /// Maximum segment size (kind 2).
+    pub mss: Option<u16>,
+    /// Window scale shift count (kind 3).
+    pub wscale: Option<u8>,
+    /// SACK permitted (kind 4).
+    pub sack_permitted: bool,
+    /// SACK blocks `(left, right)` (kind 5), packed from the front: `None`s only at the end.
+    /// On transmit, blocks that do not fit in 40 bytes of options are left off from the end.
+    pub sack_blocks: [Option<(SeqNumber, SeqNumber)>; 4],
+    /// Timestamps `(TSval, TSecr)` (kind 8).
+    pub timestamp: Option<(u32, u32)>,
+}
+
+impl TcpOptions {
+    /// Number of SACK blocks present (`Some` entries).
+    pub fn sack_block_count(&self) -> usize {
+        self.sack_blocks.iter().filter(|b| b.is_some()).count()
+    }
+
+    /// The options without SACK blocks beyond those that fit (as they will be sent).
+    pub fn trimmed(&self) -> TcpOptions {
+        let (_, fit) = options_layout(self);
+        let mut out = *self;
+        out.sack_blocks = [None; 4];
+        for (slot, block) in out
+            .sack_blocks
+            .iter_mut()
+            .zip(self.sack_blocks.iter().flatten().take(fit))
+        {
+            *slot = Some(*block);
+        }
+        out
+    }
+}
+
+/// Bytes of options without SACK blocks, and how many SACK blocks fit after them.
+fn options_layout(o: &TcpOptions) -> (usize, usize) {
+    let mut base = 0;
+    if o.mss.is_some() {
+        base += 4;
+    }
+    if o.timestamp.is_some() || o.sack_permitted {
+        // SACKOK+TS or NOP NOP TS (12), or NOP NOP SACKOK (4).
+        base += if o.timestamp.is_some() { 12 } else { 4 };
+    }
+    if o.wscale.is_some() {
+        base += 4;
+    }
+    let room = TCP_MAX_OPTIONS_LEN - base; // base <= 20
+    let fit = if room >= 12 { (room - 4) / 8 } else { 0 };
+    (base, o.sack_block_count().min(fit))
+}
+
+/// Length in bytes of the options as [`emit_tcp`] writes them (a multiple of 4, at most 40).
+pub fn tcp_options_len(options: &TcpOptions) -> usize {
+    let (base, sacks) = options_layout(options);
+    if sacks > 0 {
+        base + 4 + 8 * sacks
+    } else {
+        base
+    }
+}
+
+/// Length of the TCP header carrying `options` (20 to 60 bytes), so the caller can size the
+/// payload: `payload <= mss + 20 - tcp_header_len(&options)` keeps a segment within the MSS
+/// as RFC 9293 §3.7.1 defines it (MSS counts data only, assuming a 20-byte TCP header).
+pub fn tcp_header_len(options: &TcpOptions) -> usize {
+    TCP_HEADER_LEN + tcp_options_len(options)
+}
+
+/// Length of the whole frame ([`emit_tcp`]'s result) for these options and payload length.
+pub fn tcp_frame_len(options: &TcpOptions, payload_len: usize) -> usize {
+    ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + tcp_header_len(options) + payload_len
+}
+
+/// Write the options into `buf`, which is exactly `tcp_options_len(o)` long.
+fn write_options(buf: &mut [u8], o: &TcpOptions) {
+    let (_, sacks) = options_layout(o);
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        buf[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    if let Some(mss) = o.mss {
+        let m = mss.to_be_bytes();
+        put(&[OPT_MSS, 4, m[0], m[1]]);
+    }
+    if let Some((tsval, tsecr)) = o.timestamp {
+        if o.sack_permitted {
+            put(&[OPT_SACKPERM, 2, OPT_TS, 10]);
+        } else {
+            put(&[OPT_NOP, OPT_NOP, OPT_TS, 10]);
+        }
+        put(&tsval.to_be_bytes());
+        put(&tsecr.to_be_bytes());
+    } else if o.sack_permitted {
+        put(&[OPT_NOP, OPT_NOP, OPT_SACKPERM, 2]);
+    }
+    if let Some(ws) = o.wscale {
+        put(&[OPT_NOP, OPT_WS, 3, ws]);
+    }
+    if sacks > 0 {
+        put(&[OPT_NOP, OPT_NOP, OPT_SACK, (2 + 8 * sacks) as u8]);
+        for (left, right) in o.sack_blocks.iter().flatten().take(sacks) {
+            put(&left.0.to_be_bytes());
+            put(&right.0.to_be_bytes());
+        }
+    }
+}
+
+/// Walk the options with smoltcp's `TcpOption::parse`. Any bad length makes the whole
+/// segment [`ParseError::Malformed`]; unknown kinds with a sane length are skipped.
+fn parse_options(mut opts: &[u8]) -> Result<TcpOptions, ParseError> {
+    let mut o = TcpOptions::default();
+    while !opts.is_empty() {
+        let (rest, option) = TcpOption::parse(opts).map_err(|_| ParseError::Malformed)?;
+        // `rest` is a suffix of `opts`; `raw` is this option's bytes.
+        let raw = opts.get(..opts.len() - rest.len()).unwrap_or(&[]);
+        match option {
+            TcpOption::EndOfList => break,
+            TcpOption::NoOperation => {}
+            TcpOption::MaxSegmentSize(mss) => o.mss = Some(mss),
+            TcpOption::WindowScale(ws) => o.wscale = Some(ws),
+            TcpOption::SackPermitted => o.sack_permitted = true,
+            TcpOption::SackRange(_) => {
+                // smoltcp keeps at most 3 blocks; RFC 2018 allows 4, so read them from `raw`
+                // (its length was checked: 2 + 8n with n >= 1).
+                o.sack_blocks = [None; 4];
+                let blocks = raw.get(2..).unwrap_or(&[]);
+                for (slot, b) in o.sack_blocks.iter_mut().zip(blocks.chunks_exact(8)) {
+                    let left = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                    let right = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+                    *slot = Some((SeqNumber(left), SeqNumber(right)));
+                }
+            }
+            TcpOption::TimeStamp { tsval, tsecr } => o.timestamp = Some((tsval, tsecr)),
+            // smoltcp reports a timestamp option of the wrong length as unknown.
+            TcpOption::Unknown { kind: OPT_TS, .. } => return Err(ParseError::Malformed),
+            TcpOption::Unknown { .. } => {}
+        }
+        opts = rest;
+    }
+    Ok(o)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inbound
+// ---------------------------------------------------------------------------------------------
+
+/// The Ethernet addresses of a received frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EthInfo {
+    /// Source MAC.
+    pub src: EthernetAddress,
+    /// Destination MAC (ours, broadcast, or anything when parsed by [`parse_frame`]).
+    pub dst: EthernetAddress,
+}
+
+/// The IPv4 header fields of a received packet that tcp-core may need.
+///
+/// Addresses are not screened: rejecting broadcast or multicast sources for TCP
+/// (RFC 9293 §3.10.7.2) is the endpoint's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv4Info {
+    /// Source address.
+    pub src: Ipv4Address,
+    /// Destination address.
+    pub dst: Ipv4Address,
+    /// Time to live.
+    pub ttl: u8,
+    /// Identification field.
+    pub ident: u16,
+    /// DSCP (6 bits).
+    pub dscp: u8,
+    /// ECN codepoint (2 bits).
+    pub ecn: u8,
+    /// Don't-fragment flag.
+    pub dont_frag: bool,
+    /// Protocol number (6 for TCP, 1 for ICMP).
+    pub protocol: u8,
+}
+
+/// ARP operations tcp-core handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ArpOp {
+    /// Who has `target_ip`? Tell `sender_ip`.
+    Request,
+    /// `sender_ip` is at `sender_mac`.
+    Reply,
+}
+
+/// An Ethernet/IPv4 ARP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ArpInfo {
+    /// Request or reply.
+    pub op: ArpOp,
+    /// Sender hardware address (SHA).
+    pub sender_mac: EthernetAddress,
+    /// Sender protocol address (SPA).
+    pub sender_ip: Ipv4Address,
+    /// Target hardware address (THA; zero in requests).
+    pub target_mac: EthernetAddress,
+    /// Target protocol address (TPA).
+    pub target_ip: Ipv4Address,
+}
+
+/// A validated TCP segment. Every field is as on the wire; the options were checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TcpSegment<'a> {
+    /// Source port (never 0).
+    pub src_port: u16,
+    /// Destination port (never 0).
+    pub dst_port: u16,
+    /// Sequence number.
+    pub seq: SeqNumber,
+    /// Acknowledgment number (meaningful only with ACK).
+    pub ack: SeqNumber,
+    /// Flags.
+    pub flags: TcpFlags,
+    /// Window field, unscaled.
+    pub window: u16,
+    /// Urgent pointer (meaningful only with URG).
+    pub urgent: u16,
+    /// Options.
+    pub options: TcpOptions,
+    /// Data.
+    pub payload: &'a [u8],
+}
+
+impl TcpSegment<'_> {
+    /// Length in sequence space: payload plus one for SYN and one for FIN.
+    pub fn seq_len(&self) -> u32 {
+        self.payload.len() as u32 + u32::from(self.flags.syn()) + u32::from(self.flags.fin())
+    }
+}
+
+/// A received frame, parsed and validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Inbound<'a> {
+    /// An Ethernet/IPv4 ARP request or reply.
+    Arp {
+        /// Ethernet addresses.
+        eth: EthInfo,
+        /// The ARP packet.
+        arp: ArpInfo,
+    },
+    /// An ICMP echo request (ping), to be answered with [`emit_icmp_echo_reply`].
+    IcmpEcho {
+        /// Ethernet addresses.
+        eth: EthInfo,
+        /// IPv4 header.
+        ip: Ipv4Info,
+        /// Echo identifier.
+        ident: u16,
+        /// Echo sequence number.
+        seq: u16,
+        /// Echo data, to be sent back.
+        payload: &'a [u8],
+    },
+    /// A TCP segment.
+    Tcp {
+        /// Ethernet addresses.
+        eth: EthInfo,
+        /// IPv4 header.
+        ip: Ipv4Info,
+        /// The segment.
+        seg: TcpSegment<'a>,
+    },
+    /// A valid IPv4 packet of another protocol (UDP, …) or another ICMP type; no payload
+    /// checksum was verified.
+    OtherIpv4 {
+        /// Ethernet addresses.
+        eth: EthInfo,
+        /// IPv4 header.
+        ip: Ipv4Info,
+    },
+}
+
+/// The local addresses [`parse_frame_for`] filters on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LocalAddrs {
+    /// Our MAC: frames to other unicast or multicast MACs are [`ParseError::NotForUs`].
+    pub mac: EthernetAddress,
+    /// Our IPv4 address: IPv4 packets to other addresses are [`ParseError::NotForUs`].
+    pub ip: Ipv4Address,
+}
+
+/// Parse and validate a whole Ethernet frame, with no address filtering.
+///
+/// Never panics, whatever `frame` holds. Trailing bytes beyond the IPv4 total length
+/// (Ethernet padding) are ignored.
+pub fn parse_frame(frame: &[u8], mode: ChecksumMode) -> Result<Inbound<'_>, ParseError> {
+    parse_inner(frame, None, mode)
+}
+
+/// [`parse_frame`], also dropping frames not addressed to `local` as
+/// [`ParseError::NotForUs`]: the Ethernet destination must be `local.mac` or broadcast, and
+/// an IPv4 destination must be `local.ip`. ARP packets pass whatever their target IP
+/// (RFC 826's merge rule may still update the cache from them).
+pub fn parse_frame_for<'a>(
+    frame: &'a [u8],
+    local: &LocalAddrs,
+    mode: ChecksumMode,
+) -> Result<Inbound<'a>, ParseError> {
+    parse_inner(frame, Some(local), mode)
+}
+
+fn parse_inner<'a>(
+    frame: &'a [u8],
+    local: Option<&LocalAddrs>,
+    mode: ChecksumMode,
+) -> Result<Inbound<'a>, ParseError> {
+    let eth_frame = EthernetFrame::new_checked(frame).map_err(|_| ParseError::Truncated)?;
+    let eth = EthInfo {
+        src: eth_frame.src_addr(),
+        dst: eth_frame.dst_addr(),
+    };
+    if let Some(local) = local {
+        if eth.dst != local.mac && !eth.dst.is_broadcast() {
+            return Err(ParseError::NotForUs);
+        }
+    }
+    match eth_frame.ethertype() {
+        EthernetProtocol::Arp => parse_arp(eth, eth_frame.payload()),
+        EthernetProtocol::Ipv4 => parse_ipv4(eth, eth_frame.payload(), local, mode),
+        _ => Err(ParseError::UnsupportedEtherType),
+    }
+}
+
+fn parse_arp(eth: EthInfo, payload: &[u8]) -> Result<Inbound<'_>, ParseError> {
+    let packet = ArpPacket::new_checked(payload).map_err(|_| ParseError::Truncated)?;
+    let repr = ArpRepr::parse(&packet).map_err(|_| ParseError::Malformed)?;
+    #[allow(unreachable_patterns)] // ArpRepr is non_exhaustive
+    let arp = match repr {
+        ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_hardware_addr,
+            target_protocol_addr,
+        } => {
+            let op = match operation {
+                ArpOperation::Request => ArpOp::Request,
+                ArpOperation::Reply => ArpOp::Reply,
+                _ => return Err(ParseError::Malformed),
+            };
+            ArpInfo {
+                op,
+                sender_mac: source_hardware_addr,
+                sender_ip: source_protocol_addr,
+                target_mac: target_hardware_addr,
+                target_ip: target_protocol_addr,
+            }
+        }
+        _ => return Err(ParseError::Malformed),
+    };
+    Ok(Inbound::Arp { eth, arp })
+}
+
+fn parse_ipv4<'a>(
+    eth: EthInfo,
+    payload: &'a [u8],
+    local: Option<&LocalAddrs>,
+    mode: ChecksumMode,
+) -> Result<Inbound<'a>, ParseError> {
+    // Check what smoltcp's check_len checks, but tell truncation from inconsistency.
+    let Some(&ver_ihl) = payload.first() else {
+        return Err(ParseError::Truncated);
+    };
+    if payload.len() < IPV4_HEADER_LEN {
+        return Err(ParseError::Truncated);
+    }
+    if ver_ihl >> 4 != 4 {
+        return Err(ParseError::Malformed);
+    }
+    let header_len = usize::from(ver_ihl & 0x0f) * 4;
+    if header_len < IPV4_HEADER_LEN {
+        return Err(ParseError::Malformed);
+    }
+    if payload.len() < header_len {
+        return Err(ParseError::Truncated);
+    }
+    let total_len = usize::from(u16::from_be_bytes([payload[2], payload[3]]));
+    if total_len < header_len {
+        return Err(ParseError::Malformed);
+    }
+    if payload.len() < total_len {
+        return Err(ParseError::Truncated);
+    }
+    let packet = Ipv4Packet::new_checked(payload).map_err(|_| ParseError::Malformed)?;
+    if mode.verify_rx && !packet.verify_checksum() {
+        return Err(ParseError::BadChecksum);
+    }
+    if packet.more_frags() || packet.frag_offset() != 0 {
+        return Err(ParseError::Fragment);
+    }
+    let ip = Ipv4Info {
+        src: packet.src_addr(),
+        dst: packet.dst_addr(),
+        ttl: packet.hop_limit(),
+        ident: packet.ident(),
+        dscp: packet.dscp(),
+        ecn: packet.ecn(),
+        dont_frag: packet.dont_frag(),
+        protocol: packet.next_header().into(),
+    };
+    if let Some(local) = local {
+        if ip.dst != local.ip {
+            return Err(ParseError::NotForUs);
+        }
+    }
+    let body = packet.payload();
+    match packet.next_header() {
+        IpProtocol::Tcp => parse_tcp(eth, ip, body, mode),
+        IpProtocol::Icmp => parse_icmp(eth, ip, body),
+        _ => Ok(Inbound::OtherIpv4 { eth, ip }),
+    }
+}
+
+fn parse_tcp<'a>(
+    eth: EthInfo,
+    ip: Ipv4Info,
+    body: &'a [u8],
+    mode: ChecksumMode,
+) -> Result<Inbound<'a>, ParseError> {
+    if body.len() < TCP_HEADER_LEN {
+        return Err(ParseError::Truncated);
+    }
+    let header_len = usize::from(body[12] >> 4) * 4;
+    if header_len < TCP_HEADER_LEN {
+        return Err(ParseError::Malformed);
+    }
+    if body.len() < header_len {
+        return Err(ParseError::Truncated);
+    }
+    let packet = TcpPacket::new_checked(body).map_err(|_| ParseError::Malformed)?;
+    if mode.verify_rx && !packet.verify_checksum(&IpAddress::Ipv4(ip.src), &IpAddress::Ipv4(ip.dst))
+    {
+        return Err(ParseError::BadChecksum);
+    }
+    let (src_port, dst_port) = (packet.src_port(), packet.dst_port());
+    if src_port == 0 || dst_port == 0 {
+        return Err(ParseError::Malformed);
+    }
+    let options = parse_options(packet.options())?;
+    let seg = TcpSegment {
+        src_port,
+        dst_port,
+        seq: SeqNumber(packet.seq_number().0 as u32),
+        ack: SeqNumber(packet.ack_number().0 as u32),
+        flags: TcpFlags(body[13]),
+        window: packet.window_len(),
+        urgent: packet.urgent_at(),
+        options,
+        payload: packet.payload(),
+    };
+    Ok(Inbound::Tcp { eth, ip, seg })
+}
+
+fn parse_icmp<'a>(eth: EthInfo, ip: Ipv4Info, body: &'a [u8]) -> Result<Inbound<'a>, ParseError> {
+    let packet = Icmpv4Packet::new_checked(body).map_err(|_| ParseError::Truncated)?;
+    if !packet.verify_checksum() {
+        return Err(ParseError::BadChecksum);
+    }
+    match packet.msg_type() {
+        Icmpv4Message::EchoRequest => Ok(Inbound::IcmpEcho {
+            eth,
+            ip,
+            ident: packet.echo_ident(),
+            seq: packet.echo_seq_no(),
+            payload: packet.data(),
+        }),
+        _ => Ok(Inbound::OtherIpv4 { eth, ip }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outbound
+// ---------------------------------------------------------------------------------------------
+
+/// The Ethernet and IPv4 header fields of an outbound frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EthIpv4Header {
+    /// Source MAC (ours).
+    pub src_mac: EthernetAddress,
+    /// Destination MAC (the next hop's, from the ARP cache).
+    pub dst_mac: EthernetAddress,
+    /// Source address (ours).
+    pub src_ip: Ipv4Address,
+    /// Destination address.
+    pub dst_ip: Ipv4Address,
+    /// Time to live.
+    pub ttl: u8,
+    /// Identification field (any value is fine with DF set, RFC 6864).
+    pub ident: u16,
+    /// Don't-fragment flag.
+    pub dont_frag: bool,
+    /// ECN codepoint (low 2 bits used).
+    pub ecn: u8,
+}
+
+impl EthIpv4Header {
+    /// A header with TTL 64, identification 0, DF set and ECN not-ECT.
+    pub fn new(
+        src_mac: EthernetAddress,
+        dst_mac: EthernetAddress,
+        src_ip: Ipv4Address,
+        dst_ip: Ipv4Address,
+    ) -> EthIpv4Header {
+        EthIpv4Header {
+            src_mac,
+            dst_mac,
+            src_ip,
+            dst_ip,
+            ttl: 64,
+            ident: 0,
+            dont_frag: true,
+            ecn: 0,
+        }
+    }
+}
+
+/// The TCP header of an outbound segment (the payload is passed separately).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TcpSegmentOut {
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// Sequence number.
+    pub seq: SeqNumber,
+    /// Acknowledgment number.
+    pub ack: SeqNumber,
+    /// Flags, sent exactly as given.
+    pub flags: TcpFlags,
+    /// Window field, already scaled down.
+    pub window: u16,
+    /// Urgent pointer.
+    pub urgent: u16,
+    /// Options, laid out as the module documentation shows.
+    pub options: TcpOptions,
+}
+
+/// Check the sizes and slice `buf` to the frame; `l4_len` is the IPv4 payload length.
+fn frame_slice(buf: &mut [u8], l4_len: usize) -> Result<(&mut [u8], u16), EmitError> {
+    let ip_len = IPV4_HEADER_LEN
+        .checked_add(l4_len)
+        .ok_or(EmitError::TooLong)?;
+    let ip_len16 = u16::try_from(ip_len).map_err(|_| EmitError::TooLong)?;
+    let needed = ETHERNET_HEADER_LEN + ip_len;
+    match buf.get_mut(..needed) {
+        Some(frame) => Ok((frame, ip_len16)),
+        None => Err(EmitError::BufferTooSmall { needed }),
+    }
+}
+
+/// Write the Ethernet and IPv4 headers of `frame` (at least 34 bytes long).
+fn write_eth_ipv4(
+    frame: &mut [u8],
+    hdr: &EthIpv4Header,
+    protocol: IpProtocol,
+    ip_len: u16,
+    mode: ChecksumMode,
+) {
+    let mut eth = EthernetFrame::new_unchecked(&mut *frame);
+    eth.set_dst_addr(hdr.dst_mac);
+    eth.set_src_addr(hdr.src_mac);
+    eth.set_ethertype(EthernetProtocol::Ipv4);
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETHERNET_HEADER_LEN..]);
+    ip.set_version(4);
+    ip.set_header_len(IPV4_HEADER_LEN as u8);
+    ip.set_dscp(0);
+    ip.set_ecn(hdr.ecn & 0x03);
+    ip.set_total_len(ip_len);
+    ip.set_ident(hdr.ident);
+    ip.clear_flags();
+    ip.set_dont_frag(hdr.dont_frag);
+    ip.set_frag_offset(0);
+    ip.set_hop_limit(hdr.ttl);
+    ip.set_next_header(protocol);
+    ip.set_src_addr(hdr.src_ip);
+    ip.set_dst_addr(hdr.dst_ip);
+    if mode.compute_tx {
+        ip.fill_checksum();
+    } else {
+        ip.set_checksum(0);
+    }
+}
+
+/// Write a whole Ethernet + IPv4 + TCP frame carrying `payload` into `buf`; returns its length.
+///
+/// With `mode.compute_tx == false` the IPv4 and TCP checksum fields are left zero.
+pub fn emit_tcp(
+    buf: &mut [u8],
+    hdr: &EthIpv4Header,
+    seg: &TcpSegmentOut,
+    payload: &[u8],
+    mode: ChecksumMode,
+) -> Result<usize, EmitError> {
+    emit_tcp_with(
+        buf,
+        hdr,
+        seg,
+        payload.len(),
+        |dst| dst.copy_from_slice(payload),
+        mode,
+    )
+}
+
+/// Like [`emit_tcp`], but `fill` writes the `payload_len` payload bytes in place (e.g. from
+/// the two halves of a ring buffer), before the checksum is computed. `fill` gets a slice of
+/// exactly `payload_len` bytes, and is not called if the frame does not fit.
+pub fn emit_tcp_with<F: FnOnce(&mut [u8])>(
+    buf: &mut [u8],
+    hdr: &EthIpv4Header,
+    seg: &TcpSegmentOut,
+    payload_len: usize,
+    fill: F,
+    mode: ChecksumMode,
+) -> Result<usize, EmitError> {
+    let options_len = tcp_options_len(&seg.options);
+    let header_len = TCP_HEADER_LEN + options_len;
+    let l4_len = header_len
+        .checked_add(payload_len)
+        .ok_or(EmitError::TooLong)?;
+    let (frame, ip_len) = frame_slice(buf, l4_len)?;
+    let frame_len = frame.len();
+    write_eth_ipv4(frame, hdr, IpProtocol::Tcp, ip_len, mode);
+
+    let mut tcp = TcpPacket::new_unchecked(&mut frame[ETHERNET_HEADER_LEN + IPV4_HEADER_LEN..]);
+    tcp.set_src_port(seg.src_port);
+    tcp.set_dst_port(seg.dst_port);
+    tcp.set_seq_number(TcpSeqNumber(seg.seq.0 as i32));
+    tcp.set_ack_number(TcpSeqNumber(seg.ack.0 as i32));
+    tcp.clear_flags();
+    tcp.set_header_len(header_len as u8);
+    tcp.set_fin(seg.flags.contains(TcpFlags::FIN));
+    tcp.set_syn(seg.flags.contains(TcpFlags::SYN));
+    tcp.set_rst(seg.flags.contains(TcpFlags::RST));
+    tcp.set_psh(seg.flags.contains(TcpFlags::PSH));
+    tcp.set_ack(seg.flags.contains(TcpFlags::ACK));
+    tcp.set_urg(seg.flags.contains(TcpFlags::URG));
+    tcp.set_ece(seg.flags.contains(TcpFlags::ECE));
+    tcp.set_cwr(seg.flags.contains(TcpFlags::CWR));
+    tcp.set_window_len(seg.window);
+    tcp.set_urgent_at(seg.urgent);
+    write_options(tcp.options_mut(), &seg.options);
+    fill(tcp.payload_mut());
+    if mode.compute_tx {
+        tcp.fill_checksum(&IpAddress::Ipv4(hdr.src_ip), &IpAddress::Ipv4(hdr.dst_ip));
+    } else {
+        tcp.set_checksum(0);
+    }
+    Ok(frame_len)
+}
+
+fn emit_icmp_echo(
+    buf: &mut [u8],
+    hdr: &EthIpv4Header,
+    message: Icmpv4Message,
+    ident: u16,
+    seq: u16,
+    payload: &[u8],
+    mode: ChecksumMode,
+) -> Result<usize, EmitError> {
+    let l4_len = ICMP_ECHO_HEADER_LEN
+        .checked_add(payload.len())
+        .ok_or(EmitError::TooLong)?;
+    let (frame, ip_len) = frame_slice(buf, l4_len)?;
+    let frame_len = frame.len();
+    write_eth_ipv4(frame, hdr, IpProtocol::Icmp, ip_len, mode);
+    let mut icmp = Icmpv4Packet::new_unchecked(&mut frame[ETHERNET_HEADER_LEN + IPV4_HEADER_LEN..]);
+    icmp.set_msg_type(message);
+    icmp.set_msg_code(0);
+    icmp.set_echo_ident(ident);
+    icmp.set_echo_seq_no(seq);
+    icmp.data_mut().copy_from_slice(payload);
+    // Always computed: NICs do not offload ICMP checksums.
+    icmp.fill_checksum();
+    Ok(frame_len)
+}
+
+/// Write an ICMP echo reply (RFC 792) echoing `ident`, `seq` and `payload` of a request.
+/// `hdr` addresses the requester. The ICMP checksum is always computed.
+pub fn emit_icmp_echo_reply(
+    buf: &mut [u8],
+    hdr: &EthIpv4Header,
+    ident: u16,
+    seq: u16,
+    payload: &[u8],
+    mode: ChecksumMode,
+) -> Result<usize, EmitError> {
+    emit_icmp_echo(
+        buf,
+        hdr,
+        Icmpv4Message::EchoReply,
+        ident,
+        seq,
+        payload,
+        mode,
+    )
+}
+
+/// Write an ICMP echo request (ping). The ICMP checksum is always computed.
+pub fn emit_icmp_echo_request(
+    buf: &mut [u8],
+    hdr: &EthIpv4Header,
+    ident: u16,
+    seq: u16,
+    payload: &[u8],
+    mode: ChecksumMode,
+) -> Result<usize, EmitError> {
+    emit_icmp_echo(
+        buf,
+        hdr,
+        Icmpv4Message::EchoRequest,
+        ident,
+        seq,
+        payload,
+        mode,
+    )
+}
+
+/// Write an Ethernet/IPv4 ARP packet: `eth_dst` is the frame's destination, the other
+/// arguments the ARP fields. Returns [`ARP_FRAME_LEN`] (no padding to 60 bytes).
+pub fn emit_arp(
+    buf: &mut [u8],
+    eth_dst: EthernetAddress,
+    arp: &ArpInfo,
+) -> Result<usize, EmitError> {
+    let frame = buf
+        .get_mut(..ARP_FRAME_LEN)
+        .ok_or(EmitError::BufferTooSmall {
+            needed: ARP_FRAME_LEN,
+        })?;
+    let mut eth = EthernetFrame::new_unchecked(&mut *frame);
+    eth.set_dst_addr(eth_dst);
+    eth.set_src_addr(arp.sender_mac);
+    eth.set_ethertype(EthernetProtocol::Arp);
+    let repr = ArpRepr::EthernetIpv4 {
+        operation: match arp.op {
+            ArpOp::Request => ArpOperation::Request,
+            ArpOp::Reply => ArpOperation::Reply,
+        },
+        source_hardware_addr: arp.sender_mac,
+        source_protocol_addr: arp.sender_ip,
+        target_hardware_addr: arp.target_mac,
+        target_protocol_addr: arp.target_ip,
+    };
+    repr.emit(&mut ArpPacket::new_unchecked(
+        &mut frame[ETHERNET_HEADER_LEN..],
+    ));
+    Ok(ARP_FRAME_LEN)
+}
+
+/// Write a broadcast ARP request "who has `target_ip`? tell `src_ip`" (THA zero).
+pub fn emit_arp_request(
+    buf: &mut [u8],
+    src_mac: EthernetAddress,
+    src_ip: Ipv4Address,
+    target_ip: Ipv4Address,
+) -> Result<usize, EmitError> {
+    let arp = ArpInfo {
+        op: ArpOp::Request,
+        sender_mac: src_mac,
+        sender_ip: src_ip,
+        target_mac: EthernetAddress([0; 6]),
+        target_ip,
+    };
+    emit_arp(buf, EthernetAddress::BROADCAST, &arp)
+}
+
+/// Write a unicast ARP reply "`src_ip` is at `src_mac`" to the requester `dst_mac`/`dst_ip`.
+pub fn emit_arp_reply(
+    buf: &mut [u8],
+    src_mac: EthernetAddress,
+    src_ip: Ipv4Address,
+    dst_mac: EthernetAddress,
+    dst_ip: Ipv4Address,
+) -> Result<usize, EmitError> {
+    let arp = ArpInfo {
+        op: ArpOp::Reply,
+        sender_mac: src_mac,
+        sender_ip: src_ip,
+        target_mac: dst_mac,
+        target_ip: dst_ip,
+    };
+    emit_arp(buf, dst_mac, &arp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+    use alloc::vec::Vec;
+    use proptest::prelude::*;
+
+    const MAC_A: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 1]);
+    const MAC_B: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 2]);
+    const IP_A: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
+    const IP_B: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
+
+    fn hdr() -> EthIpv4Header {
+        EthIpv4Header::new(MAC_A, MAC_B, IP_A, IP_B)
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// A SYN laid out as Linux sends it, checksums computed independently (Python, RFC 1071):
+    /// 10.0.0.1:43210 -> 10.0.0.2:80, seq 0x12345678, win 64240,
+    /// MSS 1460, SACKOK, TS 0x01020304/0, NOP, WS 7.
+    const LINUX_SYN: &str = "02000000000202000000000108004500003c1c46400040060a740a0000010a000002\
+                             a8ca00501234567800000000a002faf023400000020405b40402080a0102030400000000\
+                             01030307";
+
+    fn linux_syn_options() -> TcpOptions {
+        TcpOptions {
+            mss: Some(1460),
+            wscale: Some(7),
+            sack_permitted: true,
+            sack_blocks: [None; 4],
+            timestamp: Some((0x0102_0304, 0)),
+        }
+    }
+
+    fn linux_syn_out() -> TcpSegmentOut {
+        TcpSegmentOut {
+            src_port: 43210,
+            dst_port: 80,
+            seq: SeqNumber(0x1234_5678),
+            ack: SeqNumber(0),
+            flags: TcpFlags::SYN,
+            window: 64240,
+            urgent: 0,
+            options: linux_syn_options(),
+        }
+    }
+
+    fn tcp_of(inbound: Inbound<'_>) -> (Ipv4Info, TcpSegment<'_>) {
+        match inbound {
+            Inbound::Tcp { ip, seg, .. } => (ip, seg),
+            other => panic!("expected TCP, got {other:?}"),
+        }
+    }
+
+    fn out_of(seg: &TcpSegment<'_>) -> TcpSegmentOut {
+        TcpSegmentOut {
+            src_port: seg.src_port,
+            dst_port: seg.dst_port,
+            seq: seg.seq,
+            ack: seg.ack,
+            flags: seg.flags,
+            window: seg.window,
+            urgent: seg.urgent,
+            options: seg.options,
+        }
+    }
+
+    fn emit_vec(seg: &TcpSegmentOut, payload: &[u8], mode: ChecksumMode) -> Vec<u8> {
+        let mut buf = vec![0u8; 1600];
+        let n = emit_tcp(&mut buf, &hdr(), seg, payload, mode).unwrap();
+        assert_eq!(n, tcp_frame_len(&seg.options, payload.len()));
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn known_good_linux_syn_parses() {
+        let frame = hex(LINUX_SYN);
+        let inbound = parse_frame(&frame, ChecksumMode::SOFTWARE).unwrap();
+        let Inbound::Tcp { eth, ip, seg } = inbound else {
+            panic!("{inbound:?}")
+        };
+        assert_eq!(
+            eth,
+            EthInfo {
+                src: MAC_A,
+                dst: MAC_B
+            }
+        );
+        assert_eq!(
+            (ip.src, ip.dst, ip.ttl, ip.ident, ip.dont_frag),
+            (IP_A, IP_B, 64, 0x1c46, true)
+        );
+        assert_eq!(ip.protocol, 6);
+        assert_eq!(out_of(&seg), linux_syn_out());
+        assert!(seg.payload.is_empty());
+        assert_eq!(seg.seq_len(), 1);
+    }
+
+    #[test]
+    fn emit_reproduces_linux_syn_byte_for_byte() {
+        let mut h = hdr();
+        h.src_mac = MAC_A;
+        h.dst_mac = MAC_B;
+        h.ident = 0x1c46;
+        let mut buf = [0u8; 128];
+        let n = emit_tcp(&mut buf, &h, &linux_syn_out(), &[], ChecksumMode::SOFTWARE).unwrap();
+        assert_eq!(&buf[..n], &hex(LINUX_SYN)[..]);
+        assert_eq!(tcp_header_len(&linux_syn_options()), 40);
+    }
+
+    #[test]
+    fn data_segment_option_layout() {
+        let mut o = TcpOptions {
+            timestamp: Some((7, 9)),
+            ..TcpOptions::default()
+        };
+        o.sack_blocks[0] = Some((SeqNumber(100), SeqNumber(200)));
+        let seg = TcpSegmentOut {
+            src_port: 1,
+            dst_port: 2,
+            flags: TcpFlags::ACK,
+            options: o,
+            ..Default::default()
+        };
+        let frame = emit_vec(&seg, b"hi", ChecksumMode::SOFTWARE);
+        let opts = &frame[54..54 + 24];
+        assert_eq!(
+            opts,
+            &[1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9, 1, 1, 5, 10, 0, 0, 0, 100, 0, 0, 0, 200][..]
+        );
+        assert_eq!(&frame[78..], b"hi");
+        // Without timestamps, SACK-permitted alone and window scale.
+        let o = TcpOptions {
+            sack_permitted: true,
+            wscale: Some(3),
+            ..TcpOptions::default()
+        };
+        let seg = TcpSegmentOut {
+            src_port: 1,
+            dst_port: 2,
+            options: o,
+            ..Default::default()
+        };
+        let frame = emit_vec(&seg, &[], ChecksumMode::SOFTWARE);
+        assert_eq!(&frame[54..], &[1, 1, 4, 2, 1, 3, 3, 3][..]);
+    }
+
+    #[test]
+    fn sack_blocks_trimmed_to_fit_40_bytes() {
+        let blocks = [
+            Some((SeqNumber(1), SeqNumber(2))),
+            Some((SeqNumber(3), SeqNumber(4))),
+            Some((SeqNumber(5), SeqNumber(6))),
+            Some((SeqNumber(7), SeqNumber(8))),
+        ];
+        let no_ts = TcpOptions {
+            sack_blocks: blocks,
+            ..TcpOptions::default()
+        };
+        assert_eq!(tcp_options_len(&no_ts), 36);
+        let ts = TcpOptions {
+            timestamp: Some((1, 2)),
+            ..no_ts
+        };
+        assert_eq!(tcp_options_len(&ts), 40);
+        assert_eq!(ts.trimmed().sack_block_count(), 3);
+        let all = TcpOptions {
+            mss: Some(1),
+            wscale: Some(1),
+            sack_permitted: true,
+            ..ts
+        };
+        assert_eq!(tcp_options_len(&all), 40);
+        assert_eq!(all.trimmed().sack_block_count(), 2);
+        for o in [no_ts, ts, all] {
+            let seg = TcpSegmentOut {
+                src_port: 1,
+                dst_port: 2,
+                options: o,
+                ..Default::default()
+            };
+            let frame = emit_vec(&seg, &[], ChecksumMode::SOFTWARE);
+            let (_, got) = tcp_of(parse_frame(&frame, ChecksumMode::SOFTWARE).unwrap());
+            assert_eq!(got.options, o.trimmed());
+        }
+    }
+
+    #[test]
+    fn every_flag_combination_round_trips() {
+        for bits in 0..=255u8 {
+            let seg = TcpSegmentOut {
+                src_port: 5000,
+                dst_port: 80,
+                seq: SeqNumber(u32::MAX - 3),
+                ack: SeqNumber(77),
+                flags: TcpFlags::from_bits(bits),
+                window: 1234,
+                urgent: 9,
+                options: TcpOptions {
+                    timestamp: Some((1, 2)),
+                    ..TcpOptions::default()
+                },
+            };
+            let frame = emit_vec(&seg, b"payload", ChecksumMode::SOFTWARE);
+            let (_, got) = tcp_of(parse_frame(&frame, ChecksumMode::SOFTWARE).unwrap());
+            assert_eq!(out_of(&got), seg);
+            assert_eq!(got.payload, b"payload");
+            assert_eq!(got.flags.bits(), bits);
+        }
+    }
+
+    #[test]
+    fn every_option_set_round_trips() {
+        for mask in 0..32u32 {
+            for nsack in 0..=4usize {
+                let mut o = TcpOptions::default();
+                if mask & 1 != 0 {
+                    o.mss = Some(1460);
+                }
+                if mask & 2 != 0 {
+                    o.wscale = Some(14);
+                }
+                if mask & 4 != 0 {
+                    o.sack_permitted = true;
+                }
+                if mask & 8 != 0 {
+                    o.timestamp = Some((u32::MAX, 0x8000_0000));
+                }
+                if mask & 16 == 0 && nsack > 0 {
+                    continue;
+                }
+                for i in 0..nsack {
+                    o.sack_blocks[i] =
+                        Some((SeqNumber(i as u32 * 10), SeqNumber(i as u32 * 10 + 5)));
+                }
+                let len = tcp_options_len(&o);
+                assert!(len <= TCP_MAX_OPTIONS_LEN && len % 4 == 0, "{o:?} -> {len}");
+                let seg = TcpSegmentOut {
+                    src_port: 9,
+                    dst_port: 10,
+                    options: o,
+                    ..Default::default()
+                };
+                let frame = emit_vec(&seg, &[0xab; 3], ChecksumMode::SOFTWARE);
+                let (_, got) = tcp_of(parse_frame(&frame, ChecksumMode::SOFTWARE).unwrap());
+                assert_eq!(got.options, o.trimmed());
+            }
+        }
+    }
+
+    #[test]
+    fn fill_closure_writes_payload_in_place() {
+        let seg = TcpSegmentOut {
+            src_port: 1,
+            dst_port: 2,
+            flags: TcpFlags::ACK | TcpFlags::PSH,
+            ..Default::default()
+        };
+        let mut buf = [0u8; 200];
+        let n = emit_tcp_with(
+            &mut buf,
+            &hdr(),
+            &seg,
+            10,
+            |p| {
+                p[..4].copy_from_slice(b"abcd");
+                p[4..].copy_from_slice(b"efghij");
+            },
+            ChecksumMode::SOFTWARE,
+        )
+        .unwrap();
+        let (_, got) = tcp_of(parse_frame(&buf[..n], ChecksumMode::SOFTWARE).unwrap());
+        assert_eq!(got.payload, b"abcdefghij");
+    }
+
+    #[test]
+    fn emit_errors() {
+        let seg = linux_syn_out();
+        let mut small = [0u8; 73];
+        assert_eq!(
+            emit_tcp(&mut small, &hdr(), &seg, &[], ChecksumMode::SOFTWARE),
+            Err(EmitError::BufferTooSmall { needed: 74 })
+        );
+        let mut buf = vec![0u8; 70_000];
+        let big = vec![0u8; 65_536];
+        assert_eq!(
+            emit_tcp(&mut buf, &hdr(), &seg, &big, ChecksumMode::SOFTWARE),
+            Err(EmitError::TooLong)
+        );
+        let mut tiny = [0u8; 41];
+        assert!(emit_arp_request(&mut tiny, MAC_A, IP_A, IP_B).is_err());
+        assert!(
+            emit_icmp_echo_reply(&mut tiny, &hdr(), 1, 2, &[], ChecksumMode::SOFTWARE).is_err()
+        );
+    }
+
+    #[test]
+    fn truncated_at_every_length() {
+        let frames = [
+            hex(LINUX_SYN),
+            emit_vec(&linux_syn_out(), b"some data", ChecksumMode::SOFTWARE),
+        ];
+        for frame in frames {
+            for len in 0..frame.len() {
+                let err = parse_frame(&frame[..len], ChecksumMode::SOFTWARE).unwrap_err();
+                assert_eq!(err, ParseError::Truncated, "len {len}");
+            }
+        }
+        let mut buf = [0u8; 64];
+        let n = emit_arp_request(&mut buf, MAC_A, IP_A, IP_B).unwrap();
+        for len in 0..n {
+            assert_eq!(
+                parse_frame(&buf[..len], ChecksumMode::SOFTWARE),
+                Err(ParseError::Truncated)
+            );
+        }
+    }
+
+    #[test]
+    fn ethernet_padding_is_ignored() {
+        let mut frame = emit_vec(
+            &TcpSegmentOut {
+                src_port: 1,
+                dst_port: 2,
+                ..Default::default()
+            },
+            &[],
+            ChecksumMode::SOFTWARE,
+        );
+        assert_eq!(frame.len(), 54);
+        frame.resize(60, 0);
+        let (_, seg) = tcp_of(parse_frame(&frame, ChecksumMode::SOFTWARE).unwrap());
+        assert!(seg.payload.is_empty());
+    }
+
+    #[test]
+    fn corrupted_checksums_are_reported_unless_offloaded() {
+        let good = emit_vec(&linux_syn_out(), b"data", ChecksumMode::SOFTWARE);
+        // Every single-bit flip of the IPv4 header or TCP segment changes a checksum (or a
+        // field the parser rejects first); none may panic or be accepted as is.
+        for i in ETHERNET_HEADER_LEN..good.len() {
+            for bit in 0..8 {
+                let mut bad = good.clone();
+                bad[i] ^= 1 << bit;
+                match parse_frame(&bad, ChecksumMode::SOFTWARE) {
+                    Err(_) => {}
+                    Ok(x) => panic!("byte {i} bit {bit} accepted: {x:?}"),
+                }
+                let _ = parse_frame(&bad, ChecksumMode::OFFLOAD);
+            }
+        }
+        // A corrupted payload byte: BadChecksum, and accepted with verify_rx off.
+        let mut bad = good.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        assert_eq!(
+            parse_frame(&bad, ChecksumMode::SOFTWARE),
+            Err(ParseError::BadChecksum)
+        );
+        let rx_off = ChecksumMode {
+            verify_rx: false,
+            compute_tx: true,
+        };
+        let (_, seg) = tcp_of(parse_frame(&bad, rx_off).unwrap());
+        assert_eq!(seg.payload[3], b'a' ^ 0xff);
+        // A corrupted IPv4 header checksum.
+        let mut bad = good;
+        bad[24] ^= 1;
+        assert_eq!(
+            parse_frame(&bad, ChecksumMode::SOFTWARE),
+            Err(ParseError::BadChecksum)
+        );
+        assert!(parse_frame(&bad, rx_off).is_ok());
+    }
+
+    #[test]
+    fn compute_tx_off_leaves_checksums_zero() {
+        let tx_off = ChecksumMode {
+            verify_rx: true,
+            compute_tx: false,
+        };
+        let frame = emit_vec(&linux_syn_out(), b"x", tx_off);
+        assert_eq!(&frame[24..26], &[0, 0]); // IPv4 header checksum
+        assert_eq!(&frame[50..52], &[0, 0]); // TCP checksum
+        assert_eq!(
+            parse_frame(&frame, ChecksumMode::SOFTWARE),
+            Err(ParseError::BadChecksum)
+        );
+        let (_, seg) = tcp_of(parse_frame(&frame, ChecksumMode::OFFLOAD).unwrap());
+        assert_eq!(out_of(&seg), linux_syn_out());
+    }
+
+    #[test]
+    fn fragments_ethertypes_and_filtering() {
+        let frame = emit_vec(&linux_syn_out(), &[], ChecksumMode::SOFTWARE);
+        let local = LocalAddrs {
+            mac: MAC_B,
+            ip: IP_B,
+        };
+        assert!(parse_frame_for(&frame, &local, ChecksumMode::SOFTWARE).is_ok());
+        let other = LocalAddrs {
+            mac: MAC_A,
+            ip: IP_B,
+        };
+        assert_eq!(
+            parse_frame_for(&frame, &other, ChecksumMode::SOFTWARE),
+            Err(ParseError::NotForUs)
+        );
+        let other = LocalAddrs {
+            mac: MAC_B,
+            ip: IP_A,
+        };
+        assert_eq!(
+            parse_frame_for(&frame, &other, ChecksumMode::SOFTWARE),
+            Err(ParseError::NotForUs)
+        );
+
+        // More-fragments set / nonzero offset, with a fixed-up header checksum.
+        for flg_off in [0x2000u16, 0x0001, 0x4001] {
+            let mut f = frame.clone();
+            f[20..22].copy_from_slice(&flg_off.to_be_bytes());
+            let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+            ip.fill_checksum();
+            assert_eq!(
+                parse_frame(&f, ChecksumMode::SOFTWARE),
+                Err(ParseError::Fragment)
+            );
+        }
+        let mut f = frame.clone();
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        assert_eq!(
+            parse_frame(&f, ChecksumMode::SOFTWARE),
+            Err(ParseError::UnsupportedEtherType)
+        );
+        let mut f = frame.clone();
+        f[14] = 0x65; // version 6
+        assert_eq!(
+            parse_frame(&f, ChecksumMode::OFFLOAD),
+            Err(ParseError::Malformed)
+        );
+        let mut f = frame.clone();
+        f[14] = 0x44; // IHL 4
+        assert_eq!(
+            parse_frame(&f, ChecksumMode::OFFLOAD),
+            Err(ParseError::Malformed)
+        );
+        let mut f = frame;
+        f[46] = 0x40; // TCP data offset 16
+        assert_eq!(
+            parse_frame(&f, ChecksumMode::OFFLOAD),
+            Err(ParseError::Malformed)
+        );
+    }
+
+    #[test]
+    fn malformed_options_reject_the_segment() {
+        let base = TcpSegmentOut {
+            src_port: 1,
+            dst_port: 2,
+            options: linux_syn_options(),
+            ..Default::default()
+        };
+        let frame = emit_vec(&base, &[], ChecksumMode::OFFLOAD);
+        // Options start at 54: MSS(4) SACKOK(2) TS(10) NOP WS(3).
+        for (at, value) in [
+            (55, 5u8),
+            (55, 0),
+            (59, 3),
+            (61, 9),
+            (61, 0),
+            (72, 2),
+            (72, 40),
+            (58, 5),
+        ] {
+            let mut f = frame.clone();
+            f[at] = value;
+            assert_eq!(
+                parse_frame(&f, ChecksumMode::OFFLOAD),
+                Err(ParseError::Malformed),
+                "{at}={value}"
+            );
+        }
+        // Unknown option kinds with sane lengths are skipped; EOL ends the list.
+        let mut f = frame.clone();
+        f[58..60].copy_from_slice(&[30, 2]);
+        let (_, seg) = tcp_of(parse_frame(&f, ChecksumMode::OFFLOAD).unwrap());
+        assert!(!seg.options.sack_permitted && seg.options.mss == Some(1460));
+        let mut f = frame;
+        f[58] = 0; // EOL: the rest (TS, WS) is ignored
+        let (_, seg) = tcp_of(parse_frame(&f, ChecksumMode::OFFLOAD).unwrap());
+        assert_eq!(
+            seg.options,
+            TcpOptions {
+                mss: Some(1460),
+                ..TcpOptions::default()
+            }
+        );
+    }
+
+    #[test]
+    fn four_sack_blocks_parse() {
+        let mut o = TcpOptions::default();
+        for i in 0..4 {
+            o.sack_blocks[i] = Some((SeqNumber(u32::MAX - i as u32), SeqNumber(i as u32)));
+        }
+        let seg = TcpSegmentOut {
+            src_port: 1,
+            dst_port: 2,
+            options: o,
+            ..Default::default()
+        };
+        let frame = emit_vec(&seg, &[], ChecksumMode::SOFTWARE);
+        let (_, got) = tcp_of(parse_frame(&frame, ChecksumMode::SOFTWARE).unwrap());
+        assert_eq!(got.options.sack_blocks, o.sack_blocks);
+    }
+
+    #[test]
+    fn zero_ports_are_malformed() {
+        let seg = TcpSegmentOut {
+            src_port: 0,
+            dst_port: 2,
+            ..Default::default()
+        };
+        let frame = emit_vec(&seg, &[], ChecksumMode::SOFTWARE);
+        assert_eq!(
+            parse_frame(&frame, ChecksumMode::SOFTWARE),
+            Err(ParseError::Malformed)
+        );
+    }
+
+    #[test]
+    fn arp_round_trips() {
+        let mut buf = [0u8; 64];
+        let n = emit_arp_request(&mut buf, MAC_A, IP_A, IP_B).unwrap();
+        assert_eq!(n, ARP_FRAME_LEN);
+        let Ok(Inbound::Arp { eth, arp }) = parse_frame(&buf[..n], ChecksumMode::SOFTWARE) else {
+            panic!()
+        };
+        assert_eq!(eth.dst, EthernetAddress::BROADCAST);
+        assert_eq!(
+            arp,
+            ArpInfo {
+                op: ArpOp::Request,
+                sender_mac: MAC_A,
+                sender_ip: IP_A,
+                target_mac: EthernetAddress([0; 6]),
+                target_ip: IP_B
+            }
+        );
+        // Broadcast passes the local filter.
+        let local = LocalAddrs {
+            mac: MAC_B,
+            ip: IP_B,
+        };
+        assert!(parse_frame_for(&buf[..n], &local, ChecksumMode::SOFTWARE).is_ok());
+
+        let n = emit_arp_reply(&mut buf, MAC_B, IP_B, MAC_A, IP_A).unwrap();
+        let Ok(Inbound::Arp { eth, arp }) = parse_frame(&buf[..n], ChecksumMode::SOFTWARE) else {
+            panic!()
+        };
+        assert_eq!(
+            eth,
+            EthInfo {
+                src: MAC_B,
+                dst: MAC_A
+            }
+        );
+        assert_eq!(
+            arp,
+            ArpInfo {
+                op: ArpOp::Reply,
+                sender_mac: MAC_B,
+                sender_ip: IP_B,
+                target_mac: MAC_A,
+                target_ip: IP_A
+            }
+        );
+        // Unknown operation, wrong hardware length.
+        let mut f = buf;
+        f[21] = 9;
+        assert_eq!(
+            parse_frame(&f[..n], ChecksumMode::SOFTWARE),
+            Err(ParseError::Malformed)
+        );
+        let mut f = buf;
+        f[18] = 8;
+        assert!(parse_frame(&f[..n], ChecksumMode::SOFTWARE).is_err());
+    }
+
+    #[test]
+    fn icmp_echo_round_trips() {
+        let mut buf = [0u8; 128];
+        let n = emit_icmp_echo_request(
+            &mut buf,
+            &hdr(),
+            0x1234,
+            7,
+            b"ping!",
+            ChecksumMode::SOFTWARE,
+        )
+        .unwrap();
+        let Ok(Inbound::IcmpEcho {
+            ip,
+            ident,
+            seq,
+            payload,
+            ..
+        }) = parse_frame(&buf[..n], ChecksumMode::SOFTWARE)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (ip.src, ip.dst, ident, seq, payload),
+            (IP_A, IP_B, 0x1234, 7, &b"ping!"[..])
+        );
+        // The reply parses as "other" (we only answer requests).
+        let n = emit_icmp_echo_reply(&mut buf, &hdr(), 0x1234, 7, b"ping!", ChecksumMode::OFFLOAD)
+            .unwrap();
+        assert!(matches!(
+            parse_frame(&buf[..n], ChecksumMode::OFFLOAD),
+            Ok(Inbound::OtherIpv4 { .. })
+        ));
+        // ICMP checksums are verified even with verify_rx off.
+        let mut f = buf;
+        f[n - 1] ^= 1;
+        assert_eq!(
+            parse_frame(&f[..n], ChecksumMode::OFFLOAD),
+            Err(ParseError::BadChecksum)
+        );
+    }
+
+    #[test]
+    fn flags_display_and_debug() {
+        let f = TcpFlags::SYN | TcpFlags::ACK;
+        assert_eq!(alloc::format!("{f}"), "SYN|ACK");
+        assert_eq!(alloc::format!("{f:?}"), "TcpFlags(0x12 SYN|ACK)");
+        assert_eq!(alloc::format!("{}", TcpFlags::EMPTY), "-");
+        assert!(f.contains(TcpFlags::SYN) && !f.contains(TcpFlags::SYN | TcpFlags::FIN));
+        assert_eq!(f.difference(TcpFlags::ACK), TcpFlags::SYN);
+    }
+
+    fn arb_options() -> impl Strategy<Value = TcpOptions> {
+        (
+            proptest::option::of(any::<u16>()),
+            proptest::option::of(any::<u8>()),
+            any::<bool>(),
+            proptest::collection::vec((any::<u32>(), any::<u32>()), 0..=4),
+            proptest::option::of((any::<u32>(), any::<u32>())),
+        )
+            .prop_map(|(mss, wscale, sack_permitted, blocks, timestamp)| {
+                let mut sack_blocks = [None; 4];
+                for (slot, (l, r)) in sack_blocks.iter_mut().zip(blocks) {
+                    *slot = Some((SeqNumber(l), SeqNumber(r)));
+                }
+                TcpOptions {
+                    mss,
+                    wscale,
+                    sack_permitted,
+                    sack_blocks,
+                    timestamp,
+                }
+            })
+    }
+
+    fn arb_segment() -> impl Strategy<Value = TcpSegmentOut> {
+        (
+            1..=u16::MAX,
+            1..=u16::MAX,
+            any::<u32>(),
+            any::<u32>(),
+            any::<u8>(),
+            any::<u16>(),
+            any::<u16>(),
+            arb_options(),
+        )
+            .prop_map(
+                |(src_port, dst_port, seq, ack, flags, window, urgent, options)| TcpSegmentOut {
+                    src_port,
+                    dst_port,
+                    seq: SeqNumber(seq),
+                    ack: SeqNumber(ack),
+                    flags: TcpFlags::from_bits(flags),
+                    window,
+                    urgent,
+                    options,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_frame(&bytes, ChecksumMode::SOFTWARE);
+            let _ = parse_frame(&bytes, ChecksumMode::OFFLOAD);
+        }
+
+        /// Random bytes behind valid Ethernet and IPv4 headers reach the TCP, ICMP and ARP
+        /// parsers (checksums off so they are not the first thing to fail).
+        #[test]
+        fn random_transport_bytes_never_panic(
+            proto in prop_oneof![Just(6u8), Just(1u8), Just(17u8)],
+            arp in any::<bool>(),
+            body in proptest::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let mut frame = vec![0u8; 34];
+            frame[..6].copy_from_slice(&MAC_B.0);
+            frame[6..12].copy_from_slice(&MAC_A.0);
+            if arp {
+                frame.truncate(14);
+                frame[12..14].copy_from_slice(&[8, 6]);
+            } else {
+                frame[12..14].copy_from_slice(&[8, 0]);
+                frame[14] = 0x45;
+                frame[16..18].copy_from_slice(&((20 + body.len()) as u16).to_be_bytes());
+                frame[22] = 64;
+                frame[23] = proto;
+            }
+            frame.extend_from_slice(&body);
+            let _ = parse_frame(&frame, ChecksumMode::OFFLOAD);
+            let _ = parse_frame(&frame, ChecksumMode::SOFTWARE);
+        }
+
+        /// Random options bytes behind a valid TCP header.
+        #[test]
+        fn random_options_never_panic(opts in proptest::collection::vec(any::<u8>(), 0..=40usize)) {
+            let mut o = opts.clone();
+            o.resize(opts.len().div_ceil(4) * 4, 0);
+            let seg = TcpSegmentOut { src_port: 1, dst_port: 2, ..Default::default() };
+            let mut frame = emit_vec(&seg, &o, ChecksumMode::OFFLOAD);
+            frame[46] = (((20 + o.len()) / 4) << 4) as u8;
+            let _ = parse_frame(&frame, ChecksumMode::OFFLOAD);
+        }
+
+        #[test]
+        fn random_segments_round_trip(
+            seg in arb_segment(),
+            payload in proptest::collection::vec(any::<u8>(), 0..100),
+            ttl in any::<u8>(),
+            ident in any::<u16>(),
+        ) {
+            let mut h = hdr();
+            h.ttl = ttl;
+            h.ident = ident;
+            let mut buf = vec![0u8; 300];
+            let n = emit_tcp(&mut buf, &h, &seg, &payload, ChecksumMode::SOFTWARE).unwrap();
+            prop_assert_eq!(n, tcp_frame_len(&seg.options, payload.len()));
+            let (ip, got) = tcp_of(parse_frame(&buf[..n], ChecksumMode::SOFTWARE).unwrap());
+            prop_assert_eq!((ip.ttl, ip.ident, ip.src, ip.dst), (ttl, ident, IP_A, IP_B));
+            let mut expected = seg;
+            expected.options = seg.options.trimmed();
+            prop_assert_eq!(out_of(&got), expected);
+            prop_assert_eq!(got.payload, &payload[..]);
+        }
+    }
+}
