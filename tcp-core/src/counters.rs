@@ -43,6 +43,10 @@ pub struct Counters {
     pub reassembly_dropped: u64,
     /// Frames dropped waiting for ARP (queue bound or timeout).
     pub arp_dropped: u64,
+    /// Control frames (ARP, RST, ICMP replies) dropped instead of sent: the control queue was
+    /// full, the echo payload pool was full or the payload too long for the MTU, or the buffer
+    /// given to `poll_transmit` was too small for the frame.
+    pub control_dropped: u64,
     /// ICMP echo requests answered.
     pub icmp_echo_replies: u64,
     /// Connections that timed out.

@@ -26,7 +26,7 @@
 //! - [`timer`]: a timer wheel with O(1) insert and cancel.
 //! - [`rtt`] and [`cc`]: the RFC 6298 estimator and congestion control (NewReno).
 //!
-//! With the `testing` feature, [`testing`] exports the seeded simulated link the tests use.
+//! With the `testing` feature, the `testing` module exports the seeded simulated link the tests use.
 //!
 //! What it deliberately leaves to others: packet I/O (`psio`), readiness delivery to
 //! applications (`event`), threads, queues and sockets (`mtcp-api`).
@@ -42,6 +42,7 @@ pub mod buffer;
 pub mod cc;
 pub mod config;
 pub mod counters;
+pub mod endpoint;
 pub mod flow;
 pub mod isn;
 pub mod route;
@@ -57,6 +58,7 @@ pub mod wire;
 
 pub use config::{EndpointConfig, InterfaceConfig, TcpConfig};
 pub use counters::Counters;
+pub use endpoint::Endpoint;
 pub use seq::SeqNumber;
 pub use state::{CloseReason, Event, Handle, SocketError, State};
 pub use time::{Duration, Instant};

@@ -1,0 +1,1065 @@
+//! The per-core endpoint: one interface, one ARP cache, one flow table, one timer wheel.
+//!
+//! This first slice has no TCP connections yet. It answers what an interface must answer
+//! without any socket: ARP requests for our address (RFC 826), ICMP echo requests (RFC 792),
+//! and every TCP segment as RFC 9293 §3.10.7.1 says for the CLOSED state (a RST, unless the
+//! segment carries one).
+//!
+//! ## Calling order
+//! See [`Endpoint`]: feed inputs with `handle_*`, then drain [`Endpoint::poll_transmit`]
+//! until `None`, then sleep until [`Endpoint::poll_timeout`].
+//!
+//! ## Drops and counters
+//! Every frame handed in is counted in [`Counters::frames_in`]; every frame it drops is
+//! counted once, by reason:
+//!
+//! | Reason                                                       | Counter          |
+//! |--------------------------------------------------------------|------------------|
+//! | [`ParseError::Truncated`], [`ParseError::Malformed`]         | `malformed`      |
+//! | [`ParseError::BadChecksum`]                                  | `bad_checksum`   |
+//! | [`ParseError::NotForUs`], [`ParseError::Fragment`], [`ParseError::UnsupportedEtherType`] | `not_for_us` |
+//! | a valid IPv4 packet of another protocol or ICMP type         | `not_for_us`     |
+//! | a TCP segment or echo request from/to a non-unicast address  | `not_for_us`     |
+//! | an ARP request for us whose sender MAC is not unicast        | `malformed`      |
+//!
+//! Control frames this endpoint fails to *send* (control queue full, ICMP payload pool full
+//! or echo payload larger than the MTU, caller's buffer too small in `poll_transmit`) are
+//! counted in [`Counters::control_dropped`].
+//!
+//! ## Bounds (STYLE rule 9)
+//! - The control queue holds at most [`CONTROL_QUEUE_CAPACITY`] frames; it is allocated at
+//!   creation. RSTs and ARP frames are stored as compact descriptions (addresses, ports,
+//!   numbers, flags) and written into the caller's buffer only by `poll_transmit`, so
+//!   answering them allocates nothing.
+//! - Echo payloads are copied into a pool of [`ICMP_POOL_SLOTS`] MTU-sized slots, allocated
+//!   at creation.
+//! - `poll_transmit` and `handle_timeout` do bounded work per call.
+//!
+//! What this module does not do yet: TCP connections (listen, connect, the state machine),
+//! `poll_event`, routing of locally originated frames. Replies go to the source MAC of the
+//! frame they answer, which is the right next hop for a symmetric path and needs no ARP.
+
+use alloc::collections::VecDeque;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::arp::{ArpCache, ArpConfig, ArpEvent};
+use crate::config::{ConfigError, EndpointConfig};
+use crate::counters::Counters;
+use crate::flow::{FlowTable, FourTuple};
+use crate::isn::{EphemeralPorts, IsnGenerator, SynCookies};
+use crate::route;
+use crate::seq::SeqNumber;
+use crate::time::{Duration, Instant};
+use crate::timer::TimerWheel;
+use crate::wire::{
+    self, ArpInfo, ArpOp, ChecksumMode, EthInfo, EthIpv4Header, EthernetAddress, Inbound,
+    Ipv4Address, Ipv4Info, LocalAddrs, ParseError, TcpFlags, TcpSegment, TcpSegmentOut,
+    ICMP_ECHO_HEADER_LEN, IPV4_HEADER_LEN, TCP_HEADER_LEN,
+};
+
+/// Maximum number of control frames (ARP, RST, ICMP replies) waiting for `poll_transmit`.
+/// Beyond it, new control frames are dropped and counted in [`Counters::control_dropped`].
+pub const CONTROL_QUEUE_CAPACITY: usize = 256;
+
+/// Number of ICMP echo replies whose payloads can wait for `poll_transmit` at once.
+pub const ICMP_POOL_SLOTS: usize = 16;
+
+/// Timers expired per `handle_timeout` call at most (STYLE rule 9).
+const MAX_TIMERS_PER_CALL: usize = 1024;
+
+/// Timer wheel slot width (see the `timer` module on choosing it).
+const TIMER_GRANULARITY: Duration = Duration::from_micros(16);
+
+/// A control frame waiting for `poll_transmit`, described as compactly as possible.
+#[derive(Debug)]
+enum Control {
+    /// An ARP packet from us: `eth_dst` is the Ethernet destination.
+    Arp {
+        eth_dst: EthernetAddress,
+        arp: ArpInfo,
+    },
+    /// A RST from our address to `dst_ip`:`dst_port` (via `dst_mac`).
+    Rst {
+        dst_mac: EthernetAddress,
+        dst_ip: Ipv4Address,
+        src_port: u16,
+        dst_port: u16,
+        seq: SeqNumber,
+        ack: SeqNumber,
+        flags: TcpFlags,
+    },
+    /// An ICMP echo reply whose payload is `len` bytes in pool slot `slot`.
+    EchoReply {
+        dst_mac: EthernetAddress,
+        dst_ip: Ipv4Address,
+        ident: u16,
+        seq: u16,
+        slot: u16,
+        len: u16,
+    },
+    /// A whole frame released by the ARP cache, destination MAC already set.
+    Frame(Vec<u8>),
+}
+
+/// Fixed-size slots for echo payloads, allocated once.
+#[derive(Debug)]
+struct PayloadPool {
+    bytes: Vec<u8>,
+    slot_len: usize,
+    free: Vec<u16>,
+}
+
+impl PayloadPool {
+    fn new(slots: usize, slot_len: usize) -> PayloadPool {
+        PayloadPool {
+            bytes: vec![0; slots * slot_len],
+            slot_len,
+            // Popped from the end: slot 0 first.
+            free: (0..slots as u16).rev().collect(),
+        }
+    }
+
+    /// Copy `payload` into a free slot; `None` if it is too long or no slot is free.
+    fn store(&mut self, payload: &[u8]) -> Option<(u16, u16)> {
+        if payload.len() > self.slot_len {
+            return None;
+        }
+        let len = u16::try_from(payload.len()).ok()?;
+        let slot = self.free.pop()?;
+        let start = usize::from(slot) * self.slot_len;
+        self.bytes[start..start + payload.len()].copy_from_slice(payload);
+        Some((slot, len))
+    }
+
+    fn get(&self, slot: u16, len: u16) -> &[u8] {
+        let start = usize::from(slot) * self.slot_len;
+        self.bytes
+            .get(start..start + usize::from(len))
+            .unwrap_or(&[])
+    }
+
+    fn release(&mut self, slot: u16) {
+        self.free.push(slot);
+    }
+}
+
+/// One TCP/IPv4 endpoint (one per core): an interface with its ARP cache, its flow table and
+/// its timers. Performs no I/O, reads no clock, draws no randomness.
+///
+/// ## Calling order (as quinn-proto's `Connection`)
+/// 1. Feed every received frame to [`handle_frame`](Self::handle_frame), and call
+///    [`handle_timeout`](Self::handle_timeout) when the instant last returned by
+///    [`poll_timeout`](Self::poll_timeout) has come.
+/// 2. After any `handle_*` call, call [`poll_transmit`](Self::poll_transmit) until it returns
+///    `None`, sending each frame it writes.
+/// 3. Then call [`poll_timeout`](Self::poll_timeout) to learn when to call `handle_timeout`
+///    next (`None`: no timer is armed; wait for frames).
+///
+/// Spurious or early `handle_timeout` calls are harmless; late ones only delay work. Frames
+/// not drained by `poll_transmit` stay queued up to [`CONTROL_QUEUE_CAPACITY`], and newer
+/// control frames are dropped beyond that.
+///
+/// ```
+/// use tcp_core::{Endpoint, EndpointConfig, Instant};
+///
+/// let mut ep = Endpoint::new(EndpointConfig::default()).unwrap();
+/// let now = Instant::from_millis(1);
+/// ep.handle_frame(now, &[0u8; 60]); // garbage: dropped and counted
+/// let mut buf = [0u8; 1514];
+/// while let Some(len) = ep.poll_transmit(now, &mut buf) {
+///     let _frame = &buf[..len]; // hand it to the NIC
+/// }
+/// assert_eq!(ep.poll_timeout(), None);
+/// assert_eq!(ep.counters().frames_in, 1);
+/// ```
+#[derive(Debug)]
+pub struct Endpoint {
+    config: EndpointConfig,
+    local: LocalAddrs,
+    checksum: ChecksumMode,
+    counters: Counters,
+    arp: ArpCache,
+    flows: FlowTable,
+    timers: TimerWheel,
+    #[expect(dead_code, reason = "used by active opens, in the connection slice")]
+    isn: IsnGenerator,
+    #[expect(dead_code, reason = "used by active opens, in the connection slice")]
+    ports: EphemeralPorts,
+    #[expect(dead_code, reason = "used by listeners, in the connection slice")]
+    cookies: SynCookies,
+    queue: VecDeque<Control>,
+    pool: PayloadPool,
+}
+
+impl Endpoint {
+    /// An endpoint for `config`, after [`EndpointConfig::validate`]; the static ARP entries of
+    /// `config.iface.static_arp` are installed. Allocates every bounded structure now.
+    pub fn new(config: EndpointConfig) -> Result<Endpoint, ConfigError> {
+        config.validate()?;
+        let ports = EphemeralPorts::with_range(config.secret, config.ephemeral_ports.clone())
+            .map_err(|_| ConfigError {
+                field: "ephemeral_ports",
+                reason: "must be a non-empty range of non-zero ports",
+            })?;
+        let mut arp = ArpCache::new(ArpConfig::default());
+        for &(ip, mac) in &config.iface.static_arp {
+            // Nothing waits for resolution yet, so nothing is released.
+            let _released = arp.add_static(ip, EthernetAddress(mac));
+        }
+        // The MTU is not configured separately: the largest frame we send is a full segment.
+        let mtu = usize::from(config.tcp.mss) + IPV4_HEADER_LEN + TCP_HEADER_LEN;
+        let echo_payload_max = mtu - IPV4_HEADER_LEN - ICMP_ECHO_HEADER_LEN;
+        Ok(Endpoint {
+            local: LocalAddrs {
+                mac: EthernetAddress(config.iface.mac),
+                ip: config.iface.addr,
+            },
+            checksum: ChecksumMode {
+                verify_rx: config.verify_rx_checksums,
+                compute_tx: config.compute_tx_checksums,
+            },
+            counters: Counters::default(),
+            arp,
+            flows: FlowTable::new(config.max_connections, config.secret),
+            timers: TimerWheel::new(TIMER_GRANULARITY, 0),
+            isn: IsnGenerator::new(config.secret),
+            ports,
+            cookies: SynCookies::new(config.secret),
+            queue: VecDeque::with_capacity(CONTROL_QUEUE_CAPACITY),
+            pool: PayloadPool::new(ICMP_POOL_SLOTS, echo_payload_max),
+            config,
+        })
+    }
+
+    /// The configuration this endpoint was created with.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// What this endpoint has seen and done.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Process one received Ethernet frame (without FCS). Never panics: whatever `frame`
+    /// holds is either acted on or dropped and counted. Call
+    /// [`poll_transmit`](Self::poll_transmit) afterwards.
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
+        self.counters.frames_in += 1;
+        match wire::parse_frame_for(frame, &self.local, self.checksum) {
+            Ok(Inbound::Arp { eth, arp }) => self.on_arp(now, eth, arp),
+            Ok(Inbound::IcmpEcho {
+                eth,
+                ip,
+                ident,
+                seq,
+                payload,
+            }) => self.on_echo_request(eth, ip, ident, seq, payload),
+            Ok(Inbound::Tcp { eth, ip, seg }) => self.on_segment(eth, ip, &seg),
+            Ok(Inbound::OtherIpv4 { .. }) => self.counters.not_for_us += 1,
+            Err(e) => self.count_parse_error(e),
+        }
+    }
+
+    /// Write the next frame to send into `buf` and return its length, or `None` when there is
+    /// nothing to send. Call it until `None` after every `handle_*` call.
+    ///
+    /// A frame longer than `buf` is dropped (counted in
+    /// [`Counters::control_dropped`]) and the next one is tried, so a short
+    /// buffer never blocks the queue; this never panics. Checksums follow
+    /// `config.compute_tx_checksums` (ICMP checksums are always computed).
+    #[must_use = "a returned length is a frame in `buf` to send"]
+    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<usize> {
+        // Bounded: each iteration removes one queued frame.
+        while let Some(control) = self.queue.pop_front() {
+            let written = self.emit(&control, buf);
+            if let Control::EchoReply { slot, .. } = control {
+                self.pool.release(slot);
+            }
+            match written {
+                Some(len) => {
+                    self.counters.frames_out += 1;
+                    match control {
+                        Control::Rst { .. } => {
+                            self.counters.segments_out += 1;
+                            self.counters.rst_sent += 1;
+                        }
+                        Control::EchoReply { .. } => self.counters.icmp_echo_replies += 1,
+                        Control::Arp { .. } | Control::Frame(_) => {}
+                    }
+                    return Some(len);
+                }
+                None => self.counters.control_dropped += 1,
+            }
+        }
+        None
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) has work next, or `None` if no timer is
+    /// armed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.arp.poll_timeout(), self.timers.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Run the timers due at `now`: ARP request retransmissions and resolution timeouts (the
+    /// connection timers come with connections). Spurious calls are harmless. Call
+    /// [`poll_transmit`](Self::poll_transmit) afterwards.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Endpoint {
+            arp,
+            queue,
+            local,
+            counters,
+            ..
+        } = self;
+        let expired = arp.handle_timeout(now, |event| match event {
+            ArpEvent::SendRequest(target_ip) => {
+                let request = Control::Arp {
+                    eth_dst: EthernetAddress::BROADCAST,
+                    arp: ArpInfo {
+                        op: ArpOp::Request,
+                        sender_mac: local.mac,
+                        sender_ip: local.ip,
+                        target_mac: EthernetAddress([0; 6]),
+                        target_ip,
+                    },
+                };
+                push_bounded(queue, &mut counters.control_dropped, request);
+            }
+            // Counted below by frame, not by address: `arp_dropped` counts frames.
+            ArpEvent::ResolutionFailed(_) => {}
+        });
+        counters.arp_dropped += expired.frames_dropped as u64;
+        // No connection arms a timer yet; drain anything due, bounded.
+        for _ in 0..MAX_TIMERS_PER_CALL {
+            if self.timers.poll_expired(now).is_none() {
+                break;
+            }
+        }
+    }
+
+    fn count_parse_error(&mut self, e: ParseError) {
+        let c = &mut self.counters;
+        match e {
+            ParseError::Truncated | ParseError::Malformed => c.malformed += 1,
+            ParseError::BadChecksum => c.bad_checksum += 1,
+            ParseError::NotForUs | ParseError::Fragment | ParseError::UnsupportedEtherType => {
+                c.not_for_us += 1;
+            }
+        }
+    }
+
+    fn push(&mut self, control: Control) {
+        push_bounded(&mut self.queue, &mut self.counters.control_dropped, control);
+    }
+
+    /// RFC 826, "Packet Reception".
+    fn on_arp(&mut self, now: Instant, _eth: EthInfo, arp: ArpInfo) {
+        let target_is_us = arp.target_ip == self.local.ip;
+        // RFC 826: "?Merge_flag … If Merge_flag is false, add the triplet" — the merge rule
+        // lives in the cache; it also refuses non-unicast senders.
+        let released = self
+            .arp
+            .on_arp(arp.sender_ip, arp.sender_mac, target_is_us, now);
+        for frame in released {
+            self.push(Control::Frame(frame));
+        }
+        // RFC 826: "?Am I the target protocol address? Yes: … ?Is the opcode
+        // ares_op$REQUEST? Yes: Swap hardware and protocol fields, putting the local
+        // hardware and protocol addresses in the sender fields. Set the ar$op field to
+        // ares_op$REPLY. Send the packet to the (new) target hardware address".
+        if !target_is_us || arp.op != ArpOp::Request {
+            return;
+        }
+        if !arp.sender_mac.is_unicast() || arp.sender_mac == EthernetAddress([0; 6]) {
+            self.counters.malformed += 1;
+            return;
+        }
+        self.push(Control::Arp {
+            eth_dst: arp.sender_mac,
+            arp: ArpInfo {
+                op: ArpOp::Reply,
+                sender_mac: self.local.mac,
+                sender_ip: self.local.ip,
+                target_mac: arp.sender_mac,
+                target_ip: arp.sender_ip,
+            },
+        });
+    }
+
+    /// RFC 792, Echo: "To form an echo reply message, the source and destination addresses
+    /// are simply reversed, the type code changed to 0, and the checksum recomputed."
+    fn on_echo_request(&mut self, eth: EthInfo, ip: Ipv4Info, ident: u16, seq: u16, data: &[u8]) {
+        if !self.is_unicast_peer(&eth, &ip) {
+            self.counters.not_for_us += 1;
+            return;
+        }
+        if self.queue.len() >= CONTROL_QUEUE_CAPACITY {
+            self.counters.control_dropped += 1;
+            return;
+        }
+        let Some((slot, len)) = self.pool.store(data) else {
+            self.counters.control_dropped += 1;
+            return;
+        };
+        self.push(Control::EchoReply {
+            dst_mac: eth.src,
+            dst_ip: ip.src,
+            ident,
+            seq,
+            slot,
+            len,
+        });
+    }
+
+    fn on_segment(&mut self, eth: EthInfo, ip: Ipv4Info, seg: &TcpSegment<'_>) {
+        // RFC 1122 §4.2.3.10: "A TCP implementation MUST silently discard an incoming SYN
+        // segment that is addressed to a broadcast or multicast address." We never answer
+        // any segment to or from such an address: a RST there would be an amplifier.
+        if !self.is_unicast_peer(&eth, &ip) {
+            self.counters.not_for_us += 1;
+            return;
+        }
+        self.counters.segments_in += 1;
+        let tuple = FourTuple {
+            local_addr: ip.dst,
+            local_port: seg.dst_port,
+            remote_addr: ip.src,
+            remote_port: seg.src_port,
+        };
+        if self.flows.get(&tuple).is_some() {
+            // Connections arrive with the next slice; until then the table stays empty.
+            return;
+        }
+        self.reply_closed(eth, ip, seg);
+    }
+
+    /// RFC 9293 §3.10.7.1, CLOSED: "If the state is CLOSED (i.e., TCB does not exist), then
+    /// all data in the incoming segment is discarded."
+    fn reply_closed(&mut self, eth: EthInfo, ip: Ipv4Info, seg: &TcpSegment<'_>) {
+        // "An incoming segment containing a RST is discarded."
+        if seg.flags.rst() {
+            return;
+        }
+        // "An incoming segment not containing a RST causes a RST to be sent in response.
+        // The acknowledgment and sequence field values are selected to make the reset
+        // sequence acceptable to the TCP endpoint that sent the offending segment."
+        let (seq, ack, flags) = if seg.flags.ack() {
+            // "If the ACK bit is on, <SEQ=SEG.ACK><CTL=RST>"
+            (seg.ack, SeqNumber(0), TcpFlags::RST)
+        } else {
+            // "If the ACK bit is off, sequence number zero is used,
+            // <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>" (SEG.LEN counts SYN and FIN).
+            (
+                SeqNumber(0),
+                seg.seq + seg.seq_len(),
+                TcpFlags::RST | TcpFlags::ACK,
+            )
+        };
+        self.push(Control::Rst {
+            dst_mac: eth.src,
+            dst_ip: ip.src,
+            src_port: seg.dst_port,
+            dst_port: seg.src_port,
+            seq,
+            ack,
+            flags,
+        });
+    }
+
+    /// The frame comes from a unicast MAC and address and is addressed to our MAC (not
+    /// broadcast) and to our address (not a broadcast of our subnet).
+    fn is_unicast_peer(&self, eth: &EthInfo, ip: &Ipv4Info) -> bool {
+        let iface = &self.config.iface;
+        let subnet_broadcast = |a: Ipv4Address| {
+            iface.prefix_len < 31
+                && route::in_subnet(a, iface.addr, iface.prefix_len)
+                && u32::from(a) & (u32::MAX >> iface.prefix_len) == u32::MAX >> iface.prefix_len
+        };
+        let bad_ip = |a: Ipv4Address| {
+            a.is_unspecified() || a.is_broadcast() || a.is_multicast() || subnet_broadcast(a)
+        };
+        eth.src.is_unicast() && eth.dst == self.local.mac && !bad_ip(ip.src) && !bad_ip(ip.dst)
+    }
+
+    /// Write `control` into `buf`; `None` if it does not fit.
+    fn emit(&self, control: &Control, buf: &mut [u8]) -> Option<usize> {
+        let written = match control {
+            Control::Arp { eth_dst, arp } => wire::emit_arp(buf, *eth_dst, arp),
+            Control::Rst {
+                dst_mac,
+                dst_ip,
+                src_port,
+                dst_port,
+                seq,
+                ack,
+                flags,
+            } => {
+                let hdr = EthIpv4Header::new(self.local.mac, *dst_mac, self.local.ip, *dst_ip);
+                let seg = TcpSegmentOut {
+                    src_port: *src_port,
+                    dst_port: *dst_port,
+                    seq: *seq,
+                    ack: *ack,
+                    flags: *flags,
+                    ..TcpSegmentOut::default()
+                };
+                wire::emit_tcp(buf, &hdr, &seg, &[], self.checksum)
+            }
+            Control::EchoReply {
+                dst_mac,
+                dst_ip,
+                ident,
+                seq,
+                slot,
+                len,
+            } => {
+                let hdr = EthIpv4Header::new(self.local.mac, *dst_mac, self.local.ip, *dst_ip);
+                let payload = self.pool.get(*slot, *len);
+                wire::emit_icmp_echo_reply(buf, &hdr, *ident, *seq, payload, self.checksum)
+            }
+            Control::Frame(frame) => {
+                let dst = buf.get_mut(..frame.len())?;
+                dst.copy_from_slice(frame);
+                Ok(frame.len())
+            }
+        };
+        written.ok()
+    }
+}
+
+/// Queue `control` unless the queue is full (then count it as dropped).
+fn push_bounded(queue: &mut VecDeque<Control>, dropped: &mut u64, control: Control) {
+    if queue.len() < CONTROL_QUEUE_CAPACITY {
+        queue.push_back(control);
+    } else {
+        *dropped += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::InterfaceConfig;
+    use crate::wire::{
+        emit_arp_request, emit_icmp_echo_request, emit_tcp, parse_frame, ETHERNET_HEADER_LEN,
+    };
+    use alloc::vec::Vec;
+    use proptest::prelude::*;
+    use smoltcp::wire::{Icmpv4Message, Icmpv4Packet};
+
+    const OUR_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 1]);
+    const OUR_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
+    const PEER_MAC: EthernetAddress = EthernetAddress([2, 0, 0, 0, 0, 2]);
+    const PEER_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
+    const PEER_PORT: u16 = 40_000;
+    const OUR_PORT: u16 = 80;
+    const ISN: u32 = 0x1234_5678;
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    fn config() -> EndpointConfig {
+        EndpointConfig {
+            iface: InterfaceConfig {
+                mac: OUR_MAC.0,
+                addr: OUR_IP,
+                ..InterfaceConfig::default()
+            },
+            max_connections: 64,
+            ..EndpointConfig::default()
+        }
+    }
+
+    fn endpoint() -> Endpoint {
+        Endpoint::new(config()).unwrap()
+    }
+
+    fn peer_hdr() -> EthIpv4Header {
+        EthIpv4Header::new(PEER_MAC, OUR_MAC, PEER_IP, OUR_IP)
+    }
+
+    /// A segment from the peer to our port 80.
+    fn segment(
+        hdr: &EthIpv4Header,
+        seq: u32,
+        ack: u32,
+        flags: TcpFlags,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut buf = vec![0u8; 2048];
+        let seg = TcpSegmentOut {
+            src_port: PEER_PORT,
+            dst_port: OUR_PORT,
+            seq: SeqNumber(seq),
+            ack: SeqNumber(ack),
+            flags,
+            window: 64_240,
+            ..TcpSegmentOut::default()
+        };
+        let len = emit_tcp(&mut buf, hdr, &seg, payload, ChecksumMode::SOFTWARE).unwrap();
+        buf.truncate(len);
+        buf
+    }
+
+    fn syn() -> Vec<u8> {
+        segment(&peer_hdr(), ISN, 0, TcpFlags::SYN, &[])
+    }
+
+    /// Every frame `poll_transmit` has, with a full-size buffer.
+    fn drain(ep: &mut Endpoint) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Some(len) = ep.poll_transmit(t(0), &mut buf) {
+            out.push(buf[..len].to_vec());
+        }
+        out
+    }
+
+    /// The one frame sent, parsed as a TCP segment: (eth, ip, seq, ack, flags, ports).
+    fn only_rst(ep: &mut Endpoint) -> (EthInfo, Ipv4Info, u32, u32, TcpFlags, (u16, u16)) {
+        let out = drain(ep);
+        assert_eq!(out.len(), 1, "exactly one frame expected");
+        match parse_frame(&out[0], ChecksumMode::SOFTWARE).unwrap() {
+            Inbound::Tcp { eth, ip, seg } => {
+                assert!(seg.payload.is_empty());
+                assert_eq!(seg.window, 0);
+                (
+                    eth,
+                    ip,
+                    seg.seq.0,
+                    seg.ack.0,
+                    seg.flags,
+                    (seg.src_port, seg.dst_port),
+                )
+            }
+            other => panic!("not a TCP segment: {other:?}"),
+        }
+    }
+
+    fn arp_request(
+        sender_mac: EthernetAddress,
+        sender_ip: Ipv4Address,
+        target: Ipv4Address,
+    ) -> Vec<u8> {
+        let mut buf = vec![0u8; 64];
+        let len = emit_arp_request(&mut buf, sender_mac, sender_ip, target).unwrap();
+        buf.truncate(len);
+        buf
+    }
+
+    #[test]
+    fn arp_request_for_us_gets_a_reply() {
+        let mut ep = endpoint();
+        ep.handle_frame(t(1), &arp_request(PEER_MAC, PEER_IP, OUR_IP));
+        let out = drain(&mut ep);
+        assert_eq!(out.len(), 1);
+        let Inbound::Arp { eth, arp } = parse_frame(&out[0], ChecksumMode::SOFTWARE).unwrap()
+        else {
+            panic!("not ARP");
+        };
+        assert_eq!((eth.src, eth.dst), (OUR_MAC, PEER_MAC));
+        assert_eq!(arp.op, ArpOp::Reply);
+        assert_eq!((arp.sender_mac, arp.sender_ip), (OUR_MAC, OUR_IP));
+        assert_eq!((arp.target_mac, arp.target_ip), (PEER_MAC, PEER_IP));
+        // RFC 826: the requester is added, since we are the target.
+        assert_eq!(ep.arp.peek(PEER_IP, t(1)), Some(PEER_MAC));
+        assert_eq!(ep.counters().frames_in, 1);
+        assert_eq!(ep.counters().frames_out, 1);
+    }
+
+    #[test]
+    fn arp_request_for_someone_else_is_only_learned() {
+        let mut ep = endpoint();
+        ep.handle_frame(t(1), &arp_request(PEER_MAC, PEER_IP, OUR_IP));
+        assert_eq!(drain(&mut ep).len(), 1);
+        // The peer, now known, moved to a new MAC and asks for a third host: the entry is
+        // merged (updated), nothing is answered.
+        let moved = EthernetAddress([2, 0, 0, 0, 0, 0x22]);
+        ep.handle_frame(
+            t(2),
+            &arp_request(moved, PEER_IP, Ipv4Address::new(10, 0, 0, 3)),
+        );
+        assert!(drain(&mut ep).is_empty());
+        assert_eq!(ep.arp.peek(PEER_IP, t(2)), Some(moved));
+        // A stranger asking for someone else is not added (RFC 826 merge rule).
+        let stranger = Ipv4Address::new(10, 0, 0, 9);
+        ep.handle_frame(
+            t(3),
+            &arp_request(EthernetAddress([2, 0, 0, 0, 0, 9]), stranger, PEER_IP),
+        );
+        assert!(drain(&mut ep).is_empty());
+        assert_eq!(ep.arp.peek(stranger, t(3)), None);
+        assert_eq!(ep.counters().frames_out, 1);
+    }
+
+    #[test]
+    fn static_arp_entries_are_installed() {
+        let mut c = config();
+        c.iface.static_arp = vec![(PEER_IP, PEER_MAC.0)];
+        let ep = Endpoint::new(c).unwrap();
+        assert_eq!(ep.arp.peek(PEER_IP, t(1_000_000_000)), Some(PEER_MAC));
+    }
+
+    #[test]
+    fn invalid_config_is_refused() {
+        let mut c = config();
+        c.tcp.mss = 1;
+        assert_eq!(Endpoint::new(c).unwrap_err().field, "tcp.mss");
+    }
+
+    #[test]
+    fn arp_reply_releases_waiting_frames() {
+        let mut ep = endpoint();
+        let frame = syn();
+        assert_eq!(
+            ep.arp.lookup(PEER_IP, t(0)),
+            crate::arp::Lookup::Pending { send_request: true }
+        );
+        ep.arp.enqueue(PEER_IP, &frame, t(0)).unwrap();
+        let mut reply = vec![0u8; 64];
+        let len = wire::emit_arp_reply(&mut reply, PEER_MAC, PEER_IP, OUR_MAC, OUR_IP).unwrap();
+        ep.handle_frame(t(1), &reply[..len]);
+        // Released with the resolved MAC as its destination.
+        let mut expected = frame;
+        expected[..6].copy_from_slice(&PEER_MAC.0);
+        assert_eq!(drain(&mut ep), vec![expected]);
+    }
+
+    #[test]
+    fn arp_timeout_sends_requests_then_counts_dropped_frames() {
+        let mut ep = endpoint();
+        assert_eq!(ep.poll_timeout(), None);
+        let _ = ep.arp.lookup(PEER_IP, t(0));
+        ep.arp.enqueue(PEER_IP, &syn(), t(0)).unwrap();
+        let mut retries = 0;
+        // Virtual time: jump to each wake-up until nothing is armed (bounded).
+        for _ in 0..100 {
+            let Some(at) = ep.poll_timeout() else { break };
+            ep.handle_timeout(at);
+            for frame in drain(&mut ep) {
+                let Inbound::Arp { eth, arp } =
+                    parse_frame(&frame, ChecksumMode::SOFTWARE).unwrap()
+                else {
+                    panic!("not ARP");
+                };
+                assert_eq!(eth.dst, EthernetAddress::BROADCAST);
+                assert_eq!((arp.op, arp.target_ip), (ArpOp::Request, PEER_IP));
+                retries += 1;
+            }
+        }
+        assert_eq!(ep.poll_timeout(), None);
+        assert_eq!(ep.counters().arp_dropped, 1);
+        assert!(
+            retries <= 1,
+            "at most one retransmission within the 1 s pending timeout"
+        );
+        // Spurious calls are harmless.
+        ep.handle_timeout(t(5_000));
+        assert!(drain(&mut ep).is_empty());
+        assert_eq!(ep.counters().arp_dropped, 1);
+    }
+
+    #[test]
+    fn icmp_echo_gets_a_reply_with_the_same_payload() {
+        let mut ep = endpoint();
+        let mut buf = vec![0u8; 2048];
+        let payload = b"mtcp-rs ping payload 0123456789";
+        let len =
+            emit_icmp_echo_request(&mut buf, &peer_hdr(), 7, 9, payload, ChecksumMode::SOFTWARE)
+                .unwrap();
+        ep.handle_frame(t(1), &buf[..len]);
+        let out = drain(&mut ep);
+        assert_eq!(out.len(), 1);
+        let Inbound::OtherIpv4 { eth, ip } = parse_frame(&out[0], ChecksumMode::SOFTWARE).unwrap()
+        else {
+            panic!("not an IPv4 packet");
+        };
+        assert_eq!((eth.src, eth.dst), (OUR_MAC, PEER_MAC));
+        assert_eq!((ip.src, ip.dst), (OUR_IP, PEER_IP));
+        let icmp =
+            Icmpv4Packet::new_checked(&out[0][ETHERNET_HEADER_LEN + IPV4_HEADER_LEN..]).unwrap();
+        assert!(icmp.verify_checksum());
+        assert_eq!(icmp.msg_type(), Icmpv4Message::EchoReply);
+        assert_eq!((icmp.echo_ident(), icmp.echo_seq_no()), (7, 9));
+        assert_eq!(icmp.data(), payload);
+        assert_eq!(ep.counters().icmp_echo_replies, 1);
+        // The pool slot was returned.
+        assert_eq!(ep.pool.free.len(), ICMP_POOL_SLOTS);
+    }
+
+    #[test]
+    fn icmp_echo_larger_than_the_mtu_is_dropped_and_counted() {
+        let mut c = config();
+        c.tcp.mss = 536; // MTU 576: at most 548 bytes of echo data
+        let mut ep = Endpoint::new(c).unwrap();
+        let mut buf = vec![0u8; 2048];
+        let ok = vec![0xab; 548];
+        let len = emit_icmp_echo_request(&mut buf, &peer_hdr(), 1, 1, &ok, ChecksumMode::SOFTWARE)
+            .unwrap();
+        ep.handle_frame(t(1), &buf[..len]);
+        assert_eq!(drain(&mut ep).len(), 1);
+        let big = vec![0xab; 549];
+        let len = emit_icmp_echo_request(&mut buf, &peer_hdr(), 1, 2, &big, ChecksumMode::SOFTWARE)
+            .unwrap();
+        ep.handle_frame(t(2), &buf[..len]);
+        assert!(drain(&mut ep).is_empty());
+        assert_eq!(ep.counters().control_dropped, 1);
+        assert_eq!(ep.counters().icmp_echo_replies, 1);
+    }
+
+    #[test]
+    fn icmp_pool_bound_holds() {
+        let mut ep = endpoint();
+        let mut buf = vec![0u8; 2048];
+        for i in 0..(ICMP_POOL_SLOTS as u16 + 5) {
+            let len =
+                emit_icmp_echo_request(&mut buf, &peer_hdr(), 1, i, b"x", ChecksumMode::SOFTWARE)
+                    .unwrap();
+            ep.handle_frame(t(1), &buf[..len]);
+        }
+        assert_eq!(ep.counters().control_dropped, 5);
+        assert_eq!(drain(&mut ep).len(), ICMP_POOL_SLOTS);
+        assert_eq!(ep.pool.free.len(), ICMP_POOL_SLOTS);
+    }
+
+    #[test]
+    fn syn_to_closed_port_gets_rst_ack() {
+        let mut ep = endpoint();
+        ep.handle_frame(t(1), &syn());
+        let (eth, ip, seq, ack, flags, ports) = only_rst(&mut ep);
+        assert_eq!((eth.src, eth.dst), (OUR_MAC, PEER_MAC));
+        assert_eq!((ip.src, ip.dst), (OUR_IP, PEER_IP));
+        assert_eq!(seq, 0);
+        assert_eq!(ack, ISN.wrapping_add(1));
+        assert_eq!(flags, TcpFlags::RST | TcpFlags::ACK);
+        assert_eq!(ports, (OUR_PORT, PEER_PORT));
+        let c = ep.counters();
+        assert_eq!(
+            (c.segments_in, c.segments_out, c.rst_sent, c.frames_out),
+            (1, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn ack_to_closed_port_gets_rst_with_seq_of_ack() {
+        let mut ep = endpoint();
+        ep.handle_frame(
+            t(1),
+            &segment(&peer_hdr(), 5, 0xdead_beef, TcpFlags::ACK, b"data"),
+        );
+        let (_, _, seq, _, flags, ports) = only_rst(&mut ep);
+        assert_eq!(seq, 0xdead_beef);
+        assert_eq!(flags, TcpFlags::RST);
+        assert_eq!(ports, (OUR_PORT, PEER_PORT));
+        assert_eq!(ep.counters().rst_sent, 1);
+    }
+
+    #[test]
+    fn data_with_fin_counts_fin_in_ack() {
+        let mut ep = endpoint();
+        // Near the wrap, to check the modular addition too.
+        let seq = 0xffff_ffc0;
+        let data = [0x5a; 100];
+        ep.handle_frame(
+            t(1),
+            &segment(&peer_hdr(), seq, 0, TcpFlags::FIN | TcpFlags::PSH, &data),
+        );
+        let (_, _, rst_seq, ack, flags, _) = only_rst(&mut ep);
+        assert_eq!(rst_seq, 0);
+        assert_eq!(ack, seq.wrapping_add(100 + 1));
+        assert_eq!(flags, TcpFlags::RST | TcpFlags::ACK);
+    }
+
+    #[test]
+    fn rst_is_never_answered() {
+        let mut ep = endpoint();
+        for flags in [
+            TcpFlags::RST,
+            TcpFlags::RST | TcpFlags::ACK,
+            TcpFlags::RST | TcpFlags::SYN,
+            TcpFlags::RST | TcpFlags::FIN | TcpFlags::PSH,
+        ] {
+            ep.handle_frame(t(1), &segment(&peer_hdr(), 1, 2, flags, b"x"));
+        }
+        assert!(drain(&mut ep).is_empty());
+        assert_eq!(ep.counters().segments_in, 4);
+        assert_eq!(ep.counters().rst_sent, 0);
+    }
+
+    #[test]
+    fn segments_from_or_to_broadcast_or_multicast_get_no_rst() {
+        let mut ep = endpoint();
+        let bcast_mac = EthIpv4Header::new(PEER_MAC, EthernetAddress::BROADCAST, PEER_IP, OUR_IP);
+        let mcast_src = EthIpv4Header::new(
+            EthernetAddress([0x01, 0, 0x5e, 0, 0, 1]),
+            OUR_MAC,
+            PEER_IP,
+            OUR_IP,
+        );
+        let bcast_src_ip =
+            EthIpv4Header::new(PEER_MAC, OUR_MAC, Ipv4Address::new(10, 0, 0, 255), OUR_IP);
+        let mcast_src_ip =
+            EthIpv4Header::new(PEER_MAC, OUR_MAC, Ipv4Address::new(224, 0, 0, 1), OUR_IP);
+        for hdr in [bcast_mac, mcast_src, bcast_src_ip, mcast_src_ip] {
+            ep.handle_frame(t(1), &segment(&hdr, ISN, 0, TcpFlags::SYN, &[]));
+        }
+        assert!(drain(&mut ep).is_empty());
+        assert_eq!(ep.counters().not_for_us, 4);
+        assert_eq!(ep.counters().segments_in, 0);
+    }
+
+    #[test]
+    fn bad_checksum_is_counted_and_dropped() {
+        let mut ep = endpoint();
+        let mut frame = syn();
+        frame[ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + 16] ^= 0xff; // TCP checksum
+        ep.handle_frame(t(1), &frame);
+        assert!(drain(&mut ep).is_empty());
+        assert_eq!(ep.counters().bad_checksum, 1);
+        assert_eq!(ep.counters().segments_in, 0);
+
+        // With checksum offload the same frame is trusted (the NIC checked it), and the RST
+        // leaves with zero IPv4 and TCP checksums for the NIC to fill in.
+        let mut c = config();
+        c.verify_rx_checksums = false;
+        c.compute_tx_checksums = false;
+        let mut ep = Endpoint::new(c).unwrap();
+        ep.handle_frame(t(1), &frame);
+        let out = drain(&mut ep);
+        assert_eq!(out.len(), 1);
+        assert!(parse_frame(&out[0], ChecksumMode::OFFLOAD).is_ok());
+        assert_eq!(
+            parse_frame(&out[0], ChecksumMode::SOFTWARE),
+            Err(ParseError::BadChecksum)
+        );
+    }
+
+    #[test]
+    fn frame_for_another_mac_or_ip_is_ignored() {
+        let mut ep = endpoint();
+        let other_mac = EthIpv4Header::new(
+            PEER_MAC,
+            EthernetAddress([2, 0, 0, 0, 0, 0x77]),
+            PEER_IP,
+            OUR_IP,
+        );
+        let other_ip =
+            EthIpv4Header::new(PEER_MAC, OUR_MAC, PEER_IP, Ipv4Address::new(10, 0, 0, 77));
+        ep.handle_frame(t(1), &segment(&other_mac, ISN, 0, TcpFlags::SYN, &[]));
+        ep.handle_frame(t(1), &segment(&other_ip, ISN, 0, TcpFlags::SYN, &[]));
+        assert!(drain(&mut ep).is_empty());
+        assert_eq!(ep.counters().not_for_us, 2);
+        assert_eq!(ep.counters().frames_in, 2);
+        assert_eq!(ep.counters().segments_in, 0);
+    }
+
+    #[test]
+    fn parse_errors_map_to_counters() {
+        let mut ep = endpoint();
+        ep.handle_frame(t(1), &[]); // truncated
+        let mut frame = syn();
+        frame[ETHERNET_HEADER_LEN] = 0x65; // IP version 6: malformed
+        ep.handle_frame(t(1), &frame);
+        let mut frame = syn();
+        frame[12..14].copy_from_slice(&[0x86, 0xdd]); // IPv6 ethertype
+        ep.handle_frame(t(1), &frame);
+        let c = ep.counters();
+        assert_eq!((c.malformed, c.not_for_us, c.frames_in), (2, 1, 3));
+    }
+
+    #[test]
+    fn control_queue_bound_holds_under_flood() {
+        let mut ep = endpoint();
+        let mut buf = vec![0u8; 128];
+        for i in 0..10_000u32 {
+            let seg = TcpSegmentOut {
+                src_port: 1024 + (i % 60_000) as u16,
+                dst_port: OUR_PORT,
+                seq: SeqNumber(i),
+                flags: TcpFlags::SYN,
+                ..TcpSegmentOut::default()
+            };
+            let len = emit_tcp(&mut buf, &peer_hdr(), &seg, &[], ChecksumMode::SOFTWARE).unwrap();
+            ep.handle_frame(t(1), &buf[..len]);
+            assert!(ep.queue.len() <= CONTROL_QUEUE_CAPACITY);
+        }
+        assert_eq!(ep.queue.capacity(), CONTROL_QUEUE_CAPACITY);
+        assert_eq!(
+            ep.counters().control_dropped,
+            10_000 - CONTROL_QUEUE_CAPACITY as u64
+        );
+        assert_eq!(ep.counters().segments_in, 10_000);
+        let out = drain(&mut ep);
+        assert_eq!(out.len(), CONTROL_QUEUE_CAPACITY);
+        assert_eq!(ep.counters().rst_sent, CONTROL_QUEUE_CAPACITY as u64);
+        // The oldest were kept: the first RST answers the first SYN.
+        let Inbound::Tcp { seg, .. } = parse_frame(&out[0], ChecksumMode::SOFTWARE).unwrap() else {
+            panic!("not TCP");
+        };
+        assert_eq!((seg.dst_port, seg.ack.0), (1024, 1));
+    }
+
+    #[test]
+    fn poll_transmit_with_a_tiny_buffer_does_not_panic() {
+        let mut ep = endpoint();
+        ep.handle_frame(t(1), &syn());
+        ep.handle_frame(t(1), &arp_request(PEER_MAC, PEER_IP, OUR_IP));
+        let mut tiny = [0u8; 10];
+        assert_eq!(ep.poll_transmit(t(1), &mut tiny), None);
+        assert_eq!(ep.counters().control_dropped, 2);
+        assert_eq!(ep.counters().frames_out, 0);
+        assert_eq!(ep.counters().rst_sent, 0);
+        assert!(drain(&mut ep).is_empty());
+        // An empty buffer too.
+        ep.handle_frame(t(2), &syn());
+        assert_eq!(ep.poll_transmit(t(2), &mut []), None);
+        assert_eq!(ep.counters().control_dropped, 3);
+    }
+
+    fn feed_and_drain(verify: bool, frame: &[u8]) {
+        let mut c = config();
+        c.verify_rx_checksums = verify;
+        let mut ep = Endpoint::new(c).unwrap();
+        let mut big = [0u8; 2048];
+        let mut tiny = [0u8; 10];
+        for buf in [&mut big[..], &mut tiny[..]] {
+            ep.handle_frame(t(1), frame);
+            let mut n = 0;
+            while ep.poll_transmit(t(1), buf).is_some() {
+                n += 1;
+                assert!(n <= CONTROL_QUEUE_CAPACITY);
+            }
+            ep.handle_timeout(t(2));
+            let _ = ep.poll_timeout();
+        }
+        let c = ep.counters();
+        assert_eq!(c.frames_in, 2);
+        assert!(c.frames_out <= 2);
+    }
+
+    proptest! {
+        #[test]
+        fn random_frames_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+            mutations in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+            cut in any::<usize>(),
+            verify in any::<bool>(),
+        ) {
+            feed_and_drain(verify, &bytes);
+            let mut frame = syn();
+            for (at, byte) in mutations {
+                let i = at % frame.len();
+                frame[i] = byte;
+            }
+            let keep = frame.len() - cut % 8;
+            frame.truncate(keep);
+            feed_and_drain(verify, &frame);
+        }
+    }
+}
