@@ -97,6 +97,21 @@ pub struct WaitSpec {
     pub events: i16,
 }
 
+impl WaitSpec {
+    /// Waits on `fd` itself: `POLLIN` for `rx`, `POLLOUT` for `tx` (backends whose descriptor
+    /// reports ring readiness directly, as af_packet's and netmap's do).
+    pub fn readiness(fd: RawFd, rx: bool, tx: bool) -> WaitSpec {
+        let mut events = 0;
+        if rx {
+            events |= libc::POLLIN;
+        }
+        if tx {
+            events |= libc::POLLOUT;
+        }
+        WaitSpec { fd, events }
+    }
+}
+
 /// One queue pair of a port, whatever the backend: the contract every backend and every
 /// middleware fulfils.
 ///

@@ -978,17 +978,7 @@ impl QueueIo for AfpQueue {
         // The kernel reports POLLIN when an RX block is retired (full or timer) and POLLOUT
         // when the TX ring's next frame is free or the socket has send buffer room; select
         // re-checks the rings after arming, so a retire in between is not lost.
-        let mut events = 0;
-        if rx {
-            events |= libc::POLLIN;
-        }
-        if tx {
-            events |= libc::POLLOUT;
-        }
-        Ok(Some(WaitSpec {
-            fd: self.fd.as_raw_fd(),
-            events,
-        }))
+        Ok(Some(WaitSpec::readiness(self.fd.as_raw_fd(), rx, tx)))
     }
 
     fn disarm(&mut self) {}

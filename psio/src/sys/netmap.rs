@@ -594,17 +594,7 @@ impl QueueIo for NetmapQueue {
     }
 
     fn arm(&mut self, rx: bool, tx: bool) -> Result<Option<WaitSpec>> {
-        let mut events = 0;
-        if rx {
-            events |= libc::POLLIN;
-        }
-        if tx {
-            events |= libc::POLLOUT;
-        }
-        Ok(Some(WaitSpec {
-            fd: self.reg.fd.as_raw_fd(),
-            events,
-        }))
+        Ok(Some(WaitSpec::readiness(self.reg.fd.as_raw_fd(), rx, tx)))
     }
 
     fn disarm(&mut self) {}
