@@ -3,19 +3,41 @@
 //! Place in the layers: a connection owns one [`SendBuffer`] and one [`RecvBuffer`]. They are
 //! plain data structures: no clock, no I/O, no knowledge of segments, flags or options.
 //!
-//! Both are rings over one `Vec<u8>` allocated at creation and never grown: memory per buffer
-//! is its capacity (plus, for the receiver, a list of at most `max_ranges` out-of-order ranges,
-//! also allocated once).
+//! ## Memory
+//! A buffer's capacity is a logical bound: it is what `capacity()`, [`SendBuffer::free`] and
+//! [`RecvBuffer::window`] report and enforce. The ring storage behind it is allocated lazily,
+//! so that a million idle connections cost almost nothing:
+//! - `new`, `with_max_ranges`, `clear` and `reset` allocate nothing (`clear` and `reset` free
+//!   what the buffer held).
+//! - The ring grows when a write or an insert needs room beyond its storage: the first
+//!   allocation is the size needed rounded up to a power of two, at least 256 bytes; each
+//!   later one at least doubles; none exceeds the capacity. Growing copies the held bytes to
+//!   the start of the new storage (the ring is laid out linearly again; sizes not to scale):
+//!   ```text
+//!    storage 4, wrapped:   [ c d | a b ]            head at `a`; writing "ef" needs 6 bytes
+//!    storage 8, linear:    [ a b c d e f . . ]      head at 0
+//!   ```
+//!   A write or an insert checks for room with one compare; once grown, nothing allocates.
+//! - The receiver's list of out-of-order ranges starts empty and grows up to `max_ranges`
+//!   entries, never beyond.
+//! - `shrink` frees the storage of a buffer that holds no bytes (the connection calls it when
+//!   it goes idle); `allocated` reports the heap bytes a buffer holds.
+//!
+//! So a buffer holds at most its capacity in ring storage (plus, for the receiver,
+//! `max_ranges` × 16 bytes of range list), and nothing before its first byte or after
+//! `shrink`. Storage does not shrink by itself while bytes come and go.
 //!
 //! ## Send side
 //! ```text
 //!            SND.UNA                     SND.UNA + len()
 //!               │◄──────── len() ─────────►│◄──── free() ────►│
 //!  ring:  ......[ unacked / unsent bytes   ][   free space     ]......
-//!               ▲ head (wraps around the end of the Vec)
+//!               ▲ head (wraps around the end of the storage)
 //! ```
 //! Offsets given to [`SendBuffer::peek`]/[`SendBuffer::read_at`] count from SND.UNA, so the
 //! same call builds a retransmission (offset 0) or new data (offset `SND.NXT - SND.UNA`).
+//! The storage only needs to reach `len()` bytes past the head; the free space beyond it is
+//! allocated as writes need it.
 //!
 //! ## Receive side
 //! ```text
@@ -24,12 +46,14 @@
 //!  ring:  ......[ in order  ][ hole ][ooo][ hole ][ooo][     ]......
 //!               ▲ head                                        ▲ head + capacity (right edge)
 //! ```
-//! Out-of-order bytes are copied straight to their final place in the ring; a sorted list of
-//! at most `max_ranges` disjoint ranges remembers which parts of the window hold data. The
-//! window is the free space after the in-order data; out-of-order data lives inside it, so the
-//! right edge `RCV.NXT + window()` only moves right as the application reads (RFC 9293
-//! §3.8.6.2.2: the receiver should not shrink the window) and data inside the advertised
-//! window is never discarded once stored (no reneging, RFC 2018 §8).
+//! Out-of-order bytes are copied straight to their final place in the ring (growing the
+//! storage to reach it if needed); a sorted list of at most `max_ranges` disjoint ranges
+//! remembers which parts of the window hold data. The window is the free space after the
+//! in-order data; out-of-order data lives inside it, so the right edge `RCV.NXT + window()`
+//! only moves right as the application reads (RFC 9293 §3.8.6.2.2: the receiver should not
+//! shrink the window) and data inside the advertised window is never discarded once stored
+//! (no reneging, RFC 2018 §8). The storage only needs to reach the end of the last
+//! out-of-order range; the rest of the window is allocated as data arrives in it.
 //!
 //! ## What this module leaves to others
 //! - SYN and FIN occupy sequence space but no buffer space: the connection adds them to
@@ -38,8 +62,8 @@
 //!   [`RecvBuffer::insert`]; `insert` trims defensively anyway and never panics.
 //! - Window scaling, silly-window avoidance and ACK policy belong to the connection;
 //!   [`InsertOutcome`] gives it what it needs (in-order advance, duplicates, drops).
+//! - When to call `shrink` (idle policy) belongs to the connection.
 
-use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::seq::SeqNumber;
@@ -54,6 +78,14 @@ pub const DEFAULT_MAX_RANGES: usize = 32;
 
 /// Most SACK blocks that fit in a TCP option (RFC 2018 §3: 40 option bytes, 2 + 8·n ≤ 40).
 pub const MAX_SACK_BLOCKS: usize = 4;
+
+/// Smallest ring storage allocated (unless the capacity is smaller): a few small writes or
+/// segments do not each cost a reallocation.
+const MIN_STORAGE: usize = 256;
+
+/// Fewest out-of-order ranges the range list makes room for when it first grows (unless
+/// `max_ranges` is smaller).
+const MIN_RANGES: usize = 4;
 
 // ---------------------------------------------------------------------------------------------
 // Ring helpers
@@ -95,6 +127,97 @@ fn copy_pair(out: &mut [u8], (a, b): (&[u8], &[u8])) -> usize {
     a.len() + b.len()
 }
 
+/// Ring storage shared by both buffers: bytes addressed by offset from `head`, modulo the
+/// storage size, which starts at 0 and grows on demand up to `capacity` (see the module doc).
+///
+/// Invariants: `storage.len() <= capacity`; `head < storage.len()`, or `head == 0` when the
+/// storage is empty; every byte the owner holds is at an offset below `storage.len()`.
+#[derive(Debug, Clone)]
+struct Ring {
+    storage: Vec<u8>,
+    /// Storage index of offset 0.
+    head: usize,
+    /// The logical bound: the storage never grows beyond it.
+    capacity: usize,
+}
+
+impl Ring {
+    /// An empty ring of `capacity` bytes (clamped to [`MAX_CAPACITY`]); allocates nothing.
+    fn new(capacity: usize) -> Ring {
+        Ring {
+            storage: Vec::new(),
+            head: 0,
+            capacity: capacity.min(MAX_CAPACITY),
+        }
+    }
+
+    /// Bytes of storage in use as the ring (0 until the first byte is stored).
+    fn size(&self) -> usize {
+        self.storage.len()
+    }
+
+    /// Heap bytes held.
+    fn allocated(&self) -> usize {
+        self.storage.capacity()
+    }
+
+    /// Storage index of offset `off` (`off <= size()`).
+    fn index(&self, off: usize) -> usize {
+        ring_index(self.head, off, self.storage.len())
+    }
+
+    /// Copies `data` to offsets `off..off + data.len()`, which must be below `size()`.
+    fn write(&mut self, off: usize, data: &[u8]) {
+        let at = self.index(off);
+        ring_write(&mut self.storage, at, data);
+    }
+
+    /// The bytes at offsets `off..off + n` (below `size()` unless `n == 0`) as two slices.
+    fn slices(&self, off: usize, n: usize) -> (&[u8], &[u8]) {
+        ring_slices(&self.storage, self.index(off), n)
+    }
+
+    /// Moves offset 0 forward by `n <= size()` bytes.
+    fn advance(&mut self, n: usize) {
+        self.head = self.index(n);
+    }
+
+    /// Moves offset 0 to the start of the storage; only when no byte is held.
+    fn rewind(&mut self) {
+        self.head = 0;
+    }
+
+    /// Grows the storage to cover offsets `0..needed` (`size() < needed <= capacity`),
+    /// keeping the bytes at offsets `0..live` (`live <= size()`) and moving them to the start
+    /// of the new storage. The new size is `needed` rounded up to a power of two, at least
+    /// [`MIN_STORAGE`] and twice the old size, at most the capacity. Callers check
+    /// `needed > size()` first, so the fast path is that one compare.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, needed: usize, live: usize) {
+        debug_assert!(self.storage.len() < needed && needed <= self.capacity);
+        debug_assert!(live <= self.storage.len());
+        let size = needed
+            .next_power_of_two()
+            .max(MIN_STORAGE)
+            .max(2 * self.storage.len())
+            .min(self.capacity);
+        let mut storage = Vec::with_capacity(size);
+        let (a, b) = self.slices(0, live);
+        storage.extend_from_slice(a);
+        storage.extend_from_slice(b);
+        storage.resize(size, 0);
+        self.storage = storage;
+        self.head = 0;
+    }
+
+    /// Frees the storage; only when no byte is held.
+    fn release(&mut self) {
+        self.storage = Vec::new();
+        self.head = 0;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // SendBuffer
 // ---------------------------------------------------------------------------------------------
@@ -103,30 +226,29 @@ fn copy_pair(out: &mut [u8], (a, b): (&[u8], &[u8])) -> usize {
 ///
 /// The first byte is at SND.UNA. The connection decides what is sent; this buffer only
 /// stores bytes, hands out any range of them by offset from SND.UNA, and drops them once
-/// acknowledged ([`SendBuffer::ack`]).
+/// acknowledged ([`SendBuffer::ack`]). Storage is allocated as writes need it and freed by
+/// [`SendBuffer::shrink`] (see the module doc).
 #[derive(Debug, Clone)]
 pub struct SendBuffer {
-    buf: Vec<u8>,
-    /// Ring index of the byte at SND.UNA.
-    head: usize,
+    /// Offset 0 is the byte at SND.UNA.
+    ring: Ring,
     /// Bytes held (unacknowledged, sent or not).
     len: usize,
 }
 
 impl SendBuffer {
     /// A buffer holding at most `capacity` bytes (clamped to [`MAX_CAPACITY`]); allocates
-    /// once, here.
+    /// nothing until the first write.
     pub fn new(capacity: usize) -> SendBuffer {
         SendBuffer {
-            buf: vec![0; capacity.min(MAX_CAPACITY)],
-            head: 0,
+            ring: Ring::new(capacity),
             len: 0,
         }
     }
 
     /// Most bytes the buffer can hold.
     pub fn capacity(&self) -> usize {
-        self.buf.len()
+        self.ring.capacity
     }
 
     /// Bytes held: written and not yet acknowledged.
@@ -141,17 +263,35 @@ impl SendBuffer {
 
     /// Room for more application bytes.
     pub fn free(&self) -> usize {
-        self.buf.len() - self.len
+        self.ring.capacity - self.len
+    }
+
+    /// Heap bytes this buffer holds: its ring storage, at most `capacity()` (0 until the
+    /// first write and after [`SendBuffer::shrink`] or [`SendBuffer::clear`]).
+    pub fn allocated(&self) -> usize {
+        self.ring.allocated()
+    }
+
+    /// Frees the ring storage if no byte is held; does nothing otherwise. For a connection
+    /// going idle: the next write allocates again.
+    pub fn shrink(&mut self) {
+        if self.len == 0 {
+            self.ring.release();
+        }
     }
 
     /// Appends as much of `data` as fits; returns how many bytes were taken (0 when full).
+    /// Grows the storage if the bytes do not fit in it (see the module doc).
     pub fn write(&mut self, data: &[u8]) -> usize {
         let n = data.len().min(self.free());
         if n == 0 {
             return 0;
         }
-        let tail = ring_index(self.head, self.len, self.buf.len());
-        ring_write(&mut self.buf, tail, &data[..n]);
+        let needed = self.len + n;
+        if needed > self.ring.size() {
+            self.ring.grow(needed, self.len);
+        }
+        self.ring.write(self.len, &data[..n]);
         self.len += n;
         n
     }
@@ -163,7 +303,7 @@ impl SendBuffer {
             return (&[], &[]);
         }
         let n = max.min(self.len - offset);
-        ring_slices(&self.buf, ring_index(self.head, offset, self.buf.len()), n)
+        self.ring.slices(offset, n)
     }
 
     /// Copies bytes starting `offset` bytes after SND.UNA into `out` (as many as are held and
@@ -177,19 +317,19 @@ impl SendBuffer {
     pub fn ack(&mut self, n: usize) -> usize {
         let n = n.min(self.len);
         self.len -= n;
-        self.head = if self.len == 0 {
+        if self.len == 0 {
             // Restart at the front: the next writes are contiguous.
-            0
+            self.ring.rewind();
         } else {
-            ring_index(self.head, n, self.buf.len())
-        };
+            self.ring.advance(n);
+        }
         n
     }
 
-    /// Drops every byte (connection reset or aborted).
+    /// Drops every byte (connection reset or aborted) and frees the storage.
     pub fn clear(&mut self) {
-        self.head = 0;
         self.len = 0;
+        self.ring.release();
     }
 }
 
@@ -290,17 +430,17 @@ struct OooRange {
 ///
 /// Invariants (checked by the tests): the out-of-order ranges are sorted, disjoint, not
 /// adjacent, each starts above RCV.NXT and ends at or before `RCV.NXT + window()`, and there
-/// are at most `max_ranges` of them.
+/// are at most `max_ranges` of them. Storage is allocated as data arrives and freed by
+/// [`RecvBuffer::shrink`] (see the module doc).
 #[derive(Debug, Clone)]
 pub struct RecvBuffer {
-    buf: Vec<u8>,
-    /// Ring index of the first unread in-order byte.
-    head: usize,
+    /// Offset 0 is the first unread in-order byte; offset `len` is RCV.NXT.
+    ring: Ring,
     /// In-order bytes not yet read by the application.
     len: usize,
     /// Sequence number of the next in-order data byte expected.
     rcv_nxt: SeqNumber,
-    /// Out-of-order ranges, sorted by sequence number (capacity `max_ranges`, never grown).
+    /// Out-of-order ranges, sorted by sequence number (capacity grown up to `max_ranges`).
     ranges: Vec<OooRange>,
     max_ranges: usize,
     /// Arrival counter for SACK-block recency.
@@ -315,31 +455,47 @@ impl RecvBuffer {
     }
 
     /// Like [`RecvBuffer::new`] with a chosen bound on out-of-order ranges (0 refuses all
-    /// out-of-order data). Allocates the ring and the range list once, here.
+    /// out-of-order data). Allocates nothing until data arrives.
     pub fn with_max_ranges(capacity: usize, rcv_nxt: SeqNumber, max_ranges: usize) -> RecvBuffer {
         RecvBuffer {
-            buf: vec![0; capacity.min(MAX_CAPACITY)],
-            head: 0,
+            ring: Ring::new(capacity),
             len: 0,
             rcv_nxt,
-            ranges: Vec::with_capacity(max_ranges),
+            ranges: Vec::new(),
             max_ranges,
             clock: 0,
         }
     }
 
     /// Drops all data and expects `rcv_nxt` next (e.g. IRS + 1 once the SYN is received,
-    /// RFC 9293 §3.10.7.2).
+    /// RFC 9293 §3.10.7.2). Frees the storage.
     pub fn reset(&mut self, rcv_nxt: SeqNumber) {
-        self.head = 0;
         self.len = 0;
         self.rcv_nxt = rcv_nxt;
-        self.ranges.clear();
+        self.ranges = Vec::new();
+        self.ring.release();
     }
 
     /// Most bytes the buffer can hold.
     pub fn capacity(&self) -> usize {
-        self.buf.len()
+        self.ring.capacity
+    }
+
+    /// Heap bytes this buffer holds: its ring storage (at most `capacity()`) and its list of
+    /// out-of-order ranges (at most `max_ranges()` entries of 16 bytes). 0 until data arrives
+    /// and after [`RecvBuffer::shrink`] or [`RecvBuffer::reset`].
+    pub fn allocated(&self) -> usize {
+        self.ring.allocated() + self.ranges.capacity() * core::mem::size_of::<OooRange>()
+    }
+
+    /// Frees the ring storage and the range list if no byte is held (nothing to read and
+    /// nothing out of order); does nothing otherwise. For a connection going idle: the next
+    /// insert allocates again.
+    pub fn shrink(&mut self) {
+        if self.len == 0 && self.ranges.is_empty() {
+            self.ring.release();
+            self.ranges = Vec::new();
+        }
     }
 
     /// In-order bytes ready for the application.
@@ -355,7 +511,7 @@ impl RecvBuffer {
     /// The receive window: free space after the in-order data (out-of-order data sits inside
     /// it). The connection advertises this (scaled, RFC 7323 §2.3) as RCV.WND.
     pub fn window(&self) -> usize {
-        self.buf.len() - self.len
+        self.ring.capacity - self.len
     }
 
     /// RCV.NXT as far as data is concerned: the next in-order data byte expected.
@@ -380,7 +536,7 @@ impl RecvBuffer {
 
     /// Up to `max` in-order bytes, without consuming them, as two slices.
     pub fn peek(&self, max: usize) -> (&[u8], &[u8]) {
-        ring_slices(&self.buf, self.head, max.min(self.len))
+        self.ring.slices(0, max.min(self.len))
     }
 
     /// Marks `n` in-order bytes (clamped to `len()`) as read; returns how many. The window
@@ -388,7 +544,7 @@ impl RecvBuffer {
     pub fn consume(&mut self, n: usize) -> usize {
         let n = n.min(self.len);
         // Ring positions of out-of-order data are relative to `head + len`, which stays put.
-        self.head = ring_index(self.head, n, self.buf.len());
+        self.ring.advance(n);
         self.len -= n;
         n
     }
@@ -467,9 +623,13 @@ impl RecvBuffer {
         }
 
         // Data goes straight to its final place in the ring; in-order and out-of-order bytes
-        // share the free space after the readable data.
-        let at = ring_index(self.head, self.len + off, self.buf.len());
-        ring_write(&mut self.buf, at, data);
+        // share the free space after the readable data. `needed <= capacity()`: the window
+        // already bounds `off + keep`.
+        let needed = self.len + off + keep;
+        if needed > self.ring.size() {
+            self.ring.grow(needed, self.len + self.ooo_extent());
+        }
+        self.ring.write(self.len + off, data);
         out.new_bytes = keep - held;
 
         self.clock += 1;
@@ -494,10 +654,35 @@ impl RecvBuffer {
             self.rcv_nxt = merged.end;
             self.len += advance;
             out.in_order = advance;
+        } else if lo == hi {
+            // A new range; the bound was checked above, so `len() < max_ranges`.
+            if self.ranges.len() == self.ranges.capacity() {
+                self.grow_ranges();
+            }
+            self.ranges.insert(lo, merged);
         } else {
-            self.ranges.splice(lo..hi, core::iter::once(merged));
+            self.ranges[lo] = merged;
+            self.ranges.drain(lo + 1..hi);
         }
         out
+    }
+
+    /// Bytes from RCV.NXT to the end of the last out-of-order range (0 without any).
+    fn ooo_extent(&self) -> usize {
+        self.ranges
+            .last()
+            .map_or(0, |r| (r.end - self.rcv_nxt) as usize)
+    }
+
+    /// Makes room for one more range: doubles the list (at least [`MIN_RANGES`]), never past
+    /// `max_ranges`. Called only when `ranges.len() < max_ranges`.
+    #[cold]
+    #[inline(never)]
+    fn grow_ranges(&mut self) {
+        let len = self.ranges.len();
+        debug_assert!(len < self.max_ranges);
+        let target = (2 * len).max(MIN_RANGES).min(self.max_ranges);
+        self.ranges.reserve_exact(target - len);
     }
 
     /// SACK blocks for the next ACK, per RFC 2018 §4, at most `max` (clamped to
@@ -716,22 +901,182 @@ mod tests {
         assert_eq!(r.sack_blocks(0).len(), 0);
     }
 
+    // ---- Memory ----------------------------------------------------------------------------
+
+    #[test]
+    fn new_buffers_allocate_nothing() {
+        let mut s = SendBuffer::new(64 * 1024);
+        assert_eq!((s.allocated(), s.free()), (0, 64 * 1024));
+        s.clear();
+        assert_eq!(s.allocated(), 0);
+        assert_eq!(s.write(&[7; 1000]), 1000);
+        assert_eq!(s.allocated(), 1024);
+        s.clear();
+        assert_eq!((s.allocated(), s.free()), (0, 64 * 1024));
+
+        let mut r = RecvBuffer::new(64 * 1024, SeqNumber(1));
+        assert_eq!((r.allocated(), r.window()), (0, 64 * 1024));
+        r.reset(SeqNumber(9));
+        assert_eq!(r.allocated(), 0);
+        r.insert(SeqNumber(9), &[1; 100]);
+        r.insert(SeqNumber(500), &[1; 100]);
+        // 100 + 491 + 100 bytes of ring → 1024; 4 ranges of 16 bytes.
+        assert_eq!(r.allocated(), 1024 + 4 * 16);
+        r.reset(SeqNumber(0));
+        assert_eq!((r.allocated(), r.window()), (0, 64 * 1024));
+        assert_eq!(
+            RecvBuffer::with_max_ranges(1 << 20, SeqNumber(0), 1000).allocated(),
+            0
+        );
+    }
+
+    #[test]
+    fn growth_doubles_and_preserves_bytes() {
+        const CAP: usize = 4096;
+        let mut b = SendBuffer::new(CAP);
+        let mut model = std::collections::VecDeque::new();
+        let (mut next, mut sizes, mut wrapped_growths) = (0u32, Vec::new(), 0);
+        for round in 1..200 {
+            // Write more each round, acknowledge a bit less: the held bytes creep up, and the
+            // ring wraps before it has to grow.
+            let data = stream(next, round * 7);
+            let wrapped = b.ring.head + b.len() > b.ring.size();
+            let before = b.allocated();
+            let n = b.write(&data);
+            model.extend(&data[..n]);
+            next += n as u32;
+            if b.allocated() != before {
+                sizes.push(b.allocated());
+                wrapped_growths += usize::from(wrapped);
+                assert!(b.allocated().is_power_of_two() && b.allocated() <= CAP);
+                assert_eq!(b.ring.head, 0, "laid out linearly again");
+            }
+            let (x, y) = b.peek(0, usize::MAX);
+            assert!([x, y].concat().iter().eq(model.iter()), "round {round}");
+            model.drain(..b.ack(round * 6));
+        }
+        assert_eq!(sizes, [256, 512, 1024, 2048, 4096]);
+        assert!(wrapped_growths > 0, "some growth moved wrapped bytes");
+
+        // A capacity that is not a power of two is the last size.
+        let mut b = SendBuffer::new(1000);
+        assert_eq!(b.write(&[1]), 1);
+        assert_eq!(b.allocated(), 256);
+        assert_eq!(b.write(&[2; 600]), 600);
+        assert_eq!(b.allocated(), 1000);
+        assert_eq!(SendBuffer::new(10).write(&[3; 4]), 4);
+    }
+
+    #[test]
+    fn recv_growth_keeps_wrapped_out_of_order_data() {
+        let mut r = RecvBuffer::new(4096, SeqNumber(0));
+        r.insert(SeqNumber(0), &stream(0, 200));
+        assert_eq!(r.allocated(), 256);
+        assert_eq!(r.read(&mut [0; 150]), 150);
+        // Out of order, wrapping around the end of the 256-byte storage.
+        r.insert(SeqNumber(250), &stream(250, 100));
+        assert_eq!(r.allocated(), 256 + 4 * 16);
+        // Far out of order: 50 unread + 1000 + 10 bytes → 2048 bytes of storage.
+        r.insert(SeqNumber(1200), &stream(1200, 10));
+        assert_eq!(r.allocated(), 2048 + 4 * 16);
+        r.insert(SeqNumber(200), &stream(200, 1000));
+        assert_eq!(r.rcv_nxt(), SeqNumber(1210));
+        let mut out = std::vec![0u8; 2000];
+        assert_eq!(r.read(&mut out), 1060);
+        assert_eq!(&out[..1060], &stream(150, 1060)[..]);
+    }
+
+    #[test]
+    fn shrink_frees_only_when_empty() {
+        let mut s = SendBuffer::new(8192);
+        s.shrink();
+        assert_eq!(s.allocated(), 0);
+        s.write(b"hello");
+        s.shrink();
+        assert_eq!(s.allocated(), 256, "bytes held: no-op");
+        assert_eq!(s.read_at(0, &mut [0; 8]), 5);
+        s.ack(5);
+        s.shrink();
+        assert_eq!((s.allocated(), s.free()), (0, 8192));
+        assert_eq!(s.write(b"again"), 5);
+        assert_eq!(s.peek(0, 9).0, b"again");
+
+        let mut r = RecvBuffer::new(8192, SeqNumber(0));
+        r.insert(SeqNumber(0), b"ab");
+        r.insert(SeqNumber(5), b"f");
+        let held = r.allocated();
+        r.shrink();
+        assert_eq!(r.allocated(), held, "in-order bytes held: no-op");
+        r.consume(2);
+        r.shrink();
+        assert_eq!(r.allocated(), held, "out-of-order bytes held: no-op");
+        r.insert(SeqNumber(2), b"cde");
+        let mut out = [0u8; 8];
+        assert_eq!(r.read(&mut out), 4);
+        assert_eq!(&out[..4], b"cdef");
+        r.shrink();
+        assert_eq!((r.allocated(), r.window()), (0, 8192));
+        assert_eq!(r.insert(SeqNumber(6), b"g").in_order, 1);
+        assert_eq!(r.peek(9).0, b"g");
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         /// Segment at stream offset `off` (absolute, from the first expected byte), `len` bytes.
         Seg(u32, usize),
         /// Application reads up to n bytes.
         Read(usize),
+        /// Segment `off` bytes after the current RCV.NXT, `len` bytes.
+        Near(u32, usize),
+        /// Fill the ring storage in order (which wraps it once reads moved the head), then a
+        /// `Near` segment of `extra` bytes: the storage grows while wrapped.
+        Fill(u32, usize),
         /// A segment at an arbitrary sequence number.
         Wild(u32, usize),
+        /// The connection goes idle: [`RecvBuffer::shrink`].
+        Shrink,
     }
 
-    fn op() -> impl Strategy<Value = Op> {
+    /// Up to `max` bytes, often few: storage grows in several steps and wraps in between.
+    fn amount(max: usize) -> impl Strategy<Value = usize> {
+        prop_oneof![7 => 0..max.min(48), 1 => 0..max]
+    }
+
+    /// Operations scaled to the capacity: segments up to 3 × `cap` beyond the first byte or
+    /// just after RCV.NXT, up to 2/3 × `cap` long; reads up to `cap`.
+    fn op(cap: usize) -> impl Strategy<Value = Op> {
+        let off = 3 * cap as u32 + 12;
         prop_oneof![
-            6 => (0u32..300, 0usize..60).prop_map(|(o, l)| Op::Seg(o, l)),
-            2 => (0usize..80).prop_map(Op::Read),
+            4 => (0..off, amount(2 * cap / 3 + 2)).prop_map(|(o, l)| Op::Seg(o, l)),
+            4 => (prop_oneof![Just(0), 0..64u32], amount(2 * cap / 3 + 2))
+                .prop_map(|(o, l)| Op::Near(o, l)),
+            2 => (prop_oneof![Just(0), 0..16u32], 1usize..4).prop_map(|(o, x)| Op::Fill(o, x)),
+            2 => amount(cap + 2).prop_map(Op::Read),
             1 => (any::<u32>(), 0usize..3000).prop_map(|(s, l)| Op::Wild(s, l)),
+            1 => Just(Op::Shrink),
         ]
+    }
+
+    /// Small capacities (storage allocated at once: the capacity is below [`MIN_STORAGE`]) and
+    /// larger ones (storage grows, often while the ring wraps).
+    fn capacity() -> impl Strategy<Value = usize> {
+        prop_oneof![1usize..96, 200usize..1100]
+    }
+
+    /// The ring storage obeys the growth rule and covers the `live` bytes held.
+    fn check_ring(ring: &Ring, live: usize) -> Result<(), TestCaseError> {
+        let size = ring.size();
+        prop_assert!(size <= ring.capacity);
+        prop_assert!(
+            size == 0 || size == ring.capacity || (size.is_power_of_two() && size >= MIN_STORAGE),
+            "storage size {} for capacity {}",
+            size,
+            ring.capacity
+        );
+        prop_assert!(live <= size);
+        prop_assert!(size == 0 || ring.head < size);
+        prop_assert_eq!(ring.allocated(), size);
+        Ok(())
     }
 
     /// The model's maximal runs of received bytes above `nxt`, as absolute offsets.
@@ -752,21 +1097,34 @@ mod tests {
         #[test]
         fn recv_matches_model(
             base in any::<u32>(),
-            cap in 1usize..96,
             max_ranges in 0usize..6,
-            ops in proptest::collection::vec(op(), 1..80),
+            (cap, ops) in capacity()
+                .prop_flat_map(|cap| (Just(cap), proptest::collection::vec(op(cap), 1..100))),
         ) {
             let b0 = SeqNumber(base);
             let mut r = RecvBuffer::with_max_ranges(cap, b0, max_ranges);
-            let ranges_cap = r.ranges.capacity();
+            prop_assert_eq!(r.allocated(), 0);
             let mut model: BTreeMap<u32, u8> = BTreeMap::new(); // absolute offset -> byte
             let mut read_pos = 0u32; // bytes read by the application
             let mut nxt = 0u32; // model RCV.NXT (absolute)
-            for op in ops {
+            let mut ops = ops.into_iter();
+            let mut then = None; // the second half of a `Fill`
+            while let Some(op) = then.take().or_else(|| ops.next()) {
+                let op = match op {
+                    Op::Fill(off, extra) => {
+                        then = Some(Op::Near(off, extra));
+                        Op::Near(0, r.ring.size() - r.len())
+                    }
+                    op => op,
+                };
                 match op {
-                    Op::Seg(off, len) | Op::Wild(off, len) => {
-                        let wild = matches!(op, Op::Wild(..));
-                        let seq = if wild { SeqNumber(off) } else { b0 + off };
+                    Op::Fill(..) => unreachable!(),
+                    Op::Seg(off, len) | Op::Near(off, len) | Op::Wild(off, len) => {
+                        let seq = match op {
+                            Op::Wild(..) => SeqNumber(off),
+                            Op::Near(..) => b0 + nxt + off,
+                            _ => b0 + off,
+                        };
                         let data: Vec<u8> = (0..len as u32)
                             .map(|i| byte((seq + i) - b0)).collect();
                         let runs_before = model_runs(&model, nxt).len();
@@ -819,13 +1177,24 @@ mod tests {
                         }
                         read_pos += got as u32;
                     }
+                    Op::Shrink => {
+                        let before = r.allocated();
+                        r.shrink();
+                        let idle = nxt == read_pos && model_runs(&model, nxt).is_empty();
+                        prop_assert_eq!(r.allocated(), if idle { 0 } else { before });
+                    }
                 }
                 // Invariants after every step.
                 prop_assert_eq!(r.rcv_nxt(), b0 + nxt);
                 prop_assert_eq!(r.len(), (nxt - read_pos) as usize);
                 prop_assert_eq!(r.window(), cap - r.len());
-                prop_assert_eq!(r.buf.len(), cap);
-                prop_assert_eq!(r.ranges.capacity(), ranges_cap, "never grown");
+                prop_assert_eq!(r.capacity(), cap);
+                check_ring(&r.ring, r.len() + r.ooo_extent())?;
+                prop_assert!(r.ranges.capacity() <= max_ranges, "range list beyond its bound");
+                prop_assert_eq!(
+                    r.allocated(),
+                    r.ring.size() + r.ranges.capacity() * core::mem::size_of::<OooRange>()
+                );
                 let runs: Vec<(SeqNumber, SeqNumber)> = model_runs(&model, nxt)
                     .into_iter().map(|(a, b)| (b0 + a, b0 + b)).collect();
                 prop_assert_eq!(r.ooo_ranges().collect::<Vec<_>>(), runs.clone());
@@ -843,42 +1212,70 @@ mod tests {
                 let (x, y) = r.peek(usize::MAX);
                 let got: Vec<u8> = [x, y].concat();
                 prop_assert_eq!(got, stream(read_pos, (nxt - read_pos) as usize));
+                for &(s, e) in &runs {
+                    let (x, y) = r.ring.slices(r.len() + (s - r.rcv_nxt()) as usize, (e - s) as usize);
+                    prop_assert_eq!([x, y].concat(), stream(s - b0, (e - s) as usize));
+                }
             }
         }
 
         /// The send buffer against a `VecDeque` model.
         #[test]
         fn send_matches_model(
-            cap in 0usize..64,
-            ops in proptest::collection::vec((0u8..3, 0usize..80, 0usize..80), 1..60),
+            (cap, ops) in prop_oneof![0usize..64, 200usize..1100].prop_flat_map(|cap| {
+                let n = cap + cap / 4 + 16;
+                (Just(cap), proptest::collection::vec((0u8..6, amount(n), 0..n), 1..100))
+            }),
         ) {
             let mut b = SendBuffer::new(cap);
+            prop_assert_eq!(b.allocated(), 0);
             let mut model = std::collections::VecDeque::new();
             let mut next = 0u32;
             for (kind, a, c) in ops {
                 match kind {
-                    0 => {
-                        let data = stream(next, a);
-                        let n = b.write(&data);
-                        prop_assert_eq!(n, a.min(cap - model.len()));
-                        model.extend(&data[..n]);
-                        next += n as u32;
+                    0 | 5 => {
+                        // Kind 5 fills the ring storage (which wraps it once a partial ack
+                        // moved the head), then writes 1 to 3 bytes more: the storage grows
+                        // while wrapped.
+                        let sizes = if kind == 5 {
+                            [b.ring.size() - b.len(), 1 + a % 3]
+                        } else {
+                            [a, 0]
+                        };
+                        for a in sizes {
+                            let data = stream(next, a);
+                            let n = b.write(&data);
+                            prop_assert_eq!(n, a.min(cap - model.len()));
+                            model.extend(&data[..n]);
+                            next += n as u32;
+                        }
                     }
-                    1 => {
+                    1 | 4 => {
+                        // Kind 4 acknowledges part of the bytes: the ring head moves on and
+                        // later writes wrap.
+                        let a = if kind == 4 { a % (model.len() + 1) } else { a };
                         let n = b.ack(a);
                         prop_assert_eq!(n, a.min(model.len()));
                         model.drain(..n);
                     }
-                    _ => {
+                    2 => {
                         let mut out = std::vec![0u8; c];
                         let n = b.read_at(a, &mut out);
                         let want: Vec<u8> = model.iter().skip(a).take(c).copied().collect();
                         prop_assert_eq!(&out[..n], &want[..]);
                     }
+                    _ => {
+                        let before = b.allocated();
+                        b.shrink();
+                        prop_assert_eq!(b.allocated(), if model.is_empty() { 0 } else { before });
+                    }
                 }
                 prop_assert_eq!(b.len(), model.len());
                 prop_assert_eq!(b.free(), cap - model.len());
-                prop_assert_eq!(b.buf.len(), cap);
+                prop_assert_eq!(b.capacity(), cap);
+                check_ring(&b.ring, b.len())?;
+                let (x, y) = b.peek(0, usize::MAX);
+                prop_assert!([x, y].concat().iter().eq(model.iter()));
             }
         }
     }

@@ -13,6 +13,12 @@ pub struct Counters {
     pub segments_out: u64,
     /// Segments retransmitted (RTO, fast retransmit, SACK recovery).
     pub retransmits: u64,
+    /// Fast retransmits (loss recovery entered on duplicate ACKs).
+    pub fast_retransmits: u64,
+    /// Connections opened (active and passive, including from SYN cookies).
+    pub connections_opened: u64,
+    /// Connections reset by the application (`abort`, or `close` with unread data).
+    pub aborts: u64,
     /// Frames dropped for a bad IPv4, TCP or ICMP checksum.
     pub bad_checksum: u64,
     /// Frames dropped as truncated or malformed.

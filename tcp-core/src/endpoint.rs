@@ -39,24 +39,29 @@
 //! `poll_event`, routing of locally originated frames. Replies go to the source MAC of the
 //! frame they answer, which is the right next hop for a symmetric path and needs no ARP.
 
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec;
 use alloc::vec::Vec;
+use core::net::SocketAddrV4;
 
-use crate::arp::{ArpCache, ArpConfig, ArpEvent};
-use crate::config::{ConfigError, EndpointConfig};
+use crate::arp::{ArpCache, ArpConfig, ArpEvent, Lookup};
+use crate::config::{ConfigError, EndpointConfig, TcpConfig};
+use crate::conn::{ev, ChallengeLimiter, Env, RstReply, Tcb, TxClass};
 use crate::counters::Counters;
 use crate::flow::{FlowTable, FourTuple};
-use crate::isn::{EphemeralPorts, IsnGenerator, SynCookies};
+use crate::isn::{derive_key, EphemeralPorts, IsnGenerator, SipHasher24, SynCookies};
 use crate::route;
 use crate::seq::SeqNumber;
+use crate::state::{CloseReason, Event, Handle, State};
 use crate::time::{Duration, Instant};
 use crate::timer::TimerWheel;
 use crate::wire::{
     self, ArpInfo, ArpOp, ChecksumMode, EthInfo, EthIpv4Header, EthernetAddress, Inbound,
-    Ipv4Address, Ipv4Info, LocalAddrs, ParseError, TcpFlags, TcpSegment, TcpSegmentOut,
+    Ipv4Address, Ipv4Info, LocalAddrs, ParseError, TcpFlags, TcpOptions, TcpSegment, TcpSegmentOut,
     ICMP_ECHO_HEADER_LEN, IPV4_HEADER_LEN, TCP_HEADER_LEN,
 };
+
+mod sockets;
 
 /// Maximum number of control frames (ARP, RST, ICMP replies) waiting for `poll_transmit`.
 /// Beyond it, new control frames are dropped and counted in [`Counters::control_dropped`].
@@ -100,7 +105,46 @@ enum Control {
     },
     /// A whole frame released by the ARP cache, destination MAC already set.
     Frame(Vec<u8>),
+    /// A stateless SYN-ACK carrying a SYN cookie.
+    SynAck {
+        dst_mac: EthernetAddress,
+        dst_ip: Ipv4Address,
+        seg: TcpSegmentOut,
+    },
 }
+
+/// A listening socket.
+#[derive(Debug)]
+struct Listener {
+    port: u16,
+    backlog: usize,
+    /// Established connections waiting for `accept` (slots).
+    accept_q: VecDeque<u32>,
+    /// Connections in SYN-RECEIVED from this listener.
+    half_open: usize,
+}
+
+/// What a slot of the connection table holds.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "TCBs live inline in the slot table: no allocation per connection; slots only \
+              exist up to the peak number of connections and are reused"
+)]
+enum Body {
+    Free,
+    Listener(Listener),
+    Conn(Tcb),
+}
+
+#[derive(Debug)]
+struct Slot {
+    generation: u32,
+    body: Body,
+}
+
+/// Bit of `Tcb::queued` saying the slot is in the event queue.
+const EV_QUEUED: u8 = 1 << 3;
 
 /// Fixed-size slots for echo payloads, allocated once.
 #[derive(Debug)]
@@ -182,14 +226,25 @@ pub struct Endpoint {
     arp: ArpCache,
     flows: FlowTable,
     timers: TimerWheel,
-    #[expect(dead_code, reason = "used by active opens, in the connection slice")]
     isn: IsnGenerator,
-    #[expect(dead_code, reason = "used by active opens, in the connection slice")]
     ports: EphemeralPorts,
-    #[expect(dead_code, reason = "used by listeners, in the connection slice")]
     cookies: SynCookies,
+    /// Key of the per-connection timestamp offsets (RFC 7323 §5.4).
+    ts_key: [u8; 16],
+    /// When a SYN cookie was last sent: cookies are only accepted for a while after that.
+    last_cookie: Option<Instant>,
+    challenge: ChallengeLimiter,
     queue: VecDeque<Control>,
     pool: PayloadPool,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Slots in use (connections in any state and listeners).
+    live: usize,
+    listeners: BTreeMap<u16, u32>,
+    /// Connections with something to send, per [`TxClass`]: (slot, generation).
+    tx_q: [VecDeque<(u32, u32)>; 3],
+    /// Connections with events to report: (slot, generation).
+    ev_q: VecDeque<(u32, u32)>,
 }
 
 impl Endpoint {
@@ -226,8 +281,17 @@ impl Endpoint {
             isn: IsnGenerator::new(config.secret),
             ports,
             cookies: SynCookies::new(config.secret),
+            ts_key: derive_key(&config.secret, b"mtcp-rs tcp timestamps"),
+            last_cookie: None,
+            challenge: ChallengeLimiter::new(config.tcp.challenge_ack_limit),
             queue: VecDeque::with_capacity(CONTROL_QUEUE_CAPACITY),
             pool: PayloadPool::new(ICMP_POOL_SLOTS, echo_payload_max),
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            listeners: BTreeMap::new(),
+            tx_q: [VecDeque::new(), VecDeque::new(), VecDeque::new()],
+            ev_q: VecDeque::new(),
             config,
         })
     }
@@ -256,7 +320,7 @@ impl Endpoint {
                 seq,
                 payload,
             }) => self.on_echo_request(eth, ip, ident, seq, payload),
-            Ok(Inbound::Tcp { eth, ip, seg }) => self.on_segment(eth, ip, &seg),
+            Ok(Inbound::Tcp { eth, ip, seg }) => self.on_segment(now, eth, ip, &seg),
             Ok(Inbound::OtherIpv4 { .. }) => self.counters.not_for_us += 1,
             Err(e) => self.count_parse_error(e),
         }
@@ -270,30 +334,62 @@ impl Endpoint {
     /// buffer never blocks the queue; this never panics. Checksums follow
     /// `config.compute_tx_checksums` (ICMP checksums are always computed).
     #[must_use = "a returned length is a frame in `buf` to send"]
-    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut [u8]) -> Option<usize> {
-        // Bounded: each iteration removes one queued frame.
-        while let Some(control) = self.queue.pop_front() {
-            let written = self.emit(&control, buf);
-            if let Control::EchoReply { slot, .. } = control {
-                self.pool.release(slot);
-            }
-            match written {
-                Some(len) => {
-                    self.counters.frames_out += 1;
-                    match control {
-                        Control::Rst { .. } => {
-                            self.counters.segments_out += 1;
-                            self.counters.rst_sent += 1;
-                        }
-                        Control::EchoReply { .. } => self.counters.icmp_echo_replies += 1,
-                        Control::Arp { .. } | Control::Frame(_) => {}
-                    }
-                    return Some(len);
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        // Bounded: each iteration removes one queued frame or one queue entry, and a
+        // connection that had nothing to send is re-queued at most once per entry present
+        // at the start (`idle_budget`), so a call always ends.
+        let mut idle_budget = self.tx_q.iter().map(VecDeque::len).sum::<usize>() + 1;
+        loop {
+            if let Some(control) = self.queue.pop_front() {
+                let written = self.emit(&control, buf);
+                if let Control::EchoReply { slot, .. } = control {
+                    self.pool.release(slot);
                 }
-                None => self.counters.control_dropped += 1,
+                match written {
+                    Some(len) => {
+                        self.counters.frames_out += 1;
+                        match control {
+                            Control::Rst { .. } => {
+                                self.counters.segments_out += 1;
+                                self.counters.rst_sent += 1;
+                            }
+                            Control::SynAck { .. } => self.counters.segments_out += 1,
+                            Control::EchoReply { .. } => self.counters.icmp_echo_replies += 1,
+                            Control::Arp { .. } | Control::Frame(_) => {}
+                        }
+                        return Some(len);
+                    }
+                    None => self.counters.control_dropped += 1,
+                }
+                continue;
+            }
+            // Control segments, then pure ACKs, then data (mTCP's priority lists).
+            let (class, (slot, generation)) = if let Some(e) = self.tx_q[0].pop_front() {
+                (TxClass::Control, e)
+            } else if let Some(e) = self.tx_q[1].pop_front() {
+                (TxClass::Ack, e)
+            } else if let Some(e) = self.tx_q[2].pop_front() {
+                (TxClass::Data, e)
+            } else {
+                return None;
+            };
+            if self.slot_generation(slot) != Some(generation) {
+                continue;
+            }
+            if let Some(Body::Conn(tcb)) = self.slots.get_mut(slot as usize).map(|s| &mut s.body) {
+                tcb.queued &= !(1 << class as u8);
+            }
+            let sent = self.transmit_conn(now, slot, class, buf);
+            self.after(slot);
+            if let Some(len) = sent {
+                self.counters.frames_out += 1;
+                return Some(len);
+            }
+            idle_budget -= 1;
+            if idle_budget == 0 {
+                return None;
             }
         }
-        None
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) has work next, or `None` if no timer is
@@ -334,10 +430,14 @@ impl Endpoint {
             ArpEvent::ResolutionFailed(_) => {}
         });
         counters.arp_dropped += expired.frames_dropped as u64;
-        // No connection arms a timer yet; drain anything due, bounded.
+        // Connection timers, bounded per call (STYLE rule 9); the rest fire next call.
         for _ in 0..MAX_TIMERS_PER_CALL {
-            if self.timers.poll_expired(now).is_none() {
+            let Some((slot, kind)) = self.timers.poll_expired(now) else {
                 break;
+            };
+            if let Some((tcb, mut env, cfg)) = self.conn_env(slot, now) {
+                tcb.on_timer(kind, cfg, &mut env);
+                self.after(slot);
             }
         }
     }
@@ -416,7 +516,7 @@ impl Endpoint {
         });
     }
 
-    fn on_segment(&mut self, eth: EthInfo, ip: Ipv4Info, seg: &TcpSegment<'_>) {
+    fn on_segment(&mut self, now: Instant, eth: EthInfo, ip: Ipv4Info, seg: &TcpSegment<'_>) {
         // RFC 1122 §4.2.3.10: "A TCP implementation MUST silently discard an incoming SYN
         // segment that is addressed to a broadcast or multicast address." We never answer
         // any segment to or from such an address: a RST there would be an amplifier.
@@ -431,44 +531,84 @@ impl Endpoint {
             remote_addr: ip.src,
             remote_port: seg.src_port,
         };
-        if self.flows.get(&tuple).is_some() {
-            // Connections arrive with the next slice; until then the table stays empty.
+        if let Some(slot) = self.flows.get(&tuple) {
+            if !self.time_wait_reusable(slot, seg) {
+                self.conn_segment(now, slot, eth, ip, seg);
+                return;
+            }
+            // RFC 6191: the TIME-WAIT connection gives way to the new incarnation.
+            if let Some((tcb, mut env, _)) = self.conn_env(slot, now) {
+                tcb.close_with(CloseReason::Normal, &mut env);
+            }
+            self.after(slot);
+        }
+        if let Some(&listener) = self.listeners.get(&seg.dst_port) {
+            self.listener_segment(now, listener, tuple, eth, ip, seg);
             return;
         }
         self.reply_closed(eth, ip, seg);
     }
 
-    /// RFC 9293 §3.10.7.1, CLOSED: "If the state is CLOSED (i.e., TCB does not exist), then
-    /// all data in the incoming segment is discarded."
-    fn reply_closed(&mut self, eth: EthInfo, ip: Ipv4Info, seg: &TcpSegment<'_>) {
-        // "An incoming segment containing a RST is discarded."
-        if seg.flags.rst() {
-            return;
+    /// RFC 6191 §2: a SYN for a 4-tuple in TIME-WAIT may start a new connection if its
+    /// timestamp is newer than the old connection's (with timestamps), or (without them,
+    /// RFC 1122 §4.2.2.13) if its sequence number is above the old RCV.NXT.
+    fn time_wait_reusable(&self, slot: u32, seg: &TcpSegment<'_>) -> bool {
+        let fl = seg.flags;
+        if !fl.syn() || fl.ack() || fl.rst() {
+            return false;
         }
-        // "An incoming segment not containing a RST causes a RST to be sent in response.
-        // The acknowledgment and sequence field values are selected to make the reset
-        // sequence acceptable to the TCP endpoint that sent the offending segment."
-        let (seq, ack, flags) = if seg.flags.ack() {
-            // "If the ACK bit is on, <SEQ=SEG.ACK><CTL=RST>"
-            (seg.ack, SeqNumber(0), TcpFlags::RST)
-        } else {
-            // "If the ACK bit is off, sequence number zero is used,
-            // <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>" (SEG.LEN counts SYN and FIN).
-            (
-                SeqNumber(0),
-                seg.seq + seg.seq_len(),
-                TcpFlags::RST | TcpFlags::ACK,
-            )
+        match self.slots.get(slot as usize).map(|s| &s.body) {
+            Some(Body::Conn(tcb)) if tcb.state == State::TimeWait => {
+                tcb.syn_may_reuse_time_wait(seg)
+            }
+            _ => false,
+        }
+    }
+
+    /// A segment for an existing connection.
+    fn conn_segment(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        eth: EthInfo,
+        ip: Ipv4Info,
+        seg: &TcpSegment<'_>,
+    ) {
+        let Some((tcb, mut env, cfg)) = self.conn_env(slot, now) else {
+            return;
         };
+        if tcb.dst_mac.is_none() {
+            tcb.dst_mac = Some(eth.src);
+        }
+        let reply = tcb.on_segment(cfg, seg, &mut env);
+        if let Some(r) = reply {
+            self.push_rst(eth, ip, seg, r);
+        }
+        self.after(slot);
+    }
+
+    fn push_rst(&mut self, eth: EthInfo, ip: Ipv4Info, seg: &TcpSegment<'_>, r: RstReply) {
         self.push(Control::Rst {
             dst_mac: eth.src,
             dst_ip: ip.src,
             src_port: seg.dst_port,
             dst_port: seg.src_port,
-            seq,
-            ack,
-            flags,
+            seq: r.seq,
+            ack: r.ack,
+            flags: r.flags,
         });
+    }
+
+    /// RFC 9293 §3.10.7.1, CLOSED: "If the state is CLOSED (i.e., TCB does not exist), then
+    /// all data in the incoming segment is discarded."
+    fn reply_closed(&mut self, eth: EthInfo, ip: Ipv4Info, seg: &TcpSegment<'_>) {
+        // "An incoming segment containing a RST is discarded. An incoming segment not
+        // containing a RST causes a RST to be sent in response. The acknowledgment and
+        // sequence field values are selected to make the reset sequence acceptable to the TCP
+        // endpoint that sent the offending segment." (`RstReply::for_segment` quotes the rest.)
+        if let Some(r) = RstReply::for_segment(seg) {
+            self.push_rst(eth, ip, seg, r);
+        }
     }
 
     /// The frame comes from a unicast MAC and address and is addressed to our MAC (not
@@ -526,6 +666,14 @@ impl Endpoint {
                 let dst = buf.get_mut(..frame.len())?;
                 dst.copy_from_slice(frame);
                 Ok(frame.len())
+            }
+            Control::SynAck {
+                dst_mac,
+                dst_ip,
+                seg,
+            } => {
+                let hdr = EthIpv4Header::new(self.local.mac, *dst_mac, self.local.ip, *dst_ip);
+                wire::emit_tcp(buf, &hdr, seg, &[], self.checksum)
             }
         };
         written.ok()

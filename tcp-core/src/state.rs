@@ -139,8 +139,59 @@ pub enum Event {
     Reset(Handle),
     /// The connection timed out (retransmissions or keepalive).
     TimedOut(Handle),
-    /// The connection is gone for good; its handle is invalid from now on.
+    /// The connection reached CLOSED (after the closing handshake, a reset or a timeout).
+    /// The handle stays valid, for reading what is left and for `close`, which the
+    /// application must still call.
     Closed(Handle, CloseReason),
+}
+
+/// A snapshot of one connection's variables (RFC 9293 names), for tests, statistics and
+/// debugging: [`Endpoint::conn_info`](crate::Endpoint::conn_info).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnInfo {
+    /// The state.
+    pub state: State,
+    /// SND.UNA: oldest unacknowledged sequence number.
+    pub snd_una: crate::SeqNumber,
+    /// Next sequence number to send (behind `snd_max` after a retransmission timeout).
+    pub snd_nxt: crate::SeqNumber,
+    /// RFC 9293's SND.NXT: one past the highest sequence number sent.
+    pub snd_max: crate::SeqNumber,
+    /// SND.WND in bytes (scaled).
+    pub snd_wnd: u32,
+    /// Congestion window in bytes.
+    pub cwnd: u32,
+    /// Slow-start threshold in bytes.
+    pub ssthresh: u32,
+    /// Send MSS.
+    pub smss: u16,
+    /// RCV.NXT.
+    pub rcv_nxt: crate::SeqNumber,
+    /// Free receive buffer space (the window we can offer).
+    pub rcv_wnd: u32,
+    /// Bytes in the send buffer (unacknowledged or unsent).
+    pub send_buffered: usize,
+    /// Send buffer capacity.
+    pub send_capacity: usize,
+    /// Bytes received in order and not yet read.
+    pub recv_buffered: usize,
+    /// Receive buffer capacity.
+    pub recv_capacity: usize,
+    /// Timestamps in effect.
+    pub timestamps: bool,
+    /// SACK in effect.
+    pub sack: bool,
+    /// Window scaling in effect.
+    pub window_scaling: bool,
+    /// The peer's shift count.
+    pub snd_wscale: u8,
+    /// Our shift count.
+    pub rcv_wscale: u8,
+    /// Current retransmission timeout, backoff included.
+    pub rto: crate::Duration,
+    /// Smoothed RTT, once measured.
+    pub srtt: Option<crate::Duration>,
 }
 
 /// Errors of socket operations: API misuse and states, never peer behaviour.

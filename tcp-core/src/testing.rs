@@ -4,7 +4,12 @@
 //! [`SimLink`] carries frames one way with configurable delay, jitter, loss, duplication,
 //! reordering and corruption. Everything random comes from one seed, so a failing run replays
 //! bit for bit. Time is whatever the caller says it is: nothing here waits.
+//!
+//! [`Pair`] joins two [`Endpoint`]s with two such links and drives them on virtual time,
+//! jumping to the next event (frame arrival or timer), like quinn-proto's test `Pair`.
 
+use crate::config::{EndpointConfig, InterfaceConfig};
+use crate::endpoint::Endpoint;
 use crate::time::{Duration, Instant};
 use alloc::collections::BinaryHeap;
 use alloc::vec::Vec;
@@ -182,6 +187,150 @@ impl SimLink {
         let Reverse((_, _, f)) = self.queue.pop()?;
         self.stats.delivered += 1;
         Some(f)
+    }
+}
+
+/// The MAC and address of side `i` (0 or 1) of a [`Pair`].
+pub fn pair_addr(i: u8) -> ([u8; 6], core::net::Ipv4Addr) {
+    (
+        [2, 0, 0, 0, 0, 1 + i],
+        core::net::Ipv4Addr::new(10, 0, 0, 1 + i),
+    )
+}
+
+/// Configurations for the two sides of a [`Pair`]: 10.0.0.1 and 10.0.0.2 on one /24, each
+/// with a static ARP entry for the other, different secrets.
+pub fn pair_configs() -> (EndpointConfig, EndpointConfig) {
+    let side = |i: u8| {
+        let (mac, addr) = pair_addr(i);
+        let (peer_mac, peer_addr) = pair_addr(1 - i);
+        EndpointConfig {
+            iface: InterfaceConfig {
+                mac,
+                addr,
+                prefix_len: 24,
+                gateway: None,
+                routes: Vec::new(),
+                static_arp: alloc::vec![(peer_addr, peer_mac)],
+            },
+            secret: [0x11 * (i + 1); 16],
+            ..EndpointConfig::default()
+        }
+    };
+    (side(0), side(1))
+}
+
+/// Two endpoints joined by two [`SimLink`]s, on a virtual clock.
+#[derive(Debug)]
+pub struct Pair {
+    /// Side 0 (10.0.0.1).
+    pub a: Endpoint,
+    /// Side 1 (10.0.0.2).
+    pub b: Endpoint,
+    /// The link from `a` to `b`.
+    pub ab: SimLink,
+    /// The link from `b` to `a`.
+    pub ba: SimLink,
+    /// The virtual time.
+    pub now: Instant,
+    buf: Vec<u8>,
+}
+
+impl Pair {
+    /// Endpoints from `a`/`b`, links with `params` (each its own seed derived from `seed`);
+    /// time starts at 1 s.
+    ///
+    /// # Panics
+    /// If a configuration is invalid (a test's own mistake).
+    pub fn new(a: EndpointConfig, b: EndpointConfig, params: LinkParams, seed: u64) -> Pair {
+        let mut rng = SplitMix64::new(seed);
+        Pair {
+            a: Endpoint::new(a).expect("side a config"),
+            b: Endpoint::new(b).expect("side b config"),
+            ab: SimLink::new(params.clone(), rng.next_u64()),
+            ba: SimLink::new(params, rng.next_u64()),
+            now: Instant::from_millis(1000),
+            buf: alloc::vec![0; 65536],
+        }
+    }
+
+    /// [`pair_configs`] on a clean 1 ms link.
+    pub fn default_pair() -> Pair {
+        let (a, b) = pair_configs();
+        Pair::new(a, b, LinkParams::default(), 1)
+    }
+
+    /// Moves every frame both endpoints have to send onto the links, and delivers every
+    /// frame due now. Returns how many frames moved.
+    pub fn exchange(&mut self) -> usize {
+        let mut moved = 0;
+        loop {
+            let mut progress = false;
+            while let Some(n) = self.a.poll_transmit(self.now, &mut self.buf) {
+                self.ab.send(self.now, &self.buf[..n]);
+                moved += 1;
+                progress = true;
+            }
+            while let Some(n) = self.b.poll_transmit(self.now, &mut self.buf) {
+                self.ba.send(self.now, &self.buf[..n]);
+                moved += 1;
+                progress = true;
+            }
+            while let Some(f) = self.ab.poll(self.now) {
+                self.b.handle_frame(self.now, &f);
+                moved += 1;
+                progress = true;
+            }
+            while let Some(f) = self.ba.poll(self.now) {
+                self.a.handle_frame(self.now, &f);
+                moved += 1;
+                progress = true;
+            }
+            if !progress {
+                return moved;
+            }
+        }
+    }
+
+    /// The next instant anything happens (a frame arrives or a timer is due).
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        [
+            self.ab.next_delivery(),
+            self.ba.next_delivery(),
+            self.a.poll_timeout(),
+            self.b.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Exchanges frames now, then jumps to the next wakeup (at most to `limit`) and runs the
+    /// timers due there. Returns false when nothing is left to happen before `limit`.
+    pub fn step(&mut self, limit: Instant) -> bool {
+        self.exchange();
+        let Some(next) = self.next_wakeup() else {
+            return false;
+        };
+        if next > limit {
+            self.now = self.now.max(limit);
+            return false;
+        }
+        self.now = self.now.max(next);
+        self.a.handle_timeout(self.now);
+        self.b.handle_timeout(self.now);
+        self.exchange();
+        true
+    }
+
+    /// Advances virtual time by `d`, processing everything on the way.
+    pub fn advance(&mut self, d: Duration) {
+        let until = self.now + d;
+        while self.step(until) {}
+        self.now = until;
+        self.a.handle_timeout(self.now);
+        self.b.handle_timeout(self.now);
+        self.exchange();
     }
 }
 

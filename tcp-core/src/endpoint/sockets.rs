@@ -1,0 +1,1037 @@
+//! The endpoint's connection table: sockets by handle, listeners, the accept path with SYN
+//! queue and SYN cookies, the transmit queues and event delivery.
+
+use super::*;
+use crate::config::Keepalive;
+use crate::conn::PeerSyn;
+use crate::isn::{quantize_mss, CookieOptions, COOKIE_PERIOD};
+use crate::state::SocketError;
+
+/// SYN cookies are accepted for this long after the last one was sent (ACKs completing a
+/// cookie handshake come one RTT later; beyond that a cookie ACK is a guess).
+const COOKIE_WINDOW: Duration = COOKIE_PERIOD.saturating_mul(2);
+
+impl Endpoint {
+    // -----------------------------------------------------------------------------------------
+    // Slots
+    // -----------------------------------------------------------------------------------------
+
+    pub(super) fn slot_generation(&self, slot: u32) -> Option<u32> {
+        self.slots.get(slot as usize).map(|s| s.generation)
+    }
+
+    /// A free slot for `body`, or `None` when `max_connections` slots are in use.
+    fn alloc_slot(&mut self, body: Body) -> Option<u32> {
+        if self.live >= self.config.max_connections {
+            self.counters.table_full += 1;
+            return None;
+        }
+        self.live += 1;
+        if let Some(slot) = self.free.pop() {
+            self.slots[slot as usize].body = body;
+            return Some(slot);
+        }
+        let slot = self.slots.len() as u32;
+        self.slots.push(Slot {
+            generation: 0,
+            body,
+        });
+        Some(slot)
+    }
+
+    fn free_slot(&mut self, slot: u32) {
+        let Some(s) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        if matches!(s.body, Body::Free) {
+            return;
+        }
+        if let Body::Conn(tcb) = &s.body {
+            if self.flows.get(&tcb.tuple) == Some(slot) {
+                self.flows.remove(&tcb.tuple);
+            }
+        }
+        s.body = Body::Free;
+        s.generation = s.generation.wrapping_add(1);
+        self.timers.cancel_all(slot);
+        self.free.push(slot);
+        self.live -= 1;
+    }
+
+    fn handle_of(&self, slot: u32) -> Handle {
+        Handle {
+            slot,
+            generation: self.slot_generation(slot).unwrap_or(0),
+        }
+    }
+
+    /// The TCB in `slot` with what it needs to process an input.
+    pub(super) fn conn_env(
+        &mut self,
+        slot: u32,
+        now: Instant,
+    ) -> Option<(&mut Tcb, Env<'_>, &TcpConfig)> {
+        let Endpoint {
+            slots,
+            timers,
+            counters,
+            challenge,
+            config,
+            ..
+        } = self;
+        let Body::Conn(tcb) = &mut slots.get_mut(slot as usize)?.body else {
+            return None;
+        };
+        let env = Env {
+            now,
+            key: slot,
+            timers,
+            counters,
+            challenge,
+        };
+        Some((tcb, env, &config.tcp))
+    }
+
+    /// Bookkeeping after anything touched the connection in `slot`: the accept queue, the
+    /// event queue, the transmit queues, and freeing it once it is closed and released.
+    pub(super) fn after(&mut self, slot: u32) {
+        let Some(generation) = self.slot_generation(slot) else {
+            return;
+        };
+        let Some(Body::Conn(tcb)) = self.slots.get_mut(slot as usize).map(|s| &mut s.body) else {
+            return;
+        };
+        // A passive open left SYN-RECEIVED: into the accept queue, or gone.
+        let mut completed = None;
+        if tcb.embryonic && tcb.state != State::SynReceived {
+            tcb.embryonic = false;
+            completed = tcb.listener.map(|l| (l, tcb.state != State::Closed));
+        }
+        let closed = tcb.state == State::Closed;
+        if closed && self.flows.get(&tcb.tuple) == Some(slot) {
+            self.flows.remove(&tcb.tuple);
+        }
+        if let Some(((lslot, lgen), established)) = completed {
+            let mut queued = false;
+            if let Some(Slot {
+                generation,
+                body: Body::Listener(l),
+            }) = self.slots.get_mut(lslot as usize)
+            {
+                if *generation == lgen {
+                    l.half_open = l.half_open.saturating_sub(1);
+                    if established && l.accept_q.len() < l.backlog {
+                        l.accept_q.push_back(slot);
+                        queued = true;
+                    }
+                }
+            }
+            if established && !queued {
+                // The listener is gone or its accept queue is full: refuse the connection.
+                self.counters.accept_queue_full += 1;
+                if let Some((tcb, mut env, _)) = self.conn_env(slot, Instant::ZERO) {
+                    tcb.listener = None;
+                    tcb.abort_with_rst(CloseReason::Aborted, &mut env);
+                }
+            }
+        }
+        let Some(Body::Conn(tcb)) = self.slots.get_mut(slot as usize).map(|s| &mut s.body) else {
+            return;
+        };
+        // An unaccepted connection that closed leaves its listener's accept queue.
+        if tcb.state == State::Closed && !tcb.app_owned {
+            if let Some((lslot, lgen)) = tcb.listener.take() {
+                if let Some(Slot {
+                    generation,
+                    body: Body::Listener(l),
+                }) = self.slots.get_mut(lslot as usize)
+                {
+                    if *generation == lgen {
+                        l.accept_q.retain(|&s| s != slot);
+                    }
+                }
+            }
+        }
+        let Some(Body::Conn(tcb)) = self.slots.get_mut(slot as usize).map(|s| &mut s.body) else {
+            return;
+        };
+        // Events: only for the application's connections (and Accepted for new ones).
+        if !tcb.app_owned {
+            tcb.events &= if tcb.listener.is_some() {
+                !(ev::CLOSED | ev::RESET | ev::TIMED_OUT)
+            } else {
+                0
+            };
+        }
+        let reportable = if tcb.app_owned {
+            tcb.events
+        } else {
+            tcb.events & ev::ACCEPTED
+        };
+        if reportable != 0 && tcb.queued & EV_QUEUED == 0 {
+            tcb.queued |= EV_QUEUED;
+            self.ev_q.push_back((slot, generation));
+        }
+        for class in [TxClass::Control, TxClass::Ack, TxClass::Data] {
+            let bit = 1 << class as u8;
+            if tcb.queued & bit == 0 && tcb.wants(class) {
+                tcb.queued |= bit;
+                self.tx_q[class as usize].push_back((slot, generation));
+            }
+        }
+        if tcb.state == State::Closed && !tcb.app_owned && !tcb.wants(TxClass::Control) {
+            self.free_slot(slot);
+        }
+    }
+
+    /// Builds the next segment of `class` for `slot` into `buf`. `None` if it had nothing to
+    /// send, or if the frame went to the ARP queue instead.
+    pub(super) fn transmit_conn(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        class: TxClass,
+        buf: &mut [u8],
+    ) -> Option<usize> {
+        let local = self.local;
+        let checksum = self.checksum;
+        // Next hop: cached in the TCB, else resolved through the ARP cache.
+        let (remote, cached) = match self.slots.get(slot as usize).map(|s| &s.body) {
+            Some(Body::Conn(tcb)) => (tcb.tuple.remote_addr, tcb.dst_mac),
+            _ => return None,
+        };
+        let mut pending_hop = None;
+        let mac = match cached {
+            Some(mac) => mac,
+            None => {
+                let hop = route::next_hop(&self.config.iface, remote)?;
+                match self.arp.lookup(hop, now) {
+                    Lookup::Found(mac) => mac,
+                    Lookup::Pending { send_request } => {
+                        if send_request {
+                            self.push(Control::Arp {
+                                eth_dst: EthernetAddress::BROADCAST,
+                                arp: ArpInfo {
+                                    op: ArpOp::Request,
+                                    sender_mac: local.mac,
+                                    sender_ip: local.ip,
+                                    target_mac: EthernetAddress([0; 6]),
+                                    target_ip: hop,
+                                },
+                            });
+                        }
+                        pending_hop = Some(hop);
+                        EthernetAddress([0; 6])
+                    }
+                }
+            }
+        };
+        let (tcb, mut env, cfg) = self.conn_env(slot, now)?;
+        if pending_hop.is_none() {
+            tcb.dst_mac = Some(mac);
+        }
+        let mut seg = TcpSegmentOut::default();
+        let (off, len) = tcb.next_segment(class, cfg, &mut env, &mut seg)?;
+        tcb.after_output(&mut env);
+        let hdr = EthIpv4Header::new(local.mac, mac, local.ip, remote);
+        let (a, b) = tcb.send.peek(off, len);
+        let written = wire::emit_tcp_with(
+            buf,
+            &hdr,
+            &seg,
+            a.len() + b.len(),
+            |dst| {
+                dst[..a.len()].copy_from_slice(a);
+                dst[a.len()..].copy_from_slice(b);
+            },
+            checksum,
+        );
+        let Ok(n) = written else {
+            // The caller's buffer is too small: the segment is lost (retransmission
+            // recovers data; a lost ACK is repeated by the peer).
+            self.counters.control_dropped += 1;
+            return None;
+        };
+        if let Some(hop) = pending_hop {
+            if self.arp.enqueue(hop, &buf[..n], now).is_err() {
+                self.counters.arp_dropped += 1;
+            }
+            return None;
+        }
+        Some(n)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Listeners (RFC 9293 §3.10.7.2)
+    // -----------------------------------------------------------------------------------------
+
+    pub(super) fn listener_segment(
+        &mut self,
+        now: Instant,
+        lslot: u32,
+        tuple: FourTuple,
+        eth: EthInfo,
+        ip: Ipv4Info,
+        seg: &TcpSegment<'_>,
+    ) {
+        let fl = seg.flags;
+        // "first check for a RST: An incoming RST should be ignored."
+        if fl.rst() {
+            return;
+        }
+        // "second check for an ACK: Any acknowledgment is bad if it arrives on a connection
+        // still in the LISTEN state. An acceptable reset segment should be formed for any
+        // arriving ACK-bearing segment." — unless it completes a SYN-cookie handshake.
+        if fl.ack() {
+            if !fl.syn() && self.cookie_ack(now, lslot, tuple, eth, seg) {
+                return;
+            }
+            if let Some(r) = RstReply::for_segment(seg) {
+                self.push_rst(eth, ip, seg, r);
+            }
+            return;
+        }
+        // "third check for a SYN"
+        if !fl.syn() {
+            // "fourth, other data or control: ... drop the segment and return."
+            return;
+        }
+        let Some(Slot {
+            generation: lgen,
+            body: Body::Listener(l),
+        }) = self.slots.get(lslot as usize)
+        else {
+            return;
+        };
+        let lgen = *lgen;
+        if l.accept_q.len() >= l.backlog {
+            // Nobody accepts: drop the SYN (the peer retries), as Linux does.
+            self.counters.accept_queue_full += 1;
+            return;
+        }
+        let syn = PeerSyn {
+            isn: seg.seq,
+            mss: seg.options.mss,
+            wscale: seg.options.wscale,
+            sack: seg.options.sack_permitted,
+            tsval: seg.options.timestamp.map(|t| t.0),
+            window: seg.window,
+        };
+        if l.half_open >= self.config.syn_queue {
+            self.counters.syn_queue_full += 1;
+            self.send_cookie(now, tuple, eth, &syn);
+            return;
+        }
+        let local = SocketAddrV4::new(tuple.local_addr, tuple.local_port);
+        let remote = SocketAddrV4::new(tuple.remote_addr, tuple.remote_port);
+        let iss = self.isn.isn(now, local, remote);
+        let ts_offset = self.ts_offset(&tuple);
+        let Some(slot) = self.alloc_slot(Body::Free) else {
+            return;
+        };
+        let tcb = {
+            let Endpoint {
+                timers,
+                counters,
+                challenge,
+                config,
+                ..
+            } = self;
+            let mut env = Env {
+                now,
+                key: slot,
+                timers,
+                counters,
+                challenge,
+            };
+            Tcb::accept_syn(&config.tcp, tuple, iss, ts_offset, &syn, &mut env)
+        };
+        self.install(slot, tcb, Some((lslot, lgen)), eth.src);
+        if let Some(Body::Listener(l)) = self.slots.get_mut(lslot as usize).map(|s| &mut s.body) {
+            l.half_open += 1;
+        }
+        self.counters.connections_opened += 1;
+        self.after(slot);
+    }
+
+    /// Puts a new TCB into `slot` and the flow table.
+    fn install(
+        &mut self,
+        slot: u32,
+        mut tcb: Tcb,
+        listener: Option<(u32, u32)>,
+        mac: EthernetAddress,
+    ) {
+        tcb.listener = listener;
+        tcb.embryonic = listener.is_some() && tcb.state == State::SynReceived;
+        tcb.dst_mac = Some(mac);
+        // The tuple is free (the caller looked it up); a full table was checked by alloc_slot.
+        let _ = self.flows.insert(tcb.tuple, slot);
+        self.slots[slot as usize].body = Body::Conn(tcb);
+    }
+
+    /// RFC 7323 §5.4: a per-connection offset for our timestamp clock.
+    fn ts_offset(&self, t: &FourTuple) -> u32 {
+        let mut h = SipHasher24::new(&self.ts_key);
+        h.write(&t.local_addr.octets());
+        h.write(&t.local_port.to_be_bytes());
+        h.write(&t.remote_addr.octets());
+        h.write(&t.remote_port.to_be_bytes());
+        h.finish() as u32
+    }
+
+    /// A stateless SYN-ACK whose ISN is a SYN cookie (the SYN queue is full).
+    fn send_cookie(&mut self, now: Instant, tuple: FourTuple, eth: EthInfo, syn: &PeerSyn) {
+        let tcp = &self.config.tcp;
+        let ts = tcp.timestamps && syn.tsval.is_some();
+        // Without timestamps a cookie cannot carry window scale or SACK: do not offer them
+        // (Linux does the same).
+        let opts = CookieOptions {
+            timestamps: ts,
+            wscale: syn.wscale.filter(|_| ts && tcp.window_scaling),
+            sack: ts && tcp.sack && syn.sack,
+            ecn: false,
+        };
+        let local = SocketAddrV4::new(tuple.local_addr, tuple.local_port);
+        let remote = SocketAddrV4::new(tuple.remote_addr, tuple.remote_port);
+        let peer_mss = syn.mss.filter(|&m| m > 0).unwrap_or(536);
+        let (iss, tsval) = self
+            .cookies
+            .encode(now, local, remote, syn.isn, peer_mss, opts);
+        let mut options = TcpOptions {
+            mss: Some(tcp.mss),
+            sack_permitted: opts.sack,
+            ..TcpOptions::default()
+        };
+        if let (Some(tsval), Some(peer)) = (tsval, syn.tsval) {
+            options.timestamp = Some((tsval.wrapping_add(self.ts_offset(&tuple)), peer));
+        }
+        if opts.wscale.is_some() {
+            options.wscale = Some(crate::conn::our_wscale(tcp));
+        }
+        let seg = TcpSegmentOut {
+            src_port: tuple.local_port,
+            dst_port: tuple.remote_port,
+            seq: iss,
+            ack: syn.isn + 1u32,
+            flags: TcpFlags::SYN | TcpFlags::ACK,
+            window: tcp.recv_buffer.min(usize::from(u16::MAX)) as u16,
+            urgent: 0,
+            options,
+        };
+        self.last_cookie = Some(now);
+        self.counters.syn_cookies_sent += 1;
+        self.push(Control::SynAck {
+            dst_mac: eth.src,
+            dst_ip: tuple.remote_addr,
+            seg,
+        });
+    }
+
+    /// An ACK to a listener: if it carries a valid SYN cookie, the connection is created in
+    /// ESTABLISHED and the ACK processed on it. Returns whether it did.
+    fn cookie_ack(
+        &mut self,
+        now: Instant,
+        lslot: u32,
+        tuple: FourTuple,
+        eth: EthInfo,
+        seg: &TcpSegment<'_>,
+    ) -> bool {
+        if self
+            .last_cookie
+            .is_none_or(|t| now.saturating_since(t) > COOKIE_WINDOW)
+        {
+            return false;
+        }
+        let Some(Slot {
+            generation: lgen,
+            body: Body::Listener(l),
+        }) = self.slots.get(lslot as usize)
+        else {
+            return false;
+        };
+        if l.accept_q.len() >= l.backlog {
+            return false;
+        }
+        let lgen = *lgen;
+        let ts_offset = self.ts_offset(&tuple);
+        let tsecr = seg
+            .options
+            .timestamp
+            .map(|(_, ecr)| ecr.wrapping_sub(ts_offset));
+        let local = SocketAddrV4::new(tuple.local_addr, tuple.local_port);
+        let remote = SocketAddrV4::new(tuple.remote_addr, tuple.remote_port);
+        let Some(cookie) = self
+            .cookies
+            .decode(now, local, remote, seg.seq, seg.ack, tsecr)
+        else {
+            return false;
+        };
+        let syn = PeerSyn {
+            isn: SeqNumber(seg.seq.0.wrapping_sub(1)),
+            mss: Some(quantize_mss(cookie.mss)),
+            wscale: cookie.wscale,
+            sack: cookie.sack,
+            tsval: seg.options.timestamp.map(|t| t.0),
+            window: seg.window,
+        };
+        let Some(slot) = self.alloc_slot(Body::Free) else {
+            return true; // counted as table_full; the ACK is dropped
+        };
+        let iss = SeqNumber(seg.ack.0.wrapping_sub(1));
+        let tcb = {
+            let Endpoint {
+                timers,
+                counters,
+                challenge,
+                config,
+                ..
+            } = self;
+            let mut env = Env {
+                now,
+                key: slot,
+                timers,
+                counters,
+                challenge,
+            };
+            let mut tcb = Tcb::accept_syn(&config.tcp, tuple, iss, ts_offset, &syn, &mut env);
+            tcb.synack_sent_by_cookie();
+            tcb
+        };
+        self.install(slot, tcb, Some((lslot, lgen)), eth.src);
+        if let Some(Body::Listener(l)) = self.slots.get_mut(lslot as usize).map(|s| &mut s.body) {
+            l.half_open += 1;
+        }
+        self.counters.syn_cookies_accepted += 1;
+        self.counters.connections_opened += 1;
+        // The ACK itself completes the handshake (and may carry data).
+        if let Some((tcb, mut env, cfg)) = self.conn_env(slot, now) {
+            let _ = tcb.on_segment(cfg, seg, &mut env);
+        }
+        self.after(slot);
+        true
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Events
+    // -----------------------------------------------------------------------------------------
+
+    /// The next event for the layer above, or `None`. Several changes of one connection
+    /// between two calls are reported once each (not once per segment). Call it until
+    /// `None` after the `handle_*` calls and socket operations of a pass.
+    #[must_use = "events not handled are lost"]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        // Bounded: every iteration reports an event or drops a queue entry.
+        while let Some(&(slot, generation)) = self.ev_q.front() {
+            let handle = Handle { slot, generation };
+            let listener_handle = match self.slots.get(slot as usize) {
+                Some(Slot {
+                    generation: g,
+                    body: Body::Conn(tcb),
+                }) if *g == generation => tcb.listener.map(|(s, g)| Handle {
+                    slot: s,
+                    generation: g,
+                }),
+                _ => {
+                    self.ev_q.pop_front();
+                    continue;
+                }
+            };
+            let Some(Body::Conn(tcb)) = self.slots.get_mut(slot as usize).map(|s| &mut s.body)
+            else {
+                self.ev_q.pop_front();
+                continue;
+            };
+            let allowed = if tcb.app_owned {
+                tcb.events
+            } else {
+                tcb.events & ev::ACCEPTED
+            };
+            if allowed == 0 {
+                tcb.queued &= !EV_QUEUED;
+                self.ev_q.pop_front();
+                continue;
+            }
+            let bit = allowed & allowed.wrapping_neg();
+            tcb.events &= !bit;
+            if allowed & !bit == 0 {
+                tcb.queued &= !EV_QUEUED;
+                self.ev_q.pop_front();
+            }
+            let reason = tcb.error.unwrap_or(CloseReason::Normal);
+            return Some(match bit {
+                ev::CONNECTED => Event::Connected(handle),
+                ev::ACCEPTED => match listener_handle {
+                    Some(listener) => Event::Accepted {
+                        listener,
+                        conn: handle,
+                    },
+                    None => continue,
+                },
+                ev::READABLE => Event::Readable(handle),
+                ev::WRITABLE => Event::Writable(handle),
+                ev::PEER_CLOSED => Event::PeerClosed(handle),
+                ev::RESET => Event::Reset(handle),
+                ev::TIMED_OUT => Event::TimedOut(handle),
+                _ => Event::Closed(handle, reason),
+            });
+        }
+        None
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Socket operations
+    // -----------------------------------------------------------------------------------------
+
+    fn tcb(&self, h: Handle) -> Result<&Tcb, SocketError> {
+        match self.slots.get(h.slot as usize) {
+            Some(Slot {
+                generation,
+                body: Body::Conn(tcb),
+            }) if *generation == h.generation && tcb.app_owned => Ok(tcb),
+            Some(Slot {
+                generation,
+                body: Body::Listener(_),
+            }) if *generation == h.generation => Err(SocketError::InvalidOperation),
+            _ => Err(SocketError::BadHandle),
+        }
+    }
+
+    fn tcb_mut(&mut self, h: Handle) -> Result<&mut Tcb, SocketError> {
+        self.tcb(h)?;
+        match self.slots.get_mut(h.slot as usize).map(|s| &mut s.body) {
+            Some(Body::Conn(tcb)) => Ok(tcb),
+            _ => Err(SocketError::BadHandle),
+        }
+    }
+
+    fn is_listener(&self, h: Handle) -> bool {
+        matches!(self.slots.get(h.slot as usize), Some(Slot { generation, body: Body::Listener(_) }) if *generation == h.generation)
+    }
+
+    /// Listen on `port` of our address with an accept queue of `backlog` connections
+    /// (RFC 9293 §3.10.1 passive OPEN). Connections complete the handshake without the
+    /// application; [`Event::Accepted`] reports each, [`accept`](Self::accept) takes it.
+    pub fn listen(&mut self, port: u16, backlog: usize) -> Result<Handle, SocketError> {
+        if port == 0 || backlog == 0 {
+            return Err(SocketError::InvalidArgument);
+        }
+        if self.listeners.contains_key(&port) {
+            return Err(SocketError::AddrInUse);
+        }
+        let slot = self
+            .alloc_slot(Body::Listener(Listener {
+                port,
+                backlog,
+                accept_q: VecDeque::new(),
+                half_open: 0,
+            }))
+            .ok_or(SocketError::TooManyConnections)?;
+        self.listeners.insert(port, slot);
+        Ok(self.handle_of(slot))
+    }
+
+    /// Take the oldest established connection from `listener`'s accept queue
+    /// (`WouldBlock` when it is empty).
+    pub fn accept(&mut self, listener: Handle) -> Result<Handle, SocketError> {
+        if !self.is_listener(listener) {
+            return Err(match self.tcb(listener) {
+                Ok(_) => SocketError::InvalidOperation,
+                Err(e) => e,
+            });
+        }
+        loop {
+            let Some(Body::Listener(l)) = self
+                .slots
+                .get_mut(listener.slot as usize)
+                .map(|s| &mut s.body)
+            else {
+                return Err(SocketError::BadHandle);
+            };
+            let Some(slot) = l.accept_q.pop_front() else {
+                return Err(SocketError::WouldBlock);
+            };
+            if let Some(Body::Conn(tcb)) = self.slots.get_mut(slot as usize).map(|s| &mut s.body) {
+                if tcb.listener == Some((listener.slot, listener.generation)) && !tcb.app_owned {
+                    tcb.listener = None;
+                    tcb.app_owned = true;
+                    // Whatever happened before accept (data, FIN) is reported now.
+                    tcb.events &= !ev::ACCEPTED;
+                    if !tcb.recv.is_empty() {
+                        tcb.events |= ev::READABLE;
+                    }
+                    if tcb.state == State::Closed {
+                        tcb.events |= ev::CLOSED;
+                    }
+                    self.after(slot);
+                    return Ok(self.handle_of(slot));
+                }
+            }
+        }
+    }
+
+    /// Open a connection to `remote` from an ephemeral port (RFC 9293 §3.10.1 active OPEN;
+    /// RFC 6056 port choice). [`Event::Connected`] or a [`Event::Closed`] with
+    /// [`CloseReason::Refused`]/[`CloseReason::TimedOut`] tells how it went.
+    pub fn connect(&mut self, now: Instant, remote: SocketAddrV4) -> Result<Handle, SocketError> {
+        self.connect_with(now, remote, |_| true)
+    }
+
+    /// Like [`connect`](Self::connect), choosing only local ports for which `accept_port`
+    /// holds (mtcp-api picks ports whose replies are steered to the calling core).
+    pub fn connect_with(
+        &mut self,
+        now: Instant,
+        remote: SocketAddrV4,
+        accept_port: impl FnMut(u16) -> bool,
+    ) -> Result<Handle, SocketError> {
+        if remote.port() == 0
+            || remote.ip().is_unspecified()
+            || remote.ip().is_broadcast()
+            || remote.ip().is_multicast()
+        {
+            return Err(SocketError::InvalidArgument);
+        }
+        route::next_hop(&self.config.iface, *remote.ip()).ok_or(SocketError::NoRoute)?;
+        if self.live >= self.config.max_connections {
+            self.counters.table_full += 1;
+            return Err(SocketError::TooManyConnections);
+        }
+        let local_ip = self.config.iface.addr;
+        let Endpoint {
+            ports,
+            flows,
+            listeners,
+            ..
+        } = self;
+        let port = ports
+            .pick_with(
+                local_ip,
+                remote,
+                |p| {
+                    !listeners.contains_key(&p)
+                        && flows
+                            .get(&FourTuple {
+                                local_addr: local_ip,
+                                local_port: p,
+                                remote_addr: *remote.ip(),
+                                remote_port: remote.port(),
+                            })
+                            .is_none()
+                },
+                accept_port,
+            )
+            .ok_or(SocketError::PortsExhausted)?;
+        let tuple = FourTuple {
+            local_addr: local_ip,
+            local_port: port,
+            remote_addr: *remote.ip(),
+            remote_port: remote.port(),
+        };
+        let iss = self.isn.isn(now, SocketAddrV4::new(local_ip, port), remote);
+        let ts_offset = self.ts_offset(&tuple);
+        let slot = self
+            .alloc_slot(Body::Free)
+            .ok_or(SocketError::TooManyConnections)?;
+        let tcb = {
+            let Endpoint {
+                timers,
+                counters,
+                challenge,
+                config,
+                ..
+            } = self;
+            let mut env = Env {
+                now,
+                key: slot,
+                timers,
+                counters,
+                challenge,
+            };
+            Tcb::connect(&config.tcp, tuple, iss, ts_offset, &mut env)
+        };
+        let mut tcb = tcb;
+        tcb.app_owned = true;
+        let _ = self.flows.insert(tuple, slot);
+        self.slots[slot as usize].body = Body::Conn(tcb);
+        self.counters.connections_opened += 1;
+        self.after(slot);
+        Ok(self.handle_of(slot))
+    }
+
+    /// Queue `data` for sending; returns how many bytes the send buffer took
+    /// (`WouldBlock` if none; [`Event::Writable`] says when room comes back).
+    pub fn send(&mut self, h: Handle, data: &[u8]) -> Result<usize, SocketError> {
+        let tcb = self.tcb_mut(h)?;
+        if let Some(e) = closed_error(tcb) {
+            return Err(e);
+        }
+        if tcb.fin_queued()
+            || !matches!(
+                tcb.state,
+                State::SynSent | State::SynReceived | State::Established | State::CloseWait
+            )
+        {
+            return Err(SocketError::Shutdown);
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let n = tcb.write(data);
+        if n == 0 {
+            return Err(SocketError::WouldBlock);
+        }
+        self.after(h.slot);
+        Ok(n)
+    }
+
+    /// Read received bytes into `buf`. `Ok(0)` means the peer closed (end of stream) or
+    /// `buf` is empty; `WouldBlock` means nothing yet ([`Event::Readable`] says when).
+    pub fn recv(&mut self, h: Handle, buf: &mut [u8]) -> Result<usize, SocketError> {
+        let tcb = self.tcb_mut(h)?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if !tcb.recv.is_empty() {
+            let n = tcb.recv.read(buf);
+            tcb.on_app_read(n);
+            self.after(h.slot);
+            return Ok(n);
+        }
+        if tcb.fin_received() {
+            return Ok(0);
+        }
+        if let Some(e) = closed_error(tcb) {
+            return Err(e);
+        }
+        match tcb.state {
+            State::Closed => Ok(0),
+            State::SynSent | State::SynReceived => Err(SocketError::WouldBlock),
+            _ => Err(SocketError::WouldBlock),
+        }
+    }
+
+    /// Copy received bytes into `buf` without consuming them.
+    pub fn peek(&self, h: Handle, buf: &mut [u8]) -> Result<usize, SocketError> {
+        let tcb = self.tcb(h)?;
+        let (a, b) = tcb.recv.peek(buf.len());
+        buf[..a.len()].copy_from_slice(a);
+        buf[a.len()..a.len() + b.len()].copy_from_slice(b);
+        Ok(a.len() + b.len())
+    }
+
+    /// Bytes ready to read (`FIONREAD`).
+    pub fn recv_available(&self, h: Handle) -> Result<usize, SocketError> {
+        Ok(self.tcb(h)?.recv.len())
+    }
+
+    /// Room in the send buffer.
+    pub fn send_space(&self, h: Handle) -> Result<usize, SocketError> {
+        Ok(self.tcb(h)?.send.free())
+    }
+
+    /// Shut the write side: a FIN follows the queued data (RFC 9293 §3.10.4). Reading
+    /// continues until the peer closes.
+    pub fn shutdown(&mut self, now: Instant, h: Handle) -> Result<(), SocketError> {
+        let (tcb, mut env, _) = self.checked_env(h, now)?;
+        if let Some(e) = closed_error(tcb) {
+            return Err(e);
+        }
+        tcb.shutdown_write(&mut env);
+        self.after(h.slot);
+        Ok(())
+    }
+
+    fn checked_env(
+        &mut self,
+        h: Handle,
+        now: Instant,
+    ) -> Result<(&mut Tcb, Env<'_>, &TcpConfig), SocketError> {
+        self.tcb(h)?;
+        self.conn_env(h.slot, now).ok_or(SocketError::BadHandle)
+    }
+
+    /// Close the socket: the handle is invalid afterwards. A listener stops listening and
+    /// resets the connections nobody accepted. A connection is closed gracefully (FIN after
+    /// the queued data, RFC 9293 §3.10.4), or reset if received data was left unread
+    /// (RFC 2525 §2.17); the endpoint finishes the closing handshake on its own.
+    pub fn close(&mut self, now: Instant, h: Handle) -> Result<(), SocketError> {
+        if self.is_listener(h) {
+            self.close_listener(now, h);
+            return Ok(());
+        }
+        let (tcb, mut env, _) = self.checked_env(h, now)?;
+        tcb.app_owned = false;
+        tcb.events = 0;
+        match tcb.state {
+            State::Closed => {}
+            // "SYN-SENT: Delete the TCB".
+            State::SynSent => tcb.close_with(CloseReason::Aborted, &mut env),
+            _ if !tcb.recv.is_empty() => {
+                env.counters.aborts += 1;
+                tcb.abort_with_rst(CloseReason::Aborted, &mut env);
+            }
+            _ => {
+                tcb.shutdown_write(&mut env);
+                tcb.on_app_close(&mut env);
+            }
+        }
+        self.after(h.slot);
+        Ok(())
+    }
+
+    /// Reset the connection (RST) and release the handle (RFC 9293 §3.10.5 ABORT).
+    pub fn abort(&mut self, now: Instant, h: Handle) -> Result<(), SocketError> {
+        if self.is_listener(h) {
+            self.close_listener(now, h);
+            return Ok(());
+        }
+        let (tcb, mut env, _) = self.checked_env(h, now)?;
+        tcb.app_owned = false;
+        tcb.events = 0;
+        if tcb.state != State::Closed {
+            env.counters.aborts += 1;
+            tcb.abort_with_rst(CloseReason::Aborted, &mut env);
+        }
+        self.after(h.slot);
+        Ok(())
+    }
+
+    fn close_listener(&mut self, now: Instant, h: Handle) {
+        let Some(Body::Listener(l)) = self.slots.get_mut(h.slot as usize).map(|s| &mut s.body)
+        else {
+            return;
+        };
+        let port = l.port;
+        let pending: Vec<u32> = l.accept_q.drain(..).collect();
+        self.listeners.remove(&port);
+        self.free_slot(h.slot);
+        for slot in pending {
+            if let Some((tcb, mut env, _)) = self.conn_env(slot, now) {
+                tcb.listener = None;
+                tcb.abort_with_rst(CloseReason::Aborted, &mut env);
+            }
+            self.after(slot);
+        }
+        // Embryonic connections find their listener gone when they complete, and are reset.
+    }
+
+    /// The connection's state.
+    pub fn state(&self, h: Handle) -> Result<State, SocketError> {
+        if self.is_listener(h) {
+            return Ok(State::Listen);
+        }
+        Ok(self.tcb(h)?.state)
+    }
+
+    /// Why the connection ended, once it has (`SO_ERROR`-like).
+    pub fn close_reason(&self, h: Handle) -> Result<Option<CloseReason>, SocketError> {
+        Ok(self.tcb(h)?.error)
+    }
+
+    /// Our address and port.
+    pub fn local_addr(&self, h: Handle) -> Result<SocketAddrV4, SocketError> {
+        if let Some(Slot {
+            generation,
+            body: Body::Listener(l),
+        }) = self.slots.get(h.slot as usize)
+        {
+            if *generation == h.generation {
+                return Ok(SocketAddrV4::new(self.config.iface.addr, l.port));
+            }
+        }
+        let t = self.tcb(h)?.tuple;
+        Ok(SocketAddrV4::new(t.local_addr, t.local_port))
+    }
+
+    /// The peer's address and port.
+    pub fn peer_addr(&self, h: Handle) -> Result<SocketAddrV4, SocketError> {
+        let t = self.tcb(h)?.tuple;
+        Ok(SocketAddrV4::new(t.remote_addr, t.remote_port))
+    }
+
+    /// Disable (`true`) or enable Nagle's algorithm (`TCP_NODELAY`).
+    pub fn set_nodelay(&mut self, h: Handle, nodelay: bool) -> Result<(), SocketError> {
+        self.tcb_mut(h)?.set_nodelay(nodelay);
+        self.after(h.slot);
+        Ok(())
+    }
+
+    /// Whether Nagle's algorithm is disabled.
+    pub fn nodelay(&self, h: Handle) -> Result<bool, SocketError> {
+        Ok(self.tcb(h)?.nodelay())
+    }
+
+    /// Keepalive settings (`SO_KEEPALIVE` with idle/interval/count); `None` turns it off.
+    pub fn set_keepalive(
+        &mut self,
+        now: Instant,
+        h: Handle,
+        ka: Option<Keepalive>,
+    ) -> Result<(), SocketError> {
+        if ka.is_some_and(|k| {
+            k.count == 0 || k.interval == Duration::ZERO || k.idle == Duration::ZERO
+        }) {
+            return Err(SocketError::InvalidArgument);
+        }
+        let (tcb, mut env, _) = self.checked_env(h, now)?;
+        tcb.set_keepalive(ka, &mut env);
+        Ok(())
+    }
+
+    /// The keepalive settings.
+    pub fn keepalive(&self, h: Handle) -> Result<Option<Keepalive>, SocketError> {
+        Ok(self.tcb(h)?.keepalive())
+    }
+
+    /// A snapshot of the connection's variables.
+    pub fn conn_info(&self, h: Handle) -> Result<crate::state::ConnInfo, SocketError> {
+        Ok(self.tcb(h)?.info())
+    }
+
+    /// Snapshots of every connection in the table (embryonic, orphaned and TIME-WAIT ones
+    /// included), for tests and monitoring.
+    pub fn connections(&self) -> impl Iterator<Item = crate::state::ConnInfo> + '_ {
+        self.slots.iter().filter_map(|s| match &s.body {
+            Body::Conn(tcb) => Some(tcb.info()),
+            _ => None,
+        })
+    }
+
+    /// Connections (any state, TIME-WAIT and embryonic included) and listeners in use.
+    pub fn connection_count(&self) -> usize {
+        self.live
+    }
+
+    /// Heap bytes held by the connection table and the buffers of its connections (for
+    /// memory measurements; walks every slot).
+    pub fn memory_usage(&self) -> usize {
+        let table = self.slots.capacity() * core::mem::size_of::<Slot>()
+            + self.free.capacity() * 4
+            + self.flows.capacity() * 2 * 16;
+        let buffers: usize = self
+            .slots
+            .iter()
+            .map(|s| match &s.body {
+                Body::Conn(tcb) => tcb.send.allocated() + tcb.recv.allocated(),
+                _ => 0,
+            })
+            .sum();
+        table + buffers
+    }
+}
+
+/// The error a call on a closed connection reports.
+fn closed_error(tcb: &Tcb) -> Option<SocketError> {
+    if tcb.state != State::Closed {
+        return None;
+    }
+    match tcb.error {
+        Some(CloseReason::Reset) => Some(SocketError::ConnectionReset),
+        Some(CloseReason::Refused) => Some(SocketError::ConnectionRefused),
+        Some(CloseReason::TimedOut) => Some(SocketError::TimedOut),
+        Some(CloseReason::Aborted) => Some(SocketError::ConnectionReset),
+        _ => Some(SocketError::NotConnected),
+    }
+}
