@@ -1,15 +1,16 @@
 //! # bench-tools — applications and benchmarks of mtcp-rs
 //!
 //! Everything a user runs: the `mtcp-bench` binary with one subcommand per benchmark (today
-//! `psio`; later `pingpong`, `bulk`, `conns`, `compare`), and later the `epserver` HTTP server
-//! and `epwget` load generator. Each benchmark prints a table and, with `--json PATH`, writes
-//! one JSON record per case; every performance claim is a ratio against a baseline measured in
-//! the same run.
+//! `psio` and `core`; later `pingpong`, `bulk`, `conns`, `compare`), and later the `epserver`
+//! HTTP server and `epwget` load generator. Each benchmark prints a table and, with
+//! `--json PATH`, writes one JSON record per case; every performance claim is a ratio against
+//! a baseline measured in the same run.
 //!
 //! [`netns`] creates the network namespaces and veth pairs that root-only benchmarks and tests
 //! run in, and always removes them.
 
 pub mod afp_bench;
+pub mod core_bench;
 pub mod cpu;
 pub mod netns;
 pub mod psio_bench;

@@ -271,7 +271,7 @@ impl PortConfig {
             )));
         }
         // A slot's length is a u16: the largest frame is 65535 bytes.
-        if !(128..=65472).contains(&self.buf_size) || self.buf_size % 64 != 0 {
+        if !(128..=65472).contains(&self.buf_size) || !self.buf_size.is_multiple_of(64) {
             return Err(Error::InvalidConfig(format!(
                 "buf_size = {} (must be a multiple of 64 in 128..=65472)",
                 self.buf_size

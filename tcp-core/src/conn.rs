@@ -276,6 +276,9 @@ pub(crate) struct Tcb {
     retries: u32,
     /// Full-sized segments received since the last ACK we sent.
     delack_segs: u8,
+    /// The RTO deadline when restarted lazily (see `restart_rto_lazily`); at or before the
+    /// wheel's entry otherwise.
+    rto_at: Instant,
     keepalive: Option<Keepalive>,
     /// When the last segment arrived from the peer.
     last_rcv: Instant,
@@ -367,6 +370,7 @@ impl Tcb {
             rescue_rxt: None,
             retries: 0,
             delack_segs: 0,
+            rto_at: Instant::ZERO,
             keepalive: cfg.keepalive,
             last_rcv: now,
             last_snd: now,
@@ -987,7 +991,7 @@ impl Tcb {
                 env.cancel(TimerKind::Rto);
             } else if action.restart_rto {
                 let rto = self.rtt.rto();
-                env.set_timer(TimerKind::Rto, rto);
+                self.restart_rto_lazily(rto, env);
             }
         } else if ack == old_una && self.snd_max != old_una {
             // RFC 5681 §2 duplicate ACK (or, with SACK, RFC 6675 §2: an ACK carrying new SACK
@@ -1180,6 +1184,7 @@ impl Tcb {
         }
         env.set_timer(TimerKind::TimeWait, self.time_wait);
         self.send.shrink();
+        self.recv.shrink();
     }
 
     /// Ends the connection: CLOSED, timers off, events for the application.
@@ -1253,7 +1258,31 @@ impl Tcb {
         }
     }
 
+    /// Restart the RTO timer to fire `rto` from now. The ACK clock restarts it on nearly
+    /// every ACK; instead of moving the wheel entry each time, the true deadline is kept in
+    /// `rto_at` and an earlier wheel entry, when it fires, re-arms itself for it.
+    fn restart_rto_lazily(&mut self, rto: Duration, env: &mut Env<'_>) {
+        let at = env.now + rto;
+        self.rto_at = at;
+        match env.timers.deadline(env.key, TimerKind::Rto) {
+            Some(armed) if armed <= at => {}
+            _ => env.set_timer(TimerKind::Rto, rto),
+        }
+    }
+
+    /// Arm the RTO timer to fire `rto` from now.
+    fn set_rto(&mut self, rto: Duration, env: &mut Env<'_>) {
+        self.rto_at = env.now + rto;
+        env.set_timer(TimerKind::Rto, rto);
+    }
+
     fn on_rto(&mut self, cfg: &TcpConfig, env: &mut Env<'_>) {
+        if self.rto_at > env.now {
+            // Restarted lazily since this entry was armed: wait for the real deadline.
+            let wait = self.rto_at.saturating_since(env.now);
+            env.set_timer(TimerKind::Rto, wait);
+            return;
+        }
         let handshake = matches!(self.state, State::SynSent | State::SynReceived);
         let outstanding = self.snd_max != self.snd_una || handshake;
         if !outstanding || self.state == State::Closed || self.state == State::TimeWait {
@@ -1294,7 +1323,7 @@ impl Tcb {
         }
         // §5.6: restart the timer with the backed-off value when the segment goes out.
         let rto = self.rtt.rto();
-        env.set_timer(TimerKind::Rto, rto);
+        self.set_rto(rto, env);
     }
 
     fn on_persist(&mut self, cfg: &TcpConfig, env: &mut Env<'_>) {
@@ -1383,9 +1412,6 @@ impl Tcb {
         if grown >= threshold.max(1) {
             self.ack_now();
         }
-        if self.recv.is_empty() {
-            self.recv.shrink();
-        }
     }
 
     /// Shut the write side: queue our FIN after the data (RFC 9293 §3.10.4 CLOSE).
@@ -1428,6 +1454,18 @@ impl Tcb {
     fn unsent(&self) -> usize {
         let sent = self.snd_nxt - self.snd_una;
         self.send.len().saturating_sub(sent as usize)
+    }
+
+    /// Which classes have something to send (bit `1 << class`), computed at once.
+    pub fn wants_mask(&self) -> u8 {
+        let ctl = self.has(f::SEND_SYN) || self.has(f::SEND_RST);
+        if self.state == State::Closed {
+            return u8::from(ctl);
+        }
+        let data =
+            self.state.is_synchronized() && self.state != State::TimeWait && self.data_ready();
+        let ack = self.has(f::KEEPALIVE_PROBE) || self.has(f::ACK_NOW) && !data;
+        u8::from(ctl) | u8::from(ack) << 1 | u8::from(data) << 2
     }
 
     /// Whether this connection has something for class `class` right now.
@@ -1675,7 +1713,7 @@ impl Tcb {
                 // retransmission), if the timer is not running, start it".
                 if !env.is_armed(TimerKind::Rto) || rtx && seq == self.snd_una {
                     let rto = self.rtt.rto();
-                    env.set_timer(TimerKind::Rto, rto);
+                    self.set_rto(rto, env);
                 }
                 // Window closed with data waiting and nothing in flight: persist.
                 env.counters.segments_out += 1;
@@ -1684,8 +1722,9 @@ impl Tcb {
         }
     }
 
-    /// After output: arm the persist timer if the peer's window blocks us.
-    pub fn after_output(&mut self, env: &mut Env<'_>) {
+    /// After any input or output: arm the persist timer if the peer's window blocks data
+    /// and nothing in flight will bring a window update (RFC 9293 §3.8.6.1).
+    pub fn maintain(&mut self, env: &mut Env<'_>) {
         if self.state.is_synchronized()
             && self.snd_wnd == 0
             && self.unsent() > 0
@@ -1758,7 +1797,7 @@ impl Tcb {
         }
         if !env.is_armed(TimerKind::Rto) {
             let rto = self.rtt.rto();
-            env.set_timer(TimerKind::Rto, rto);
+            self.set_rto(rto, env);
         }
         self.flags &= !f::ACK_NOW;
         env.counters.segments_out += 1;

@@ -1,9 +1,25 @@
 //! The per-core endpoint: one interface, one ARP cache, one flow table, one timer wheel.
 //!
-//! This first slice has no TCP connections yet. It answers what an interface must answer
-//! without any socket: ARP requests for our address (RFC 826), ICMP echo requests (RFC 792),
-//! and every TCP segment as RFC 9293 §3.10.7.1 says for the CLOSED state (a RST, unless the
-//! segment carries one).
+//! It answers what an interface must answer without any socket: ARP requests for our
+//! address (RFC 826), ICMP echo requests (RFC 792), and TCP segments for no connection as
+//! RFC 9293 §3.10.7.1 says for the CLOSED state (a RST, unless the segment carries one). It
+//! holds the connection table: listeners (with their SYN and accept queues, and SYN cookies
+//! beyond the SYN queue) and connections, each a TCB of the `conn` module found by 4-tuple in
+//! the flow table. Sockets are named by [`Handle`]s (slot + generation); the socket
+//! operations live in `endpoint/sockets.rs`.
+//!
+//! ## Connection lifetime
+//! A connection's slot is freed when the protocol is done with it (CLOSED, after TIME-WAIT
+//! if it passes through it) *and* the application no longer holds it (it called
+//! [`Endpoint::close`] or [`Endpoint::abort`], or never accepted it). Until the application
+//! calls `close`, a connection that reached CLOSED keeps its handle, its unread data and its
+//! [`CloseReason`].
+//!
+//! ## Transmit order
+//! `poll_transmit` serves, in this order: the control queue (ARP, stateless RSTs and SYN-ACKs,
+//! ICMP replies), then connections with control segments (SYN, SYN-ACK, RST), then
+//! connections owing a pure ACK (one ACK per connection per pass: ACKs of a batch coalesce),
+//! then connections with data, one segment per turn, round robin.
 //!
 //! ## Calling order
 //! See [`Endpoint`]: feed inputs with `handle_*`, then drain [`Endpoint::poll_transmit`]
@@ -34,10 +50,15 @@
 //! - Echo payloads are copied into a pool of [`ICMP_POOL_SLOTS`] MTU-sized slots, allocated
 //!   at creation.
 //! - `poll_transmit` and `handle_timeout` do bounded work per call.
+//! - At most `max_connections` slots (listeners and connections in every state); beyond it
+//!   SYNs are dropped and `connect` fails, counted in [`Counters::table_full`]. Per listener
+//!   at most `syn_queue` connections in SYN-RECEIVED (beyond: SYN cookies) and `backlog`
+//!   unaccepted ones (beyond: SYNs dropped, [`Counters::accept_queue_full`]).
+//! - The transmit and event queues hold each connection at most once per queue.
 //!
-//! What this module does not do yet: TCP connections (listen, connect, the state machine),
-//! `poll_event`, routing of locally originated frames. Replies go to the source MAC of the
-//! frame they answer, which is the right next hop for a symmetric path and needs no ARP.
+//! Replies to segments of no connection go to the source MAC of the frame they answer; a
+//! passively opened connection sends to the MAC its SYN came from; an active open resolves
+//! its next hop through the routes and the ARP cache, queueing its frames meanwhile.
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec;
@@ -245,6 +266,8 @@ pub struct Endpoint {
     tx_q: [VecDeque<(u32, u32)>; 3],
     /// Connections with events to report: (slot, generation).
     ev_q: VecDeque<(u32, u32)>,
+    /// The latest time any call passed in (socket calls without a time argument use it).
+    now: Instant,
 }
 
 impl Endpoint {
@@ -292,6 +315,7 @@ impl Endpoint {
             listeners: BTreeMap::new(),
             tx_q: [VecDeque::new(), VecDeque::new(), VecDeque::new()],
             ev_q: VecDeque::new(),
+            now: Instant::ZERO,
             config,
         })
     }
@@ -310,6 +334,7 @@ impl Endpoint {
     /// holds is either acted on or dropped and counted. Call
     /// [`poll_transmit`](Self::poll_transmit) afterwards.
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
+        self.now = self.now.max(now);
         self.counters.frames_in += 1;
         match wire::parse_frame_for(frame, &self.local, self.checksum) {
             Ok(Inbound::Arp { eth, arp }) => self.on_arp(now, eth, arp),
@@ -335,6 +360,7 @@ impl Endpoint {
     /// `config.compute_tx_checksums` (ICMP checksums are always computed).
     #[must_use = "a returned length is a frame in `buf` to send"]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.now = self.now.max(now);
         // Bounded: each iteration removes one queued frame or one queue entry, and a
         // connection that had nothing to send is re-queued at most once per entry present
         // at the start (`idle_budget`), so a call always ends.
@@ -405,6 +431,7 @@ impl Endpoint {
     /// connection timers come with connections). Spurious calls are harmless. Call
     /// [`poll_transmit`](Self::poll_transmit) afterwards.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = self.now.max(now);
         let Endpoint {
             arp,
             queue,

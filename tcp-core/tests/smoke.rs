@@ -1,3 +1,6 @@
+//! Smoke test: one connection between two endpoints on a clean simulated link — handshake,
+//! 200 KB one way, half-close, close, TIME-WAIT expiry.
+
 use core::net::SocketAddrV4;
 use tcp_core::testing::{pair_addr, Pair};
 use tcp_core::{Duration, Event, State};

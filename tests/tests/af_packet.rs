@@ -390,7 +390,7 @@ fn steering_frame(id: u32) -> [u8; STEER_FRAME] {
     f[0..6].copy_from_slice(&mac(0xb));
     f[6..12].copy_from_slice(&mac(0xa));
     f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ihl: u8 = if id % 5 == 0 { 6 } else { 5 };
+    let ihl: u8 = if id.is_multiple_of(5) { 6 } else { 5 };
     f[14] = 0x40 | ihl;
     f[16..18].copy_from_slice(&((STEER_FRAME - 14) as u16).to_be_bytes());
     f[14 + 8] = 64;

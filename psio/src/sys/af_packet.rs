@@ -521,7 +521,7 @@ impl Ring {
     /// The 32-bit status word at `off` (a block or frame status the kernel also writes).
     fn status(&self, off: usize) -> &AtomicU32 {
         assert!(
-            off % 4 == 0 && off + 4 <= self.len,
+            off.is_multiple_of(4) && off + 4 <= self.len,
             "status offset {off} outside the ring"
         );
         // SAFETY: in bounds and 4-aligned (checked above; the mapping is page aligned); the
@@ -1359,8 +1359,11 @@ mod tests {
             let g = Geometry::new(&c);
             let (rx, tx) = (g.rx_req(), g.tx_req());
             for r in [rx, tx] {
-                assert!(r.tp_block_size as usize % page == 0 && r.tp_block_size.is_power_of_two());
-                assert!(r.tp_frame_size as usize % libc::TPACKET_ALIGNMENT == 0);
+                assert!(
+                    (r.tp_block_size as usize).is_multiple_of(page)
+                        && r.tp_block_size.is_power_of_two()
+                );
+                assert!((r.tp_frame_size as usize).is_multiple_of(libc::TPACKET_ALIGNMENT));
                 assert!(r.tp_frame_size <= r.tp_block_size && r.tp_frame_nr > 0);
                 assert_eq!(
                     (r.tp_block_size / r.tp_frame_size) * r.tp_block_nr,

@@ -340,7 +340,7 @@ unsafe fn locate_rings(
     mode: u32,
     ringid: u16,
 ) -> std::result::Result<Vec<(usize, usize)>, String> {
-    if if_offset % HDR_ALIGN != 0 {
+    if !if_offset.is_multiple_of(HDR_ALIGN) {
         return Err(format!(
             "netmap_if offset {if_offset} is not 8-byte aligned"
         ));
@@ -438,7 +438,9 @@ impl Registration {
     /// A view of the ring at byte offset `off` of the mapping.
     fn ring(&self, off: usize) -> Result<NmRing> {
         let len = self.map.len();
-        if off % HDR_ALIGN != 0 || off.checked_add(RING_HEADER_BYTES).is_none_or(|e| e > len) {
+        if !off.is_multiple_of(HDR_ALIGN)
+            || off.checked_add(RING_HEADER_BYTES).is_none_or(|e| e > len)
+        {
             return Err(layout_error(format!("ring at {off} is outside the region")));
         }
         // SAFETY: `off + RING_HEADER_BYTES <= len` was checked just above.
@@ -840,7 +842,7 @@ mod tests {
         }
 
         fn set_u32(&self, off: usize, v: u32) {
-            assert!(off % 4 == 0 && off + 4 <= self.map.len());
+            assert!(off.is_multiple_of(4) && off + 4 <= self.map.len());
             // SAFETY: in bounds and aligned (asserted).
             unsafe { self.map.as_mut_ptr().add(off).cast::<u32>().write(v) };
         }

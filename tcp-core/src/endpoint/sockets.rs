@@ -98,6 +98,9 @@ impl Endpoint {
         let Some(generation) = self.slot_generation(slot) else {
             return;
         };
+        if let Some((tcb, mut env, _)) = self.conn_env(slot, self.now) {
+            tcb.maintain(&mut env);
+        }
         let Some(Body::Conn(tcb)) = self.slots.get_mut(slot as usize).map(|s| &mut s.body) else {
             return;
         };
@@ -129,7 +132,7 @@ impl Endpoint {
             if established && !queued {
                 // The listener is gone or its accept queue is full: refuse the connection.
                 self.counters.accept_queue_full += 1;
-                if let Some((tcb, mut env, _)) = self.conn_env(slot, Instant::ZERO) {
+                if let Some((tcb, mut env, _)) = self.conn_env(slot, self.now) {
                     tcb.listener = None;
                     tcb.abort_with_rst(CloseReason::Aborted, &mut env);
                 }
@@ -172,14 +175,17 @@ impl Endpoint {
             tcb.queued |= EV_QUEUED;
             self.ev_q.push_back((slot, generation));
         }
-        for class in [TxClass::Control, TxClass::Ack, TxClass::Data] {
-            let bit = 1 << class as u8;
-            if tcb.queued & bit == 0 && tcb.wants(class) {
-                tcb.queued |= bit;
-                self.tx_q[class as usize].push_back((slot, generation));
+        let wants = tcb.wants_mask();
+        let new = wants & !tcb.queued & 0b111;
+        if new != 0 {
+            tcb.queued |= new;
+            for class in 0..3 {
+                if new & (1 << class) != 0 {
+                    self.tx_q[class].push_back((slot, generation));
+                }
             }
         }
-        if tcb.state == State::Closed && !tcb.app_owned && !tcb.wants(TxClass::Control) {
+        if tcb.state == State::Closed && !tcb.app_owned && wants & 1 == 0 {
             self.free_slot(slot);
         }
     }
@@ -232,7 +238,6 @@ impl Endpoint {
         }
         let mut seg = TcpSegmentOut::default();
         let (off, len) = tcb.next_segment(class, cfg, &mut env, &mut seg)?;
-        tcb.after_output(&mut env);
         let hdr = EthIpv4Header::new(local.mac, mac, local.ip, remote);
         let (a, b) = tcb.send.peek(off, len);
         let written = wire::emit_tcp_with(
@@ -694,6 +699,7 @@ impl Endpoint {
             return Err(SocketError::InvalidArgument);
         }
         route::next_hop(&self.config.iface, *remote.ip()).ok_or(SocketError::NoRoute)?;
+        self.now = self.now.max(now);
         if self.live >= self.config.max_connections {
             self.counters.table_full += 1;
             return Err(SocketError::TooManyConnections);
@@ -849,6 +855,7 @@ impl Endpoint {
         now: Instant,
     ) -> Result<(&mut Tcb, Env<'_>, &TcpConfig), SocketError> {
         self.tcb(h)?;
+        self.now = self.now.max(now);
         self.conn_env(h.slot, now).ok_or(SocketError::BadHandle)
     }
 
