@@ -4,8 +4,12 @@
 //! Two stacks of the same kind, a client side A and a server side B, live in one thread and
 //! exchange Ethernet frames through a [`link::Link`]: two bounded queues of reusable
 //! 1514-byte slots, the same link type for both stacks. One pass of the loop reads the clock
-//! once (`std::time::Instant`, ~40 ns here), hands that instant to both stacks, moves A's
-//! output to B, B's output to A, and runs both applications. When a pass moves no frame and
+//! once (`std::time::Instant`, ~40 ns here), hands that instant to both stacks and runs
+//! mTCP's loop order for both: receive (each side takes the frames queued for it), then both
+//! applications, then transmit (each side writes its output), so that replies written by an
+//! application ride on the segments that acknowledge (7 frames per transaction for tcp-core:
+//! SYN, SYN-ACK, ACK+request, response, FIN, FIN, ACK). smoltcp does the same through
+//! `poll_ingress_single` and `poll_egress`. When a pass moves no frame and
 //! no application acted, the thread sleeps until the earlier timer of the two stacks (a
 //! blocked stack would), so idle time costs no CPU.
 //!

@@ -80,18 +80,25 @@ impl Wire {
         }
     }
 
-    /// Timers, then each side takes its input and writes its output (the order of a smoltcp
-    /// `Interface::poll`). Returns whether a frame moved.
-    fn pump(&mut self, now: Instant) -> bool {
-        let before = self.link.frames();
+    /// Receive half of a pass: timers, then each side takes its input. Returns whether a frame
+    /// moved.
+    fn rx(&mut self, now: Instant) -> bool {
+        let before = self.link.a_to_b.len() + self.link.b_to_a.len();
         for ep in [&mut self.client, &mut self.server] {
             if ep.poll_timeout().is_some_and(|t| t <= now) {
                 ep.handle_timeout(now);
             }
         }
         deliver(&mut self.client, now, &mut self.link.b_to_a);
-        transmit(&mut self.client, now, &mut self.link.a_to_b);
         deliver(&mut self.server, now, &mut self.link.a_to_b);
+        before != 0
+    }
+
+    /// Transmit half of a pass (after the applications ran): each side writes its output.
+    /// Returns whether a frame moved.
+    fn tx(&mut self, now: Instant) -> bool {
+        let before = self.link.frames();
+        transmit(&mut self.client, now, &mut self.link.a_to_b);
         transmit(&mut self.server, now, &mut self.link.b_to_a);
         self.link.frames() != before
     }
@@ -443,7 +450,7 @@ impl Driver for ShortPair {
     fn step(&mut self, now_us: u64) -> Result<bool, String> {
         let now = Instant::from_micros(now_us);
         self.now = now;
-        let mut busy = self.wire.pump(now);
+        let mut busy = self.wire.rx(now);
         while let Some(ev) = self.wire.client.poll_event() {
             busy = true;
             match ev {
@@ -463,6 +470,7 @@ impl Driver for ShortPair {
             }
         }
         busy |= self.start(now)?;
+        busy |= self.wire.tx(now);
         Ok(busy)
     }
 
@@ -603,7 +611,7 @@ impl Driver for BulkPair {
             self.tx = Some(h);
             busy = true;
         }
-        busy |= self.wire.pump(now);
+        busy |= self.wire.rx(now);
         while let Some(ev) = self.wire.client.poll_event() {
             busy = true;
             match ev {
@@ -630,6 +638,7 @@ impl Driver for BulkPair {
                 other => return Err(format!("bulk server: unexpected {other:?}")),
             }
         }
+        busy |= self.wire.tx(now);
         Ok(busy)
     }
 

@@ -8,7 +8,9 @@ use super::{
     BULK_BUFFER, BULK_CHUNK, MSG_LEN, SERVER_PORT_BASE,
 };
 use core::net::Ipv4Addr;
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{
+    Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
+};
 use smoltcp::socket::tcp::{self, RecvError, State};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
@@ -86,14 +88,35 @@ impl Wire {
         }
     }
 
-    /// Each side takes its input and writes its output (`Interface::poll`). Returns whether a
-    /// frame moved.
-    fn pump(&mut self, now: Instant) -> bool {
+    /// Receive half of a pass: each side takes its input (`Interface::poll_maintenance` and
+    /// `poll_ingress_single` until the link is drained). Returns whether a frame moved.
+    fn rx(&mut self, now: Instant) -> bool {
+        let pending = self.link.a_to_b.len() + self.link.b_to_a.len();
+        let c = &mut self.client;
+        c.iface.poll_maintenance(now);
+        let mut port = self.link.port_a();
+        while c.iface.poll_ingress_single(now, &mut port, &mut c.sockets)
+            != PollIngressSingleResult::None
+        {}
+        let s = &mut self.server;
+        s.iface.poll_maintenance(now);
+        let mut port = self.link.port_b();
+        while s.iface.poll_ingress_single(now, &mut port, &mut s.sockets)
+            != PollIngressSingleResult::None
+        {}
+        pending != 0
+    }
+
+    /// Transmit half of a pass (after the applications ran): `poll_egress` on each side until
+    /// it has nothing more. Returns whether a frame moved.
+    fn tx(&mut self, now: Instant) -> bool {
         let before = self.link.frames();
         let c = &mut self.client;
-        c.iface.poll(now, &mut self.link.port_a(), &mut c.sockets);
+        let mut port = self.link.port_a();
+        while c.iface.poll_egress(now, &mut port, &mut c.sockets) != PollResult::None {}
         let s = &mut self.server;
-        s.iface.poll(now, &mut self.link.port_b(), &mut s.sockets);
+        let mut port = self.link.port_b();
+        while s.iface.poll_egress(now, &mut port, &mut s.sockets) != PollResult::None {}
         self.link.frames() != before
     }
 
@@ -493,10 +516,12 @@ impl App {
 
 impl Driver for ShortPair {
     fn step(&mut self, now_us: u64) -> Result<bool, String> {
-        let mut busy = self.wire.pump(Instant::from_micros(now_us as i64));
+        let now = Instant::from_micros(now_us as i64);
+        let mut busy = self.wire.rx(now);
         busy |= self.clients_pass()?;
         busy |= self.servers_pass()?;
         busy |= self.start()?;
+        busy |= self.wire.tx(now);
         Ok(busy)
     }
 
@@ -572,7 +597,8 @@ impl Driver for BulkPair {
             self.connected = true;
             busy = true;
         }
-        busy |= self.wire.pump(Instant::from_micros(now_us as i64));
+        let now = Instant::from_micros(now_us as i64);
+        busy |= self.wire.rx(now);
         let s = self.wire.client.socket(self.tx);
         while s.can_send() {
             match s.send_slice(bulk_bytes(self.sent)) {
@@ -593,6 +619,7 @@ impl Driver for BulkPair {
             }
             busy = true;
         }
+        busy |= self.wire.tx(now);
         Ok(busy)
     }
 
