@@ -652,7 +652,8 @@ impl Tcb {
             self.max_snd_wnd = self.snd_wnd;
             self.snd_wl1 = seg.seq;
             self.snd_wl2 = seg.ack;
-            self.rcv_adv = self.recv.rcv_nxt();
+            // Our SYN offered this much (unscaled, RFC 7323 §2.2); keep its right edge.
+            self.rcv_adv = self.recv.rcv_nxt() + self.recv.window().min(usize::from(u16::MAX));
             self.enter_established(env);
             self.events |= ev::CONNECTED | ev::WRITABLE;
             self.ack_now();
@@ -727,6 +728,28 @@ impl Tcb {
         seg: &TcpSegment<'_>,
         env: &mut Env<'_>,
     ) -> Option<RstReply> {
+        // Simultaneous open (RFC 9293 §3.5 Figure 7, line 6): in SYN-RECEIVED from SYN-SENT, the
+        // peer's SYN-ACK acknowledges our SYN and repeats its own SYN, which lies just below
+        // RCV.NXT. Trimmed to the window (§3.10.7.4: "trimming off any portions that lie
+        // outside the window (including SYN and FIN)") it is an ACK at RCV.NXT; process it so.
+        let trimmed;
+        let seg = if self.state == State::SynReceived
+            && !self.has(f::PASSIVE)
+            && seg.flags.syn()
+            && seg.flags.ack()
+            && !seg.flags.rst()
+            && seg.payload.is_empty()
+            && seg.seq + 1u32 == self.rcv_nxt()
+            && seg.ack == self.snd_max
+        {
+            let mut s = *seg;
+            s.flags.remove(TcpFlags::SYN);
+            s.seq = seg.seq + 1u32;
+            trimmed = s;
+            &trimmed
+        } else {
+            seg
+        };
         let fl = seg.flags;
         // SYN-RECEIVED, passive: a retransmitted SYN means our SYN-ACK was lost (Linux and
         // FreeBSD answer it with the SYN-ACK again).
@@ -778,8 +801,16 @@ impl Tcb {
             // reply (unless the RST bit is set, if so drop the segment and return)".
             // RFC 1337: in TIME-WAIT too. A zero-window probe also lands here.
             if !fl.rst() {
-                if self.state == State::TimeWait && fl.syn() {
-                    // RFC 6191 reuse was considered by the endpoint before coming here.
+                if self.state == State::TimeWait && fl.fin() {
+                    // "TIME-WAIT: The only thing that can arrive in this state is a
+                    // retransmission of the remote FIN. Acknowledge it, and restart the 2 MSL
+                    // timeout." (It lies below RCV.NXT, so it fails the test above.)
+                    self.enter_time_wait(env);
+                }
+                // RFC 2883 §4: report a duplicate segment in a D-SACK block.
+                let end = seg.seq + seg.payload.len();
+                if self.has(f::SACK) && !seg.payload.is_empty() && end <= rcv_nxt {
+                    self.dsack = Some((seg.seq, end));
                 }
                 self.ack_now();
             }
@@ -975,7 +1006,10 @@ impl Tcb {
                 snd_nxt: self.snd_max,
                 now: env.now,
             });
-            if action.retransmit {
+            // RFC 6582's partial-ACK retransmission; with SACK, RFC 6675's NextSeg() chooses
+            // instead, and never a hole already retransmitted in this episode.
+            let already_resent = self.has(f::SACK) && self.high_rxt > ack;
+            if action.retransmit && !already_resent {
                 self.flags |= f::RTX_UNA;
             }
             if !self.cc.in_recovery() {
@@ -996,10 +1030,13 @@ impl Tcb {
         } else if ack == old_una && self.snd_max != old_una {
             // RFC 5681 §2 duplicate ACK (or, with SACK, RFC 6675 §2: an ACK carrying new SACK
             // information).
+            // A closed window makes ACKs repeat without loss (answers to zero-window probes):
+            // they are not duplicate ACKs.
             let classic = seg.payload.is_empty()
                 && !seg.flags.syn()
                 && !seg.flags.fin()
-                && window == self.snd_wnd;
+                && window == self.snd_wnd
+                && window != 0;
             if classic || newly_sacked > 0 {
                 let action = self.cc.on_dup_ack(&DupAckEvent {
                     ack,
@@ -1767,6 +1804,9 @@ impl Tcb {
         // RFC 7323 §2.2: the window in a SYN or SYN-ACK is never scaled.
         seg.window = self.recv.window().min(usize::from(u16::MAX)) as u16;
         seg.options.mss = Some(cfg.mss);
+        if synack {
+            self.rcv_adv = self.rcv_nxt() + u32::from(seg.window);
+        }
         let now_ts = self.ts_val(env.now);
         if synack {
             seg.flags |= TcpFlags::ACK;
