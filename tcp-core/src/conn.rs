@@ -1759,6 +1759,12 @@ impl Tcb {
         }
     }
 
+    /// Whether [`maintain`](Self::maintain) has anything to check (cheap test).
+    #[inline]
+    pub fn needs_maintenance(&self) -> bool {
+        self.snd_wnd == 0
+    }
+
     /// After any input or output: arm the persist timer if the peer's window blocks data
     /// and nothing in flight will bring a window update (RFC 9293 §3.8.6.1).
     pub fn maintain(&mut self, env: &mut Env<'_>) {

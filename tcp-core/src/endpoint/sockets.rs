@@ -95,12 +95,61 @@ impl Endpoint {
     /// Bookkeeping after anything touched the connection in `slot`: the accept queue, the
     /// event queue, the transmit queues, and freeing it once it is closed and released.
     pub(super) fn after(&mut self, slot: u32) {
-        let Some(generation) = self.slot_generation(slot) else {
+        // Fast path: an open connection (not closing its slot, not leaving SYN-RECEIVED).
+        let Endpoint {
+            slots,
+            timers,
+            counters,
+            challenge,
+            ev_q,
+            tx_q,
+            now,
+            ..
+        } = self;
+        let Some(Slot {
+            generation,
+            body: Body::Conn(tcb),
+        }) = slots.get_mut(slot as usize)
+        else {
             return;
         };
-        if let Some((tcb, mut env, _)) = self.conn_env(slot, self.now) {
+        let generation = *generation;
+        if tcb.needs_maintenance() {
+            let mut env = Env {
+                now: *now,
+                key: slot,
+                timers,
+                counters,
+                challenge,
+            };
             tcb.maintain(&mut env);
         }
+        let slow = (tcb.embryonic && tcb.state != State::SynReceived)
+            || tcb.state == State::Closed
+            || !tcb.app_owned;
+        if !slow {
+            if tcb.events != 0 && tcb.queued & EV_QUEUED == 0 {
+                tcb.queued |= EV_QUEUED;
+                ev_q.push_back((slot, generation));
+            }
+            let new = tcb.wants_mask() & !tcb.queued & 0b111;
+            if new != 0 {
+                tcb.queued |= new;
+                for (class, q) in tx_q.iter_mut().enumerate() {
+                    if new & (1 << class) != 0 {
+                        q.push_back((slot, generation));
+                    }
+                }
+            }
+            return;
+        }
+        self.after_slow(slot, generation);
+    }
+
+    /// [`after`](Self::after) for connections changing hands: leaving SYN-RECEIVED, closed,
+    /// or not (or no longer) the application's.
+    #[cold]
+    fn after_slow(&mut self, slot: u32, generation: u32) {
         let Some(Body::Conn(tcb)) = self.slots.get_mut(slot as usize).map(|s| &mut s.body) else {
             return;
         };
