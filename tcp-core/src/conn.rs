@@ -187,6 +187,7 @@ mod f {
     pub const KEEPALIVE_PROBE: u16 = 1 << 12;
     pub const SEND_RST: u16 = 1 << 13;
     pub const WSCALE: u16 = 1 << 14;
+    pub const SWS_OVERRIDE: u16 = 1 << 15;
 }
 
 /// The next data segment [`Tcb::plan_data`] chose.
@@ -782,6 +783,14 @@ impl Tcb {
                 }
             }
         }
+        // RFC 5961 §4.2: "If the SYN bit is set, irrespective of the sequence number, TCP
+        // MUST send an ACK (also referred to as challenge ACK) to the remote peer" — so before
+        // the sequence check, which would answer with a plain ACK. (SYN-RECEIVED from an
+        // active open is treated alike; TIME-WAIT reuse was considered by the endpoint.)
+        if fl.syn() && !fl.rst() {
+            self.challenge_ack(env);
+            return None;
+        }
         // "first check sequence number"
         let seg_len = seg.seq_len();
         let rcv_nxt = self.rcv_nxt();
@@ -848,9 +857,7 @@ impl Tcb {
             }
             return None;
         }
-        // "fourth, check the SYN bit": RFC 5961 §4.2: "If the SYN bit is set, irrespective of
-        // the sequence number, TCP MUST send an ACK (also referred to as challenge ACK) to the
-        // remote peer". (SYN-RECEIVED from an active open is treated alike.)
+        // "fourth, check the SYN bit": RFC 5961 §4.2's challenge ACK, for a SYN with RST.
         if fl.syn() {
             self.challenge_ack(env);
             return None;
@@ -1364,10 +1371,14 @@ impl Tcb {
     }
 
     fn on_persist(&mut self, cfg: &TcpConfig, env: &mut Env<'_>) {
-        if !self.state.is_synchronized()
-            || self.snd_wnd > 0
-            || self.unsent() == 0 && !self.has(f::PROBE)
-        {
+        if !self.state.is_synchronized() || self.unsent() == 0 && !self.has(f::PROBE) {
+            return;
+        }
+        if self.snd_wnd > 0 {
+            // The SWS override timer: send what the window allows.
+            if self.snd_nxt == self.snd_una && !self.data_ready() {
+                self.flags |= f::SWS_OVERRIDE;
+            }
             return;
         }
         if self.retries >= cfg.data_retries
@@ -1634,7 +1645,9 @@ impl Tcb {
         let send = rtx
             || len == smss
             || (all && (nothing_in_flight || self.has(f::NODELAY) || fin_unsent))
-            || (nothing_in_flight && len >= self.max_snd_wnd / 2);
+            || (nothing_in_flight && len >= self.max_snd_wnd / 2)
+            // RFC 9293 §3.8.6.2.1 (4): the override timeout expired.
+            || (nothing_in_flight && self.has(f::SWS_OVERRIDE));
         if !send {
             return None;
         }
@@ -1714,6 +1727,7 @@ impl Tcb {
                 if self.has(f::RTX_UNA) && seq == self.snd_una {
                     self.flags &= !f::RTX_UNA;
                 }
+                self.flags &= !f::SWS_OVERRIDE;
                 if rtx {
                     env.counters.retransmits += 1;
                     self.rtt.on_retransmit();
@@ -1762,18 +1776,23 @@ impl Tcb {
     /// Whether [`maintain`](Self::maintain) has anything to check (cheap test).
     #[inline]
     pub fn needs_maintenance(&self) -> bool {
-        self.snd_wnd == 0
+        self.snd_wnd == 0 || (self.snd_nxt == self.snd_una && !self.send.is_empty())
     }
 
     /// After any input or output: arm the persist timer if the peer's window blocks data
     /// and nothing in flight will bring a window update (RFC 9293 §3.8.6.1).
+    ///
+    /// The same timer serves as the sender SWS override timer (RFC 9293 §3.8.6.2.1 (4)): if
+    /// the window is open but too small to send by the SWS rules, with nothing in flight,
+    /// the data goes anyway when it expires.
     pub fn maintain(&mut self, env: &mut Env<'_>) {
         if self.state.is_synchronized()
-            && self.snd_wnd == 0
+            && self.state != State::TimeWait
             && self.unsent() > 0
             && self.snd_nxt == self.snd_una
             && !env.is_armed(TimerKind::Persist)
             && !env.is_armed(TimerKind::Rto)
+            && (self.snd_wnd == 0 || !self.data_ready())
         {
             let rto = self.rtt.rto();
             env.set_timer(TimerKind::Persist, rto);
