@@ -1466,7 +1466,10 @@ mod tests {
                         Some((SeqNumber(i as u32 * 10), SeqNumber(i as u32 * 10 + 5)));
                 }
                 let len = tcp_options_len(&o);
-                assert!(len <= TCP_MAX_OPTIONS_LEN && len % 4 == 0, "{o:?} -> {len}");
+                assert!(
+                    len <= TCP_MAX_OPTIONS_LEN && len.is_multiple_of(4),
+                    "{o:?} -> {len}"
+                );
                 let seg = TcpSegmentOut {
                     src_port: 9,
                     dst_port: 10,
