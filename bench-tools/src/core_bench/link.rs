@@ -64,6 +64,11 @@ impl FrameQueue {
         self.len == self.lens.len()
     }
 
+    /// Slots in the queue.
+    pub fn capacity(&self) -> usize {
+        self.lens.len()
+    }
+
     /// Frames committed since creation.
     pub fn pushed(&self) -> u64 {
         self.pushed
@@ -135,17 +140,21 @@ impl Link {
 
     /// Side A's smoltcp device: receives from `b_to_a`, sends into `a_to_b`.
     pub fn port_a(&mut self) -> SmolPort<'_> {
+        let tx_limit = self.a_to_b.capacity() / 2;
         SmolPort {
             rx: &mut self.b_to_a,
             tx: &mut self.a_to_b,
+            tx_limit,
         }
     }
 
     /// Side B's smoltcp device: receives from `a_to_b`, sends into `b_to_a`.
     pub fn port_b(&mut self) -> SmolPort<'_> {
+        let tx_limit = self.b_to_a.capacity() / 2;
         SmolPort {
             rx: &mut self.a_to_b,
             tx: &mut self.b_to_a,
+            tx_limit,
         }
     }
 }
@@ -162,6 +171,11 @@ impl Default for Link {
 pub struct SmolPort<'a> {
     rx: &'a mut FrameQueue,
     tx: &'a mut FrameQueue,
+    /// `transmit` (new frames, not answers to received ones) stops once this many frames
+    /// wait in `tx`, so that receiving always has room for answers: with both directions
+    /// filled by new frames, neither side could receive (a receive needs room for an answer)
+    /// and the link would deadlock.
+    tx_limit: usize,
 }
 
 /// Receive token of [`SmolPort`]: the oldest frame of its queue, popped once consumed.
@@ -191,7 +205,7 @@ impl phy::Device for SmolPort<'_> {
     }
 
     fn transmit(&mut self, _: SmolInstant) -> Option<SmolTx<'_>> {
-        (!self.tx.is_full()).then_some(SmolTx(self.tx))
+        (self.tx.len() < self.tx_limit).then_some(SmolTx(self.tx))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
