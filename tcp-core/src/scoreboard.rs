@@ -33,6 +33,9 @@ use crate::seq::SeqNumber;
 /// Default bound on remembered SACKed ranges.
 pub const DEFAULT_MAX_RANGES: usize = 32;
 
+/// Most SACK blocks one ACK can carry (RFC 2018 §3: 40 option bytes).
+const MAX_BLOCKS_PER_ACK: usize = 4;
+
 /// SACK blocks this long or longer are refused: no window reaches 2^30 (RFC 7323 §2.3).
 const MAX_BLOCK_LEN: u32 = 1 << 30;
 
@@ -132,7 +135,9 @@ impl Scoreboard {
     pub fn with_max_ranges(una: SeqNumber, max_ranges: usize) -> Scoreboard {
         Scoreboard {
             una,
-            ranges: Vec::with_capacity(max_ranges),
+            // Room for the blocks of one ACK beyond the bound: they are merged first, and
+            // the bound applied after (see `on_ack`).
+            ranges: Vec::with_capacity(max_ranges + MAX_BLOCKS_PER_ACK),
             max_ranges,
         }
     }
@@ -254,6 +259,10 @@ impl Scoreboard {
                 self.insert(una + start, una + end);
             }
         }
+        // The bound, applied once the ACK's blocks are merged (blocks of one ACK may join
+        // ranges that, inserted one by one, would have overflowed): forget the highest ranges
+        // (conservative, see the module doc).
+        self.ranges.truncate(self.max_ranges);
         out.newly_sacked = self.sacked_bytes().saturating_sub(before);
         out
     }
@@ -267,12 +276,9 @@ impl Scoreboard {
             self.ranges.splice(lo..hi, core::iter::once(merged));
             return;
         }
-        if self.max_ranges == 0 {
-            return;
-        }
-        if self.ranges.len() >= self.max_ranges {
-            // Full: forget the highest range (conservative, see the module doc), unless the
-            // new block is itself the highest, in which case it is the one forgotten.
+        if self.ranges.len() >= self.max_ranges + MAX_BLOCKS_PER_ACK {
+            // Unreachable through `on_ack` (it inserts at most that many blocks before
+            // applying the bound); stay bounded anyway: forget the highest range.
             if lo == self.ranges.len() {
                 return;
             }

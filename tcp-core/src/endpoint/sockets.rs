@@ -124,11 +124,19 @@ impl Endpoint {
             };
             tcb.maintain(&mut env);
         }
-        let slow = (tcb.embryonic && tcb.state != State::SynReceived)
-            || tcb.state == State::Closed
-            || !tcb.app_owned;
+        let slow = (tcb.embryonic && tcb.state != State::SynReceived) || tcb.state == State::Closed;
         if !slow {
-            if tcb.events != 0 && tcb.queued & EV_QUEUED == 0 {
+            // Events: the application's connections report everything; connections not yet
+            // accepted only Accepted; orphans (closed by the application) nothing.
+            let reportable = if tcb.app_owned {
+                tcb.events
+            } else if tcb.listener.is_some() {
+                tcb.events & ev::ACCEPTED
+            } else {
+                tcb.events = 0;
+                0
+            };
+            if reportable != 0 && tcb.queued & EV_QUEUED == 0 {
                 tcb.queued |= EV_QUEUED;
                 ev_q.push_back((slot, generation));
             }
