@@ -1541,9 +1541,18 @@ impl Tcb {
         if !self.state.is_synchronized() || self.state == State::Closed {
             return None;
         }
-        let smss = self.payload_mss();
         let fin_pending =
             self.has(f::FIN_QUEUED) && self.state_past_fin() && self.state != State::TimeWait;
+        // Early out for the common case, nothing at all to send: no forced retransmission or
+        // probe, no unsent data, no unsent FIN, no SACK recovery (which may resend holes).
+        if self.flags & (f::RTX_UNA | f::PROBE) == 0
+            && self.unsent() == 0
+            && !(fin_pending && self.snd_nxt <= self.fin_seq)
+            && !(self.has(f::SACK) && self.cc.in_recovery())
+        {
+            return None;
+        }
+        let smss = self.payload_mss();
         // Forced retransmission of the first unacknowledged segment (fast retransmit, partial
         // ACK, RTO): regardless of cwnd (RFC 5681 §3.2 step 3, RFC 6582 §3.2).
         if self.has(f::RTX_UNA) && self.snd_max != self.snd_una {

@@ -113,7 +113,7 @@ fn contains(outer: (SeqNumber, SeqNumber), inner: (SeqNumber, SeqNumber)) -> boo
 pub struct Scoreboard {
     /// SND.UNA as of the latest [`Scoreboard::on_ack`] or [`Scoreboard::reset`].
     una: SeqNumber,
-    /// Sorted, disjoint, non-adjacent, inside `[una, SND.NXT)`; capacity `max_ranges`.
+    /// Sorted, disjoint, non-adjacent, inside `[una, SND.NXT)`; at most `max_ranges` after each ACK.
     ranges: Vec<(SeqNumber, SeqNumber)>,
     max_ranges: usize,
 }
@@ -131,13 +131,15 @@ impl Scoreboard {
         Scoreboard::with_max_ranges(una, DEFAULT_MAX_RANGES)
     }
 
-    /// An empty scoreboard remembering at most `max_ranges` ranges (allocated once, here).
+    /// An empty scoreboard remembering at most `max_ranges` ranges (allocated once, on the
+    /// first SACK block).
     pub fn with_max_ranges(una: SeqNumber, max_ranges: usize) -> Scoreboard {
         Scoreboard {
             una,
-            // Room for the blocks of one ACK beyond the bound: they are merged first, and
-            // the bound applied after (see `on_ack`).
-            ranges: Vec::with_capacity(max_ranges + MAX_BLOCKS_PER_ACK),
+            // Allocated on the first SACK block (most connections never see one), with room
+            // for the blocks of one ACK beyond the bound: they are merged first, and the
+            // bound applied after (see `on_ack`).
+            ranges: Vec::new(),
             max_ranges,
         }
     }
@@ -269,6 +271,10 @@ impl Scoreboard {
 
     /// Merges `[s, e)` (non-empty, inside `[una, SND.NXT)`) into the ranges.
     fn insert(&mut self, s: SeqNumber, e: SeqNumber) {
+        if self.ranges.capacity() == 0 {
+            self.ranges
+                .reserve_exact(self.max_ranges + MAX_BLOCKS_PER_ACK);
+        }
         let lo = self.ranges.partition_point(|r| r.1 < s);
         let hi = self.ranges.partition_point(|r| r.0 <= e);
         if lo < hi {
@@ -628,7 +634,7 @@ mod tests {
         ) {
             let b0 = SeqNumber(base);
             let mut sb = Scoreboard::with_max_ranges(b0, max_ranges);
-            let cap = sb.ranges.capacity();
+            let cap = max_ranges + MAX_BLOCKS_PER_ACK;
             let (mut una, mut nxt) = (0u32, 0u32); // offsets from b0
             // Model: octets SACKed (absolute offsets), since the last reset.
             let mut model = std::collections::BTreeSet::new();
@@ -669,7 +675,8 @@ mod tests {
                 }
                 let r = sb.ranges();
                 prop_assert!(r.len() <= max_ranges);
-                prop_assert_eq!(sb.ranges.capacity(), cap);
+                // Allocated once, on the first block, and never grown.
+                prop_assert!(sb.ranges.capacity() == 0 || sb.ranges.capacity() == cap);
                 for (i, &(s, e)) in r.iter().enumerate() {
                     prop_assert!(b0 + una <= s && s < e && e <= b0 + nxt);
                     if i > 0 { prop_assert!(r[i - 1].1 < s, "sorted, disjoint, not adjacent"); }
