@@ -387,9 +387,9 @@ impl Tcb {
         tuple: FourTuple,
         iss: SeqNumber,
         ts_offset: u32,
-        env: &mut Env<'_>,
+        now: Instant,
     ) -> Tcb {
-        let mut t = Tcb::blank(cfg, tuple, iss, ts_offset, env.now);
+        let mut t = Tcb::blank(cfg, tuple, iss, ts_offset, now);
         t.state = State::SynSent;
         t.snd_nxt = iss;
         t.flags |= f::SEND_SYN;
@@ -416,9 +416,9 @@ impl Tcb {
         iss: SeqNumber,
         ts_offset: u32,
         syn: &PeerSyn,
-        env: &mut Env<'_>,
+        now: Instant,
     ) -> Tcb {
-        let mut t = Tcb::blank(cfg, tuple, iss, ts_offset, env.now);
+        let mut t = Tcb::blank(cfg, tuple, iss, ts_offset, now);
         t.state = State::SynReceived;
         t.flags |= f::PASSIVE | f::SEND_SYN;
         t.irs = syn.isn;
@@ -431,7 +431,7 @@ impl Tcb {
         t.negotiate(cfg, offer, syn);
         if let Some(tsval) = syn.tsval {
             t.ts_recent = tsval;
-            t.ts_recent_at = env.now;
+            t.ts_recent_at = now;
         }
         // RFC 9293 §3.10.7.2: "SND.WND <- SEG.WND" is set from the (unscaled) SYN window:
         // RFC 7323 §2.2, the window of a SYN is never scaled.

@@ -391,45 +391,33 @@ impl Endpoint {
         let Some(slot) = self.alloc_slot(Body::Free) else {
             return;
         };
-        let tcb = {
-            let Endpoint {
-                timers,
-                counters,
-                challenge,
-                config,
-                ..
-            } = self;
-            let mut env = Env {
-                now,
-                key: slot,
-                timers,
-                counters,
-                challenge,
-            };
-            Tcb::accept_syn(&config.tcp, tuple, iss, ts_offset, &syn, &mut env)
-        };
-        self.install(slot, tcb, Some((lslot, lgen)), eth.src);
-        if let Some(Body::Listener(l)) = self.slots.get_mut(lslot as usize).map(|s| &mut s.body) {
-            l.half_open += 1;
-        }
-        self.counters.connections_opened += 1;
+        let tcb = Tcb::accept_syn(&self.config.tcp, tuple, iss, ts_offset, &syn, now);
+        self.install(slot, tcb, Some((lslot, lgen)), Some(eth.src));
         self.after(slot);
     }
 
-    /// Puts a new TCB into `slot` and the flow table.
+    /// Puts a new TCB into `slot` and the flow table, counts it opened and, for a passive
+    /// open, in its listener's SYN queue. `mac` is the next hop's, if known (the SYN's source).
     fn install(
         &mut self,
         slot: u32,
         mut tcb: Tcb,
         listener: Option<(u32, u32)>,
-        mac: EthernetAddress,
+        mac: Option<EthernetAddress>,
     ) {
         tcb.listener = listener;
         tcb.embryonic = listener.is_some() && tcb.state == State::SynReceived;
-        tcb.dst_mac = Some(mac);
+        tcb.dst_mac = mac;
         // The tuple is free (the caller looked it up); a full table was checked by alloc_slot.
         let _ = self.flows.insert(tcb.tuple, slot);
         self.slots[slot as usize].body = Body::Conn(tcb);
+        if let Some((lslot, _)) = listener {
+            if let Some(Body::Listener(l)) = self.slots.get_mut(lslot as usize).map(|s| &mut s.body)
+            {
+                l.half_open += 1;
+            }
+        }
+        self.counters.connections_opened += 1;
     }
 
     /// RFC 7323 §5.4: a per-connection offset for our timestamp clock.
@@ -542,31 +530,10 @@ impl Endpoint {
             return true; // counted as table_full; the ACK is dropped
         };
         let iss = SeqNumber(seg.ack.0.wrapping_sub(1));
-        let tcb = {
-            let Endpoint {
-                timers,
-                counters,
-                challenge,
-                config,
-                ..
-            } = self;
-            let mut env = Env {
-                now,
-                key: slot,
-                timers,
-                counters,
-                challenge,
-            };
-            let mut tcb = Tcb::accept_syn(&config.tcp, tuple, iss, ts_offset, &syn, &mut env);
-            tcb.synack_sent_by_cookie();
-            tcb
-        };
-        self.install(slot, tcb, Some((lslot, lgen)), eth.src);
-        if let Some(Body::Listener(l)) = self.slots.get_mut(lslot as usize).map(|s| &mut s.body) {
-            l.half_open += 1;
-        }
+        let mut tcb = Tcb::accept_syn(&self.config.tcp, tuple, iss, ts_offset, &syn, now);
+        tcb.synack_sent_by_cookie();
+        self.install(slot, tcb, Some((lslot, lgen)), Some(eth.src));
         self.counters.syn_cookies_accepted += 1;
-        self.counters.connections_opened += 1;
         // The ACK itself completes the handshake (and may carry data).
         if let Some((tcb, mut env, cfg)) = self.conn_env(slot, now) {
             let _ = tcb.on_segment(cfg, seg, &mut env);
@@ -797,28 +764,9 @@ impl Endpoint {
         let slot = self
             .alloc_slot(Body::Free)
             .ok_or(SocketError::TooManyConnections)?;
-        let tcb = {
-            let Endpoint {
-                timers,
-                counters,
-                challenge,
-                config,
-                ..
-            } = self;
-            let mut env = Env {
-                now,
-                key: slot,
-                timers,
-                counters,
-                challenge,
-            };
-            Tcb::connect(&config.tcp, tuple, iss, ts_offset, &mut env)
-        };
-        let mut tcb = tcb;
+        let mut tcb = Tcb::connect(&self.config.tcp, tuple, iss, ts_offset, now);
         tcb.app_owned = true;
-        let _ = self.flows.insert(tuple, slot);
-        self.slots[slot as usize].body = Body::Conn(tcb);
-        self.counters.connections_opened += 1;
+        self.install(slot, tcb, None, None);
         self.after(slot);
         Ok(self.handle_of(slot))
     }
