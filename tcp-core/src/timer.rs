@@ -16,9 +16,15 @@
 //!   `elapsed` tick above bit 6(l+1) and has s in bits 6l..6l+5; 11 levels of 64 slots cover
 //!   all 2^64 ticks, so any deadline (a 2-hour keepalive, `Instant` far in the future) fits.
 //! ```
-//! Each (key, kind) owns exactly one node at a fixed index, so there are no stale entries to
-//! skip or compact: memory is `16 × TimerKind::COUNT` bytes per key up to the highest key ever
-//! armed, plus 705 sentinels, and cancel is an unlink. A timer cascades at most 10 times
+//! Each (key, kind) owns exactly one node at a fixed index, so there is nothing to compact:
+//! memory is `16 × TimerKind::COUNT` bytes per key up to the highest key ever armed, plus 705
+//! sentinels. With a million connections the nodes are far apart in memory, so unlinking one
+//! (which writes its two neighbours) costs cache misses; so `cancel` only marks the node (it
+//! stays linked as a ghost until the wheel reaches its list, or the next `set` revives it),
+//! and `set` to a deadline no earlier than the node's current one only rewrites the
+//! deadline (the node moves on when its list comes up, as a cascade would move it). A
+//! connection's timers are then mostly re-armed and cancelled without touching any other
+//! connection's memory. A timer cascades at most 10 times
 //! towards level 0 as time passes, so expiry costs O(1) amortised per timer.
 //!
 //! ## Precision and the choice of granularity
@@ -118,10 +124,11 @@ const READY: u32 = (LEVELS * SLOTS) as u32;
 const SENTINELS: u32 = READY + 1;
 const NIL: u32 = u32::MAX;
 
-/// One timer (or a list sentinel). A timer is armed iff `next != NIL`.
+/// One timer (or a list sentinel). A timer is linked iff `next != NIL`, and armed iff linked
+/// and not a ghost (see `TimerWheel::ghosts`).
 #[derive(Debug, Clone, Copy)]
 struct Node {
-    /// Deadline in µs (timers only).
+    /// Deadline in µs (timers only; a ghost keeps the one it was linked with).
     deadline: u64,
     prev: u32,
     next: u32,
@@ -155,6 +162,8 @@ pub struct TimerWheel {
     /// Armed timers.
     len: usize,
     nodes: Vec<Node>,
+    /// Per key, bit `kind`: the timer was cancelled but is still linked (a ghost).
+    ghosts: Vec<u8>,
 }
 
 impl TimerWheel {
@@ -182,6 +191,7 @@ impl TimerWheel {
             ready_min: 0,
             len: 0,
             nodes,
+            ghosts: Vec::new(),
         }
     }
 
@@ -212,24 +222,39 @@ impl TimerWheel {
             let keys = (needed - SENTINELS as usize).div_ceil(TimerKind::COUNT);
             let len = (SENTINELS as usize).saturating_add(keys.saturating_mul(TimerKind::COUNT));
             self.nodes.resize(len, UNARMED);
+            self.ghosts.resize(keys, 0);
         }
-        if self.is_armed(idx) {
-            self.unlink(idx);
-        } else {
+        let at = at.micros();
+        let n = self.node(idx);
+        let ghost = self.take_ghost(idx);
+        if ghost || n.next == NIL {
             self.len = self.len.saturating_add(1);
         }
+        if n.next != NIL {
+            if at >= n.deadline {
+                // Later than the list it is in (or a ghost being revived): it stays there and
+                // moves on when that list comes up. No other node is touched.
+                if let Some(n) = self.nodes.get_mut(idx as usize) {
+                    n.deadline = at;
+                }
+                return Ok(());
+            }
+            self.unlink(idx);
+        }
         if let Some(n) = self.nodes.get_mut(idx as usize) {
-            n.deadline = at.micros();
+            n.deadline = at;
         }
         self.insert(idx);
         Ok(())
     }
 
-    /// Disarm the `kind` timer of `key`; nothing happens if it is not armed. O(1).
+    /// Disarm the `kind` timer of `key`; nothing happens if it is not armed. O(1): the node
+    /// stays in its list as a ghost, dropped when the wheel reaches it or revived by the next
+    /// [`set`](Self::set), so no other node is touched.
     pub fn cancel(&mut self, key: u32, kind: TimerKind) {
         if let Some(idx) = Self::index(key, kind) {
             if self.is_armed(idx) {
-                self.unlink(idx);
+                self.mark_ghost(idx);
                 self.len = self.len.saturating_sub(1);
             }
         }
@@ -246,7 +271,7 @@ impl TimerWheel {
     pub fn deadline(&self, key: u32, kind: TimerKind) -> Option<Instant> {
         let idx = Self::index(key, kind)?;
         let n = self.nodes.get(idx as usize)?;
-        (n.next != NIL).then(|| Instant::from_micros(n.deadline))
+        (n.next != NIL && !self.is_ghost(idx)).then(|| Instant::from_micros(n.deadline))
     }
 
     /// A time at or before the earliest pending deadline; `None` if no timer is armed.
@@ -306,7 +331,10 @@ impl TimerWheel {
         let now_tick = now_us / self.granularity;
         loop {
             if let Some(idx) = self.first(READY) {
-                return self.fire(idx);
+                if let Some(fired) = self.fire_if_due(idx, now_us) {
+                    return Some(fired);
+                }
+                continue;
             }
             let Some((level, slot, start)) = self.next_slot() else {
                 self.elapsed = self.elapsed.max(now_tick);
@@ -324,9 +352,12 @@ impl TimerWheel {
             if level > 0 {
                 self.cascade(level, slot, list);
             } else if start < now_tick {
-                // A whole tick before now's: every timer in it is due.
+                // A whole tick before now's: every timer in it is due, unless cancelled or set
+                // later since it was linked here.
                 if let Some(idx) = self.first(list) {
-                    return self.fire(idx);
+                    if let Some(fired) = self.fire_if_due(idx, now_us) {
+                        return Some(fired);
+                    }
                 }
             } else {
                 // The current tick: compare deadlines with `now` one by one.
@@ -396,7 +427,40 @@ impl TimerWheel {
     }
 
     fn is_armed(&self, idx: u32) -> bool {
-        self.node(idx).next != NIL
+        self.node(idx).next != NIL && !self.is_ghost(idx)
+    }
+
+    /// The ghost byte of `idx`'s key and `idx`'s bit in it.
+    fn ghost_bit(idx: u32) -> Option<(usize, u8)> {
+        let (key, kind) = Self::key_kind(idx)?;
+        Some((key as usize, 1 << kind.index()))
+    }
+
+    fn is_ghost(&self, idx: u32) -> bool {
+        Self::ghost_bit(idx)
+            .is_some_and(|(k, bit)| self.ghosts.get(k).is_some_and(|g| g & bit != 0))
+    }
+
+    fn mark_ghost(&mut self, idx: u32) {
+        if let Some((k, bit)) = Self::ghost_bit(idx) {
+            if let Some(g) = self.ghosts.get_mut(k) {
+                *g |= bit;
+            }
+        }
+    }
+
+    /// Clears `idx`'s ghost bit; returns whether it was set.
+    fn take_ghost(&mut self, idx: u32) -> bool {
+        let Some((k, bit)) = Self::ghost_bit(idx) else {
+            return false;
+        };
+        match self.ghosts.get_mut(k) {
+            Some(g) if *g & bit != 0 => {
+                *g &= !bit;
+                true
+            }
+            _ => false,
+        }
     }
 
     fn list_is_empty(&self, list: u32) -> bool {
@@ -502,7 +566,9 @@ impl TimerWheel {
         }
         while let Some(idx) = self.first(list) {
             self.unlink(idx);
-            self.insert(idx);
+            if !self.take_ghost(idx) {
+                self.insert(idx);
+            }
         }
     }
 
@@ -512,7 +578,14 @@ impl TimerWheel {
         let mut cur = self.node(list).next;
         while cur != list && cur != NIL {
             let n = self.node(cur);
-            if n.deadline <= now_us {
+            if self.take_ghost(cur) {
+                self.unlink(cur);
+            } else if n.deadline / self.granularity > self.elapsed {
+                // Set later since it was linked here: to the list of its new deadline, so
+                // that this slot's minimum stays the earliest deadline of the wheel.
+                self.unlink(cur);
+                self.insert(cur);
+            } else if n.deadline <= now_us {
                 self.ready_min = if self.list_is_empty(READY) {
                     n.deadline
                 } else {
@@ -530,8 +603,18 @@ impl TimerWheel {
         }
     }
 
-    fn fire(&mut self, idx: u32) -> Option<(u32, TimerKind)> {
+    /// Unlinks `idx` and returns it as expired if it is armed and due at `now_us`; a ghost is
+    /// dropped and a timer set later since it was linked goes to its list (`None` for both).
+    fn fire_if_due(&mut self, idx: u32, now_us: u64) -> Option<(u32, TimerKind)> {
         self.unlink(idx);
+        if self.take_ghost(idx) {
+            return None;
+        }
+        let deadline = self.node(idx).deadline;
+        if deadline > now_us {
+            self.insert(idx);
+            return None;
+        }
         self.len = self.len.saturating_sub(1);
         Self::key_kind(idx)
     }
@@ -546,11 +629,13 @@ impl TimerWheel {
                 let mut cur = self.node(list).next;
                 while cur != list {
                     let n = self.node(cur);
-                    count += 1;
-                    let tick = (n.deadline / self.granularity).max(self.elapsed);
+                    // Ghosts (cancelled, still linked) are not counted in `len`.
+                    count += usize::from(!self.is_ghost(cur));
+                    let deadline = n.deadline;
+                    let tick = (deadline / self.granularity).max(self.elapsed);
                     if level == 0 {
                         assert!(slot >= self.pos(0), "level-0 slot behind elapsed");
-                        assert!(n.deadline >= self.min0[slot], "min0 not a lower bound");
+                        assert!(deadline >= self.min0[slot], "min0 not a lower bound");
                     } else {
                         assert!(
                             slot > self.pos(level),
@@ -564,7 +649,7 @@ impl TimerWheel {
         }
         let mut cur = self.node(READY).next;
         while cur != READY {
-            count += 1;
+            count += usize::from(!self.is_ghost(cur));
             cur = self.node(cur).next;
         }
         assert_eq!(count, self.len);
@@ -607,6 +692,39 @@ mod tests {
         );
         assert!(w.is_empty());
         assert_eq!(w.next_deadline(), None);
+    }
+
+    /// Lazy cancel and lazy later re-arm: a ghost never fires, a revived ghost fires at its
+    /// new deadline only, and a timer pushed later fires then, not at its first deadline.
+    #[test]
+    fn ghosts_and_later_rearm_fire_exactly() {
+        let mut w = TimerWheel::new(Duration::from_micros(1), 4);
+        w.set(0, TimerKind::Rto, ms(5)).unwrap();
+        w.set(1, TimerKind::Rto, ms(5)).unwrap();
+        w.set(2, TimerKind::DelayedAck, ms(5)).unwrap();
+        // 0: cancelled (ghost). 1: cancelled, then revived later. 2: pushed later.
+        w.cancel(0, TimerKind::Rto);
+        w.cancel(1, TimerKind::Rto);
+        w.set(1, TimerKind::Rto, ms(9)).unwrap();
+        w.set(2, TimerKind::DelayedAck, ms(7)).unwrap();
+        assert_eq!(w.len(), 2);
+        assert_eq!(w.deadline(0, TimerKind::Rto), None);
+        assert_eq!(w.deadline(1, TimerKind::Rto), Some(ms(9)));
+        w.check_invariants();
+        assert!(drain(&mut w, ms(6)).is_empty());
+        assert_eq!(drain(&mut w, ms(7)), vec![(2, TimerKind::DelayedAck)]);
+        assert!(drain(&mut w, ms(8)).is_empty());
+        assert_eq!(drain(&mut w, ms(9)), vec![(1, TimerKind::Rto)]);
+        assert!(w.is_empty());
+        assert_eq!(w.next_deadline(), None);
+        w.check_invariants();
+        // Earlier re-arm of a ghost relinks it.
+        w.set(3, TimerKind::Rto, ms(50)).unwrap();
+        w.cancel(3, TimerKind::Rto);
+        w.set(3, TimerKind::Rto, ms(20)).unwrap();
+        assert!(w.next_deadline().unwrap() <= ms(20));
+        assert_eq!(drain(&mut w, ms(20)), vec![(3, TimerKind::Rto)]);
+        assert!(drain(&mut w, ms(60)).is_empty());
     }
 
     #[test]
