@@ -29,7 +29,9 @@
 //! window scaling only) except: buffers ([`Options::buffer`] bytes each way per connection end
 //! for short transactions and idle connections, [`BULK_BUFFER`] for bulk), and tcp-core's
 //! TIME-WAIT ([`TIME_WAIT_MS`], instead of 60 s, so that closed connections leave the table;
-//! smoltcp's client sockets leave TIME-WAIT by being reused) and limits sized to the
+//! smoltcp's client sockets leave TIME-WAIT by being reused), tcp-core's initial and minimum
+//! RTO in short and idle runs ([`RTO_FLOOR_MS`]; smoltcp's concurrency stays far below the
+//! depth where it matters) and limits sized to the
 //! concurrency (connection table of twice the concurrency, as connections still close after
 //! their transaction counted as done; SYN queue and backlog of a port's share; ephemeral ports
 //! 1024..=65535).
@@ -88,6 +90,13 @@ pub const BULK_BUFFER: usize = 256 * 1024;
 
 /// tcp-core's TIME-WAIT in these benchmarks, milliseconds.
 pub const TIME_WAIT_MS: u64 = 1;
+
+/// tcp-core's initial and minimum RTO in the short and idle workloads, milliseconds. In a
+/// closed loop of `concurrency` transactions on one thread a segment waits behind all the
+/// others' for `concurrency / rate` seconds (about 10 s at 1 M), far beyond the default 1 s
+/// initial RTO: the figure would then count retransmissions of segments still queued in
+/// our own pass, on a link that never loses a frame, instead of the stack's work.
+pub const RTO_FLOOR_MS: u64 = 60_000;
 
 /// Most transactions in flight per server port: a quarter of the client's ephemeral ports,
 /// leaving room for connections still closing (FIN-WAIT, TIME-WAIT) after their

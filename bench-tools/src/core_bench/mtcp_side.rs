@@ -4,7 +4,7 @@
 use super::link::{FrameQueue, Link};
 use super::{
     bulk_bytes, check_bulk, check_response, request, response_to, Driver, Gate, IdleProbe,
-    BULK_BUFFER, BULK_CHUNK, MSG_LEN, SERVER_PORT_BASE, TIME_WAIT_MS,
+    BULK_BUFFER, BULK_CHUNK, MSG_LEN, RTO_FLOOR_MS, SERVER_PORT_BASE, TIME_WAIT_MS,
 };
 use core::net::{Ipv4Addr, SocketAddrV4};
 use tcp_core::{
@@ -253,6 +253,9 @@ impl ShortPair {
             send_buffer: buffer,
             recv_buffer: buffer,
             time_wait: Duration::from_millis(TIME_WAIT_MS),
+            min_rto: Duration::from_millis(RTO_FLOOR_MS),
+            initial_rto: Duration::from_millis(RTO_FLOOR_MS),
+            max_rto: Duration::from_millis(2 * RTO_FLOOR_MS),
             ..Default::default()
         };
         let client = endpoint(
