@@ -23,6 +23,12 @@
 //! - `shrink` frees the storage of a buffer that holds no bytes (the connection calls it when
 //!   it goes idle); `allocated` reports the heap bytes a buffer holds.
 //!
+//! - An endpoint may keep freed storage of the smallest size (256 bytes) in a bounded
+//!   [`StoragePool`] and hand it to the next buffer that grows from nothing (the `*_pooled`
+//!   and `*_into` methods): short connections then cost no allocation at all. Pooled storage
+//!   keeps its old bytes; a ring never reads an offset it has not written, so they are never
+//!   seen.
+//!
 //! So a buffer holds at most its capacity in ring storage (plus, for the receiver,
 //! `max_ranges` × 16 bytes of range list), and nothing before its first byte or after
 //! `shrink`. Storage does not shrink by itself while bytes come and go.
@@ -86,6 +92,57 @@ const MIN_STORAGE: usize = 256;
 /// Fewest out-of-order ranges the range list makes room for when it first grows (unless
 /// `max_ranges` is smaller).
 const MIN_RANGES: usize = 4;
+
+// ---------------------------------------------------------------------------------------------
+// StoragePool
+// ---------------------------------------------------------------------------------------------
+
+/// Freed ring storage of the smallest size (256 bytes), kept for reuse, at most `max` of them.
+///
+/// Short connections each grow two rings from nothing and free them a few segments later;
+/// with a pool, after the first ones, that is a `Vec` push and pop instead of an allocation,
+/// a zero fill and a free.
+#[derive(Debug, Default)]
+pub struct StoragePool {
+    free: Vec<Vec<u8>>,
+    max: usize,
+}
+
+impl StoragePool {
+    /// An empty pool that keeps at most `max` storages (`max * 256` bytes).
+    pub fn new(max: usize) -> StoragePool {
+        StoragePool {
+            free: Vec::new(),
+            max,
+        }
+    }
+
+    /// Heap bytes held by pooled storage (not counting the pool's own list).
+    pub fn allocated(&self) -> usize {
+        self.free.len() * MIN_STORAGE
+    }
+
+    /// Storages held.
+    pub fn len(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Whether the pool holds no storage.
+    pub fn is_empty(&self) -> bool {
+        self.free.is_empty()
+    }
+
+    fn take(&mut self) -> Option<Vec<u8>> {
+        self.free.pop()
+    }
+
+    /// Keeps `v` if it is a smallest-size storage and there is room; drops it otherwise.
+    fn give(&mut self, v: Vec<u8>) {
+        if v.len() == MIN_STORAGE && v.capacity() == MIN_STORAGE && self.free.len() < self.max {
+            self.free.push(v);
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Ring helpers
@@ -192,9 +249,11 @@ impl Ring {
     /// of the new storage. The new size is `needed` rounded up to a power of two, at least
     /// [`MIN_STORAGE`] and twice the old size, at most the capacity. Callers check
     /// `needed > size()` first, so the fast path is that one compare.
+    ///
+    /// Smallest-size storage comes from `pool` when it has some.
     #[cold]
     #[inline(never)]
-    fn grow(&mut self, needed: usize, live: usize) {
+    fn grow(&mut self, needed: usize, live: usize, pool: Option<&mut StoragePool>) {
         debug_assert!(self.storage.len() < needed && needed <= self.capacity);
         debug_assert!(live <= self.storage.len());
         let size = needed
@@ -202,6 +261,13 @@ impl Ring {
             .max(MIN_STORAGE)
             .max(2 * self.storage.len())
             .min(self.capacity);
+        if size == MIN_STORAGE && self.storage.is_empty() {
+            if let Some(v) = pool.and_then(StoragePool::take) {
+                self.storage = v;
+                self.head = 0;
+                return;
+            }
+        }
         let mut storage = Vec::with_capacity(size);
         let (a, b) = self.slices(0, live);
         storage.extend_from_slice(a);
@@ -211,9 +277,12 @@ impl Ring {
         self.head = 0;
     }
 
-    /// Frees the storage; only when no byte is held.
-    fn release(&mut self) {
-        self.storage = Vec::new();
+    /// Frees the storage (into `pool` if given and it fits there); only when no byte is held.
+    fn release(&mut self, pool: Option<&mut StoragePool>) {
+        let v = core::mem::take(&mut self.storage);
+        if let Some(pool) = pool {
+            pool.give(v);
+        }
         self.head = 0;
     }
 }
@@ -276,20 +345,36 @@ impl SendBuffer {
     /// going idle: the next write allocates again.
     pub fn shrink(&mut self) {
         if self.len == 0 {
-            self.ring.release();
+            self.ring.release(None);
+        }
+    }
+
+    /// [`shrink`](Self::shrink), keeping the storage in `pool` if it fits there.
+    pub fn shrink_into(&mut self, pool: &mut StoragePool) {
+        if self.len == 0 {
+            self.ring.release(Some(pool));
         }
     }
 
     /// Appends as much of `data` as fits; returns how many bytes were taken (0 when full).
     /// Grows the storage if the bytes do not fit in it (see the module doc).
     pub fn write(&mut self, data: &[u8]) -> usize {
+        self.write_inner(data, None)
+    }
+
+    /// [`write`](Self::write), taking new smallest-size storage from `pool` if it has some.
+    pub fn write_pooled(&mut self, data: &[u8], pool: &mut StoragePool) -> usize {
+        self.write_inner(data, Some(pool))
+    }
+
+    fn write_inner(&mut self, data: &[u8], pool: Option<&mut StoragePool>) -> usize {
         let n = data.len().min(self.free());
         if n == 0 {
             return 0;
         }
         let needed = self.len + n;
         if needed > self.ring.size() {
-            self.ring.grow(needed, self.len);
+            self.ring.grow(needed, self.len, pool);
         }
         self.ring.write(self.len, &data[..n]);
         self.len += n;
@@ -329,7 +414,13 @@ impl SendBuffer {
     /// Drops every byte (connection reset or aborted) and frees the storage.
     pub fn clear(&mut self) {
         self.len = 0;
-        self.ring.release();
+        self.ring.release(None);
+    }
+
+    /// [`clear`](Self::clear), keeping the storage in `pool` if it fits there.
+    pub fn clear_into(&mut self, pool: &mut StoragePool) {
+        self.len = 0;
+        self.ring.release(Some(pool));
     }
 }
 
@@ -473,7 +564,15 @@ impl RecvBuffer {
         self.len = 0;
         self.rcv_nxt = rcv_nxt;
         self.ranges = Vec::new();
-        self.ring.release();
+        self.ring.release(None);
+    }
+
+    /// Drops all data (the connection is gone) and keeps the storage in `pool` if it fits
+    /// there.
+    pub fn clear_into(&mut self, pool: &mut StoragePool) {
+        self.len = 0;
+        self.ranges = Vec::new();
+        self.ring.release(Some(pool));
     }
 
     /// Most bytes the buffer can hold.
@@ -493,7 +592,15 @@ impl RecvBuffer {
     /// insert allocates again.
     pub fn shrink(&mut self) {
         if self.len == 0 && self.ranges.is_empty() {
-            self.ring.release();
+            self.ring.release(None);
+            self.ranges = Vec::new();
+        }
+    }
+
+    /// [`shrink`](Self::shrink), keeping the storage in `pool` if it fits there.
+    pub fn shrink_into(&mut self, pool: &mut StoragePool) {
+        if self.len == 0 && self.ranges.is_empty() {
+            self.ring.release(Some(pool));
             self.ranges = Vec::new();
         }
     }
@@ -565,6 +672,25 @@ impl RecvBuffer {
     /// dropped if it would need more than `max_ranges` of them. Never panics, whatever `seq`
     /// and `data.len()` are.
     pub fn insert(&mut self, seq: SeqNumber, data: &[u8]) -> InsertOutcome {
+        self.insert_inner(seq, data, None)
+    }
+
+    /// [`insert`](Self::insert), taking new smallest-size storage from `pool` if it has some.
+    pub fn insert_pooled(
+        &mut self,
+        seq: SeqNumber,
+        data: &[u8],
+        pool: &mut StoragePool,
+    ) -> InsertOutcome {
+        self.insert_inner(seq, data, Some(pool))
+    }
+
+    fn insert_inner(
+        &mut self,
+        seq: SeqNumber,
+        data: &[u8],
+        pool: Option<&mut StoragePool>,
+    ) -> InsertOutcome {
         if data.is_empty() {
             return InsertOutcome::new(InsertStatus::Empty);
         }
@@ -627,7 +753,7 @@ impl RecvBuffer {
         // already bounds `off + keep`.
         let needed = self.len + off + keep;
         if needed > self.ring.size() {
-            self.ring.grow(needed, self.len + self.ooo_extent());
+            self.ring.grow(needed, self.len + self.ooo_extent(), pool);
         }
         self.ring.write(self.len + off, data);
         out.new_bytes = keep - held;
@@ -984,6 +1110,38 @@ mod tests {
         let mut out = std::vec![0u8; 2000];
         assert_eq!(r.read(&mut out), 1060);
         assert_eq!(&out[..1060], &stream(150, 1060)[..]);
+    }
+
+    #[test]
+    fn storage_pool_reuses_smallest_storage_within_its_bound() {
+        let mut pool = StoragePool::new(1);
+        let mut a = SendBuffer::new(4096);
+        assert_eq!(a.write_pooled(b"hello", &mut pool), 5);
+        assert_eq!(a.allocated(), MIN_STORAGE);
+        a.ack(5);
+        a.shrink_into(&mut pool);
+        assert_eq!((a.allocated(), pool.len()), (0, 1));
+        // The next buffer takes it; its bytes are its own.
+        let mut r = RecvBuffer::new(4096, SeqNumber(100));
+        let out = r.insert_pooled(SeqNumber(100), b"abc", &mut pool);
+        assert_eq!(out.status, InsertStatus::InOrder);
+        assert_eq!((r.allocated(), pool.len()), (MIN_STORAGE, 0));
+        let mut got = [0u8; 8];
+        assert_eq!(r.read(&mut got), 3);
+        assert_eq!(&got[..3], b"abc");
+        // The bound: a second storage is dropped, not kept.
+        let mut b = SendBuffer::new(4096);
+        b.write(b"x");
+        r.clear_into(&mut pool);
+        b.clear_into(&mut pool);
+        assert_eq!(pool.len(), 1);
+        assert_eq!(pool.allocated(), MIN_STORAGE);
+        // Grown storage is not pooled.
+        let mut c = SendBuffer::new(4096);
+        c.write(&[7u8; 1000]);
+        let mut empty = StoragePool::new(4);
+        c.clear_into(&mut empty);
+        assert!(empty.is_empty());
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //! - SACK loss recovery follows RFC 6675 with cwnd = ssthresh during recovery and
 //!   `pipe`; without SACK, NewReno's inflated window (RFC 6582).
 
-use crate::buffer::{RecvBuffer, SendBuffer};
+use crate::buffer::{RecvBuffer, SendBuffer, StoragePool};
 use crate::cc::{AckEvent, CongestionControl, DupAckEvent, NewReno, NewRenoConfig, RtoEvent};
 use crate::config::{Keepalive, TcpConfig};
 use crate::counters::Counters;
@@ -140,6 +140,8 @@ pub(crate) struct Env<'a> {
     pub timers: &'a mut TimerWheel,
     pub counters: &'a mut Counters,
     pub challenge: &'a mut ChallengeLimiter,
+    /// Freed buffer storage for reuse.
+    pub storage: &'a mut StoragePool,
 }
 
 impl Env<'_> {
@@ -1134,7 +1136,7 @@ impl Tcb {
     /// RFC 9293 §3.10.7.4 "seventh": data in ESTABLISHED, FIN-WAIT-1, FIN-WAIT-2.
     fn receive_data(&mut self, seg: &TcpSegment<'_>, env: &mut Env<'_>) {
         let data_seq = seg.seq + u32::from(seg.flags.syn());
-        let out = self.recv.insert(data_seq, seg.payload);
+        let out = self.recv.insert_pooled(data_seq, seg.payload, env.storage);
         use crate::buffer::InsertStatus;
         if out.dropped > 0 {
             env.counters.reassembly_dropped += 1;
@@ -1227,8 +1229,8 @@ impl Tcb {
             return;
         }
         env.set_timer(TimerKind::TimeWait, self.time_wait);
-        self.send.shrink();
-        self.recv.shrink();
+        self.send.shrink_into(env.storage);
+        self.recv.shrink_into(env.storage);
     }
 
     /// Ends the connection: CLOSED, timers off, events for the application.
@@ -1251,7 +1253,7 @@ impl Tcb {
         }
         self.events |= ev::CLOSED;
         if reason != CloseReason::Normal {
-            self.send.clear();
+            self.send.clear_into(env.storage);
         }
         self.flags &= !(f::ACK_NOW | f::SEND_SYN | f::RTX_UNA | f::PROBE | f::KEEPALIVE_PROBE);
     }
@@ -1435,8 +1437,8 @@ impl Tcb {
     // -----------------------------------------------------------------------------------------
 
     /// The application wants to write; returns bytes taken.
-    pub fn write(&mut self, data: &[u8]) -> usize {
-        let n = self.send.write(data);
+    pub fn write(&mut self, data: &[u8], storage: &mut StoragePool) -> usize {
+        let n = self.send.write_pooled(data, storage);
         if n < data.len() {
             self.flags |= f::WANT_WRITABLE;
         }
@@ -1505,13 +1507,17 @@ impl Tcb {
     }
 
     /// Which classes have something to send (bit `1 << class`), computed at once.
-    pub fn wants_mask(&self) -> u8 {
+    ///
+    /// `queued` holds the classes already in a transmit queue: a queued data class is taken
+    /// as ready without planning the segment (it is planned when its turn comes; if nothing
+    /// can go then, the connection is looked at again and a pending ACK goes on its own).
+    pub fn wants_mask(&self, queued: u8) -> u8 {
         let ctl = self.has(f::SEND_SYN) || self.has(f::SEND_RST);
         if self.state == State::Closed {
             return u8::from(ctl);
         }
-        let data =
-            self.state.is_synchronized() && self.state != State::TimeWait && self.data_ready();
+        let data = queued & (1 << TxClass::Data as u8) != 0
+            || self.state.is_synchronized() && self.state != State::TimeWait && self.data_ready();
         let ack = self.has(f::KEEPALIVE_PROBE) || self.has(f::ACK_NOW) && !data;
         u8::from(ctl) | u8::from(ack) << 1 | u8::from(data) << 2
     }
@@ -1541,17 +1547,18 @@ impl Tcb {
         if !self.state.is_synchronized() || self.state == State::Closed {
             return None;
         }
-        let fin_pending =
-            self.has(f::FIN_QUEUED) && self.state_past_fin() && self.state != State::TimeWait;
         // Early out for the common case, nothing at all to send: no forced retransmission or
-        // probe, no unsent data, no unsent FIN, no SACK recovery (which may resend holes).
+        // probe, no unsent data, no FIN queued (or it is out), no SACK recovery (which may
+        // resend holes). Cheapest tests first.
         if self.flags & (f::RTX_UNA | f::PROBE) == 0
             && self.unsent() == 0
-            && !(fin_pending && self.snd_nxt <= self.fin_seq)
+            && (!self.has(f::FIN_QUEUED) || self.snd_nxt > self.fin_seq)
             && !(self.has(f::SACK) && self.cc.in_recovery())
         {
             return None;
         }
+        let fin_pending =
+            self.has(f::FIN_QUEUED) && self.state_past_fin() && self.state != State::TimeWait;
         let smss = self.payload_mss();
         // Forced retransmission of the first unacknowledged segment (fast retransmit, partial
         // ACK, RTO): regardless of cwnd (RFC 5681 §3.2 step 3, RFC 6582 §3.2).

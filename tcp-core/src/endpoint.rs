@@ -66,11 +66,12 @@ use alloc::vec::Vec;
 use core::net::SocketAddrV4;
 
 use crate::arp::{ArpCache, ArpConfig, ArpEvent, Lookup};
+use crate::buffer::StoragePool;
 use crate::config::{ConfigError, EndpointConfig, TcpConfig};
 use crate::conn::{ev, ChallengeLimiter, Env, RstReply, Tcb, TxClass};
 use crate::counters::Counters;
 use crate::flow::{FlowTable, FourTuple};
-use crate::isn::{derive_key, EphemeralPorts, IsnGenerator, SipHasher24, SynCookies};
+use crate::isn::{EphemeralPorts, IsnGenerator, SynCookies};
 use crate::route;
 use crate::seq::SeqNumber;
 use crate::state::{CloseReason, Event, Handle, State};
@@ -90,6 +91,10 @@ pub const CONTROL_QUEUE_CAPACITY: usize = 256;
 
 /// Number of ICMP echo replies whose payloads can wait for `poll_transmit` at once.
 pub const ICMP_POOL_SLOTS: usize = 16;
+
+/// Freed 256-byte buffer storages an endpoint keeps for its next connections (at most
+/// 1 MiB); see [`crate::buffer::StoragePool`].
+pub const STORAGE_POOL_MAX: usize = 4096;
 
 /// Timers expired per `handle_timeout` call at most (STYLE rule 9).
 const MAX_TIMERS_PER_CALL: usize = 1024;
@@ -250,13 +255,13 @@ pub struct Endpoint {
     isn: IsnGenerator,
     ports: EphemeralPorts,
     cookies: SynCookies,
-    /// Key of the per-connection timestamp offsets (RFC 7323 §5.4).
-    ts_key: [u8; 16],
     /// When a SYN cookie was last sent: cookies are only accepted for a while after that.
     last_cookie: Option<Instant>,
     challenge: ChallengeLimiter,
     queue: VecDeque<Control>,
     pool: PayloadPool,
+    /// Freed smallest-size buffer storage, reused by the next connections.
+    storage: StoragePool,
     slots: Vec<Slot>,
     free: Vec<u32>,
     /// Slots in use (connections in any state and listeners).
@@ -304,11 +309,11 @@ impl Endpoint {
             isn: IsnGenerator::new(config.secret),
             ports,
             cookies: SynCookies::new(config.secret),
-            ts_key: derive_key(&config.secret, b"mtcp-rs tcp timestamps"),
             last_cookie: None,
             challenge: ChallengeLimiter::new(config.tcp.challenge_ack_limit),
             queue: VecDeque::with_capacity(CONTROL_QUEUE_CAPACITY),
             pool: PayloadPool::new(ICMP_POOL_SLOTS, echo_payload_max),
+            storage: StoragePool::new(STORAGE_POOL_MAX),
             slots: Vec::new(),
             free: Vec::new(),
             live: 0,

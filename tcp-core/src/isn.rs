@@ -267,23 +267,50 @@ impl IsnGenerator {
         }
     }
 
+    /// The keyed hash of the connection's 4-tuple. Its low half is F() of RFC 6528; its high
+    /// half is the connection's timestamp offset (RFC 7323 §5.4: "a hash of the connection
+    /// ID and a secret"), so one hash serves both and neither reveals the other.
+    fn tuple_hash(&self, local: SocketAddrV4, remote: SocketAddrV4) -> u64 {
+        let mut id = [0u8; 12];
+        id[..4].copy_from_slice(&local.ip().octets());
+        id[4..6].copy_from_slice(&local.port().to_be_bytes());
+        id[6..10].copy_from_slice(&remote.ip().octets());
+        id[10..].copy_from_slice(&remote.port().to_be_bytes());
+        let mut h = SipHasher24::new(&self.key);
+        h.write(&id);
+        h.finish()
+    }
+
     /// The ISN for a connection from `local` to `remote` opened at `now`.
     ///
     /// For one 4-tuple, successive ISNs advance with the 4 µs clock, so they increase (in
     /// sequence space) over any span shorter than 2^31 · 4 µs ≈ 2.4 hours.
     #[must_use]
     pub fn isn(&self, now: Instant, local: SocketAddrV4, remote: SocketAddrV4) -> SeqNumber {
+        self.isn_and_ts_offset(now, local, remote).0
+    }
+
+    /// The connection's timestamp offset: added to our timestamp clock in every TSval it
+    /// sends, so that TSvals do not reveal the clock and do not repeat across 4-tuples.
+    #[must_use]
+    pub fn ts_offset(&self, local: SocketAddrV4, remote: SocketAddrV4) -> u32 {
+        (self.tuple_hash(local, remote) >> 32) as u32
+    }
+
+    /// [`isn`](Self::isn) and [`ts_offset`](Self::ts_offset) from one hash.
+    #[must_use]
+    pub fn isn_and_ts_offset(
+        &self,
+        now: Instant,
+        local: SocketAddrV4,
+        remote: SocketAddrV4,
+    ) -> (SeqNumber, u32) {
         // RFC 6528 §3: "ISN = M + F(localip, localport, remoteip, remoteport, secretkey)
         // where M is the 4 microsecond timer, and F() is a pseudorandom function (PRF) of the
         // connection-id." The timer wraps modulo 2^32 like the sequence space.
         let m = (now.micros() / 4) as u32;
-        let mut h = SipHasher24::new(&self.key);
-        h.write(&local.ip().octets());
-        h.write(&local.port().to_be_bytes());
-        h.write(&remote.ip().octets());
-        h.write(&remote.port().to_be_bytes());
-        let f = h.finish() as u32;
-        SeqNumber(m.wrapping_add(f))
+        let h = self.tuple_hash(local, remote);
+        (SeqNumber(m.wrapping_add(h as u32)), (h >> 32) as u32)
     }
 }
 

@@ -763,7 +763,9 @@ fn parse_ipv4<'a>(
     if payload.len() < total_len {
         return Err(ParseError::Truncated);
     }
-    let packet = Ipv4Packet::new_checked(payload).map_err(|_| ParseError::Malformed)?;
+    // The checks above are those of `new_checked` (version aside, which smoltcp leaves to
+    // its `Repr`); the accessors used below read within `payload[..total_len]`.
+    let packet = Ipv4Packet::new_unchecked(&payload[..total_len]);
     if mode.verify_rx && checksum::fold(checksum::sum(&payload[..header_len], 0)) != 0xffff {
         return Err(ParseError::BadChecksum);
     }
@@ -809,7 +811,8 @@ fn parse_tcp<'a>(
     if body.len() < header_len {
         return Err(ParseError::Truncated);
     }
-    let packet = TcpPacket::new_checked(body).map_err(|_| ParseError::Malformed)?;
+    // The checks above are those of `new_checked`.
+    let packet = TcpPacket::new_unchecked(body);
     if mode.verify_rx
         && checksum::fold(checksum::sum(
             body,
@@ -989,11 +992,13 @@ mod checksum {
 
     /// Folds the accumulator to 16 bits (end-around carry).
     #[inline]
-    pub(super) fn fold(mut acc: u64) -> u16 {
-        while acc >> 16 != 0 {
-            acc = (acc & 0xffff) + (acc >> 16);
-        }
-        acc as u16
+    pub(super) fn fold(acc: u64) -> u16 {
+        // Four fixed steps, no loop: < 2^33, < 2^18, < 2^16 + 3, < 2^16.
+        let x = (acc >> 32) + (acc & 0xffff_ffff);
+        let x = (x >> 16) + (x & 0xffff);
+        let x = (x >> 16) + (x & 0xffff);
+        let x = (x >> 16) + (x & 0xffff);
+        x as u16
     }
 }
 
@@ -1087,21 +1092,16 @@ pub fn emit_tcp_with<F: FnOnce(&mut [u8])>(
     let frame_len = frame.len();
     write_eth_ipv4(frame, hdr, IpProtocol::Tcp, ip_len, mode);
 
-    let mut tcp = TcpPacket::new_unchecked(&mut frame[ETHERNET_HEADER_LEN + IPV4_HEADER_LEN..]);
+    let l4 = &mut frame[ETHERNET_HEADER_LEN + IPV4_HEADER_LEN..];
+    // Data offset (reserved bits zero) and the flags byte, which `TcpFlags` holds as on the
+    // wire: two byte stores instead of ten read-modify-writes of smoltcp's bit setters.
+    l4[12] = ((header_len / 4) as u8) << 4;
+    l4[13] = seg.flags.0;
+    let mut tcp = TcpPacket::new_unchecked(l4);
     tcp.set_src_port(seg.src_port);
     tcp.set_dst_port(seg.dst_port);
     tcp.set_seq_number(TcpSeqNumber(seg.seq.0 as i32));
     tcp.set_ack_number(TcpSeqNumber(seg.ack.0 as i32));
-    tcp.clear_flags();
-    tcp.set_header_len(header_len as u8);
-    tcp.set_fin(seg.flags.contains(TcpFlags::FIN));
-    tcp.set_syn(seg.flags.contains(TcpFlags::SYN));
-    tcp.set_rst(seg.flags.contains(TcpFlags::RST));
-    tcp.set_psh(seg.flags.contains(TcpFlags::PSH));
-    tcp.set_ack(seg.flags.contains(TcpFlags::ACK));
-    tcp.set_urg(seg.flags.contains(TcpFlags::URG));
-    tcp.set_ece(seg.flags.contains(TcpFlags::ECE));
-    tcp.set_cwr(seg.flags.contains(TcpFlags::CWR));
     tcp.set_window_len(seg.window);
     tcp.set_urgent_at(seg.urgent);
     write_options(tcp.options_mut(), &seg.options);

@@ -46,10 +46,12 @@ impl Endpoint {
         if matches!(s.body, Body::Free) {
             return;
         }
-        if let Body::Conn(tcb) = &s.body {
+        if let Body::Conn(tcb) = &mut s.body {
             if self.flows.get(&tcb.tuple) == Some(slot) {
                 self.flows.remove(&tcb.tuple);
             }
+            tcb.send.clear_into(&mut self.storage);
+            tcb.recv.clear_into(&mut self.storage);
         }
         s.body = Body::Free;
         s.generation = s.generation.wrapping_add(1);
@@ -77,6 +79,7 @@ impl Endpoint {
             counters,
             challenge,
             config,
+            storage,
             ..
         } = self;
         let Body::Conn(tcb) = &mut slots.get_mut(slot as usize)?.body else {
@@ -88,6 +91,7 @@ impl Endpoint {
             timers,
             counters,
             challenge,
+            storage,
         };
         Some((tcb, env, &config.tcp))
     }
@@ -104,6 +108,7 @@ impl Endpoint {
             ev_q,
             tx_q,
             now,
+            storage,
             ..
         } = self;
         let Some(Slot {
@@ -121,6 +126,7 @@ impl Endpoint {
                 timers,
                 counters,
                 challenge,
+                storage,
             };
             tcb.maintain(&mut env);
         }
@@ -140,7 +146,7 @@ impl Endpoint {
                 tcb.queued |= EV_QUEUED;
                 ev_q.push_back((slot, generation));
             }
-            let new = tcb.wants_mask() & !tcb.queued & 0b111;
+            let new = tcb.wants_mask(tcb.queued) & !tcb.queued & 0b111;
             if new != 0 {
                 tcb.queued |= new;
                 for (class, q) in tx_q.iter_mut().enumerate() {
@@ -232,7 +238,7 @@ impl Endpoint {
             tcb.queued |= EV_QUEUED;
             self.ev_q.push_back((slot, generation));
         }
-        let wants = tcb.wants_mask();
+        let wants = tcb.wants_mask(tcb.queued);
         let new = wants & !tcb.queued & 0b111;
         if new != 0 {
             tcb.queued |= new;
@@ -386,8 +392,7 @@ impl Endpoint {
         }
         let local = SocketAddrV4::new(tuple.local_addr, tuple.local_port);
         let remote = SocketAddrV4::new(tuple.remote_addr, tuple.remote_port);
-        let iss = self.isn.isn(now, local, remote);
-        let ts_offset = self.ts_offset(&tuple);
+        let (iss, ts_offset) = self.isn.isn_and_ts_offset(now, local, remote);
         let Some(slot) = self.alloc_slot(Body::Free) else {
             return;
         };
@@ -422,12 +427,10 @@ impl Endpoint {
 
     /// RFC 7323 §5.4: a per-connection offset for our timestamp clock.
     fn ts_offset(&self, t: &FourTuple) -> u32 {
-        let mut h = SipHasher24::new(&self.ts_key);
-        h.write(&t.local_addr.octets());
-        h.write(&t.local_port.to_be_bytes());
-        h.write(&t.remote_addr.octets());
-        h.write(&t.remote_port.to_be_bytes());
-        h.finish() as u32
+        self.isn.ts_offset(
+            SocketAddrV4::new(t.local_addr, t.local_port),
+            SocketAddrV4::new(t.remote_addr, t.remote_port),
+        )
     }
 
     /// A stateless SYN-ACK whose ISN is a SYN cookie (the SYN queue is full).
@@ -759,8 +762,9 @@ impl Endpoint {
             remote_addr: *remote.ip(),
             remote_port: remote.port(),
         };
-        let iss = self.isn.isn(now, SocketAddrV4::new(local_ip, port), remote);
-        let ts_offset = self.ts_offset(&tuple);
+        let (iss, ts_offset) =
+            self.isn
+                .isn_and_ts_offset(now, SocketAddrV4::new(local_ip, port), remote);
         let slot = self
             .alloc_slot(Body::Free)
             .ok_or(SocketError::TooManyConnections)?;
@@ -789,7 +793,11 @@ impl Endpoint {
         if data.is_empty() {
             return Ok(0);
         }
-        let n = tcb.write(data);
+        let storage = &mut self.storage;
+        let n = match self.slots.get_mut(h.slot as usize).map(|s| &mut s.body) {
+            Some(Body::Conn(tcb)) => tcb.write(data, storage),
+            _ => return Err(SocketError::BadHandle),
+        };
         if n == 0 {
             return Err(SocketError::WouldBlock);
         }
@@ -1030,7 +1038,7 @@ impl Endpoint {
                 _ => 0,
             })
             .sum();
-        table + buffers
+        table + buffers + self.storage.allocated()
     }
 }
 
