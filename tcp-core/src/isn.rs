@@ -347,6 +347,9 @@ pub struct EphemeralPorts {
     last: u16,
     /// RFC 6056's `next_ephemeral`.
     next: u32,
+    /// The last destination and its offset: a client connecting again and again to one
+    /// server hashes once.
+    last_offset: Option<(Ipv4Addr, SocketAddrV4, u32)>,
 }
 
 impl fmt::Debug for EphemeralPorts {
@@ -384,6 +387,7 @@ impl EphemeralPorts {
             last: *range.end(),
             // RFC 6056 §3.3.3: "next_ephemeral = 0;" at initialization ("Could be random").
             next: 0,
+            last_offset: None,
         }
     }
 
@@ -419,11 +423,20 @@ impl EphemeralPorts {
         // RFC 6056 §3.3.3: "num_ephemeral = max_ephemeral - min_ephemeral + 1;"
         let num = u32::from(self.last - self.first) + 1;
         // RFC 6056 §3.3.3: "offset = F(local_IP, remote_IP, remote_port, secret_key);"
-        let mut h = SipHasher24::new(&self.key);
-        h.write(&local_ip.octets());
-        h.write(&remote.ip().octets());
-        h.write(&remote.port().to_be_bytes());
-        let offset = h.finish() as u32;
+        let offset = match self.last_offset {
+            Some((ip, r, offset)) if ip == local_ip && r == remote => offset,
+            _ => {
+                let mut id = [0u8; 10];
+                id[..4].copy_from_slice(&local_ip.octets());
+                id[4..8].copy_from_slice(&remote.ip().octets());
+                id[8..].copy_from_slice(&remote.port().to_be_bytes());
+                let mut h = SipHasher24::new(&self.key);
+                h.write(&id);
+                let offset = h.finish() as u32;
+                self.last_offset = Some((local_ip, remote, offset));
+                offset
+            }
+        };
         // RFC 6056 §3.3.3: "count = num_ephemeral;" ... "while (count > 0)"
         for _ in 0..num {
             // RFC 6056 §3.3.3: "port = min_ephemeral + (next_ephemeral + offset)

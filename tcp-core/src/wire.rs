@@ -488,6 +488,20 @@ fn parse_options(mut opts: &[u8]) -> Result<TcpOptions, ParseError> {
         ));
         return Ok(o);
     }
+    // Fast path: the SYN and SYN-ACK layout of Linux (and ours) with every option on:
+    // MSS, SACK-permitted, TS, NOP, window scale.
+    if let [OPT_MSS, 4, m0, m1, OPT_SACKPERM, 2, OPT_TS, 10, v0, v1, v2, v3, e0, e1, e2, e3, OPT_NOP, OPT_WS, 3, ws] =
+        *opts
+    {
+        o.mss = Some(u16::from_be_bytes([m0, m1]));
+        o.sack_permitted = true;
+        o.timestamp = Some((
+            u32::from_be_bytes([v0, v1, v2, v3]),
+            u32::from_be_bytes([e0, e1, e2, e3]),
+        ));
+        o.wscale = Some(ws);
+        return Ok(o);
+    }
     while !opts.is_empty() {
         let (rest, option) = TcpOption::parse(opts).map_err(|_| ParseError::Malformed)?;
         // `rest` is a suffix of `opts`; `raw` is this option's bytes.
@@ -1368,6 +1382,26 @@ mod tests {
         let n = emit_tcp(&mut buf, &h, &linux_syn_out(), &[], ChecksumMode::SOFTWARE).unwrap();
         assert_eq!(&buf[..n], &hex(LINUX_SYN)[..]);
         assert_eq!(tcp_header_len(&linux_syn_options()), 40);
+    }
+
+    /// The two fast paths of `parse_options` (data TS layout, Linux SYN layout) agree with
+    /// the general walk, which the same options padded with NOPs take.
+    #[test]
+    fn option_fast_paths_agree_with_the_walk() {
+        let syn: [u8; 20] = [
+            2, 4, 0x05, 0xb4, 4, 2, 8, 10, 1, 2, 3, 4, 5, 6, 7, 8, 1, 3, 3, 14,
+        ];
+        let ts: [u8; 12] = [1, 1, 8, 10, 9, 9, 9, 9, 0, 0, 0, 1];
+        for fast in [&syn[..], &ts[..]] {
+            let mut padded = fast.to_vec();
+            padded.extend_from_slice(&[1, 1, 1, 1]);
+            assert_eq!(parse_options(fast), parse_options(&padded));
+        }
+        let o = parse_options(&syn).unwrap();
+        assert_eq!(o.mss, Some(1460));
+        assert_eq!(o.wscale, Some(14));
+        assert!(o.sack_permitted);
+        assert_eq!(o.timestamp, Some((0x0102_0304, 0x0506_0708)));
     }
 
     #[test]
