@@ -1512,12 +1512,21 @@ impl Tcb {
     /// as ready without planning the segment (it is planned when its turn comes; if nothing
     /// can go then, the connection is looked at again and a pending ACK goes on its own).
     pub fn wants_mask(&self, queued: u8) -> u8 {
+        self.wants_given(self.data_may_go(queued))
+    }
+
+    /// Whether a data segment may go (see [`wants_mask`](Self::wants_mask) for `queued`).
+    pub fn data_may_go(&self, queued: u8) -> bool {
+        queued & (1 << TxClass::Data as u8) != 0
+            || self.state.is_synchronized() && self.state != State::TimeWait && self.data_ready()
+    }
+
+    /// [`wants_mask`](Self::wants_mask) with the data class's readiness already known.
+    pub fn wants_given(&self, data: bool) -> u8 {
         let ctl = self.has(f::SEND_SYN) || self.has(f::SEND_RST);
         if self.state == State::Closed {
             return u8::from(ctl);
         }
-        let data = queued & (1 << TxClass::Data as u8) != 0
-            || self.state.is_synchronized() && self.state != State::TimeWait && self.data_ready();
         let ack = self.has(f::KEEPALIVE_PROBE) || self.has(f::ACK_NOW) && !data;
         u8::from(ctl) | u8::from(ack) << 1 | u8::from(data) << 2
     }
@@ -1801,14 +1810,16 @@ impl Tcb {
     /// The same timer serves as the sender SWS override timer (RFC 9293 §3.8.6.2.1 (4)): if
     /// the window is open but too small to send by the SWS rules, with nothing in flight,
     /// the data goes anyway when it expires.
-    pub fn maintain(&mut self, env: &mut Env<'_>) {
+    ///
+    /// `data_may_go` is [`data_may_go`](Self::data_may_go) of now.
+    pub fn maintain(&mut self, data_may_go: bool, env: &mut Env<'_>) {
         if self.state.is_synchronized()
             && self.state != State::TimeWait
+            && (self.snd_wnd == 0 || !data_may_go)
             && self.unsent() > 0
             && self.snd_nxt == self.snd_una
             && !env.is_armed(TimerKind::Persist)
             && !env.is_armed(TimerKind::Rto)
-            && (self.snd_wnd == 0 || !self.data_ready())
         {
             let rto = self.rtt.rto();
             env.set_timer(TimerKind::Persist, rto);

@@ -119,6 +119,8 @@ impl Endpoint {
             return;
         };
         let generation = *generation;
+        // Planned once for both the persist check and the transmit queues.
+        let data = tcb.data_may_go(tcb.queued);
         if tcb.needs_maintenance() {
             let mut env = Env {
                 now: *now,
@@ -128,7 +130,7 @@ impl Endpoint {
                 challenge,
                 storage,
             };
-            tcb.maintain(&mut env);
+            tcb.maintain(data, &mut env);
         }
         let slow = (tcb.embryonic && tcb.state != State::SynReceived) || tcb.state == State::Closed;
         if !slow {
@@ -146,7 +148,7 @@ impl Endpoint {
                 tcb.queued |= EV_QUEUED;
                 ev_q.push_back((slot, generation));
             }
-            let new = tcb.wants_mask(tcb.queued) & !tcb.queued & 0b111;
+            let new = tcb.wants_given(data) & !tcb.queued & 0b111;
             if new != 0 {
                 tcb.queued |= new;
                 for (class, q) in tx_q.iter_mut().enumerate() {
