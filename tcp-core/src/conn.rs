@@ -1547,8 +1547,20 @@ impl Tcb {
     }
 
     /// Whether a data/FIN segment may go out now (window, cwnd, Nagle).
+    #[inline]
     fn data_ready(&self) -> bool {
-        self.plan_data().is_some()
+        !self.nothing_to_send() && self.plan_data().is_some()
+    }
+
+    /// The common case, tested inline before planning: no forced retransmission or probe,
+    /// no unsent data, no FIN queued (or it is out), no SACK recovery (which may resend
+    /// holes).
+    #[inline]
+    fn nothing_to_send(&self) -> bool {
+        self.flags & (f::RTX_UNA | f::PROBE) == 0
+            && self.unsent() == 0
+            && (!self.has(f::FIN_QUEUED) || self.snd_nxt > self.fin_seq)
+            && !(self.has(f::SACK) && self.cc.in_recovery())
     }
 
     /// The next data segment.
@@ -1556,14 +1568,7 @@ impl Tcb {
         if !self.state.is_synchronized() || self.state == State::Closed {
             return None;
         }
-        // Early out for the common case, nothing at all to send: no forced retransmission or
-        // probe, no unsent data, no FIN queued (or it is out), no SACK recovery (which may
-        // resend holes). Cheapest tests first.
-        if self.flags & (f::RTX_UNA | f::PROBE) == 0
-            && self.unsent() == 0
-            && (!self.has(f::FIN_QUEUED) || self.snd_nxt > self.fin_seq)
-            && !(self.has(f::SACK) && self.cc.in_recovery())
-        {
+        if self.nothing_to_send() {
             return None;
         }
         let fin_pending =

@@ -649,13 +649,17 @@ impl Endpoint {
         let iface = &self.config.iface;
         let subnet_broadcast = |a: Ipv4Address| {
             iface.prefix_len < 31
-                && route::in_subnet(a, iface.addr, iface.prefix_len)
-                && u32::from(a) & (u32::MAX >> iface.prefix_len) == u32::MAX >> iface.prefix_len
+                && u32::from(a) == u32::from(iface.addr) | (u32::MAX >> iface.prefix_len)
         };
         let bad_ip = |a: Ipv4Address| {
             a.is_unspecified() || a.is_broadcast() || a.is_multicast() || subnet_broadcast(a)
         };
-        eth.src.is_unicast() && eth.dst == self.local.mac && !bad_ip(ip.src) && !bad_ip(ip.dst)
+        // The destination was checked against our (unicast) address by the parser already
+        // when it is ours; compare it again, which is cheaper than classifying it.
+        eth.src.is_unicast()
+            && eth.dst == self.local.mac
+            && (ip.dst == self.local.ip || !bad_ip(ip.dst))
+            && !bad_ip(ip.src)
     }
 
     /// Write `control` into `buf`; `None` if it does not fit.
