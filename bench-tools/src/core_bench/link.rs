@@ -186,6 +186,14 @@ pub struct SmolRx<'a>(&'a mut FrameQueue);
 #[derive(Debug)]
 pub struct SmolTx<'a>(&'a mut FrameQueue);
 
+impl SmolPort<'_> {
+    /// Whether `transmit` would still give a token: after an egress loop, that it ended for
+    /// lack of frames to send rather than for lack of room.
+    pub fn has_room(&self) -> bool {
+        self.tx.len() < self.tx_limit
+    }
+}
+
 impl phy::Device for SmolPort<'_> {
     type RxToken<'b>
         = SmolRx<'b>

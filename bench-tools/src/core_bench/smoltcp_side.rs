@@ -75,6 +75,8 @@ struct Wire {
     link: Link,
     client: Side,
     server: Side,
+    /// Passes whose client egress ended for lack of work (not because the link was full).
+    client_drained: u64,
 }
 
 impl Wire {
@@ -85,6 +87,7 @@ impl Wire {
             link,
             client,
             server,
+            client_drained: 0,
         }
     }
 
@@ -114,6 +117,9 @@ impl Wire {
         let c = &mut self.client;
         let mut port = self.link.port_a();
         while c.iface.poll_egress(now, &mut port, &mut c.sockets) != PollResult::None {}
+        if port.has_room() {
+            self.client_drained += 1;
+        }
         let s = &mut self.server;
         let mut port = self.link.port_b();
         while s.iface.poll_egress(now, &mut port, &mut s.sockets) != PollResult::None {}
@@ -151,6 +157,11 @@ enum ClientPhase {
     Active,
     /// Closed by us; waiting for TIME-WAIT or CLOSED.
     Closing,
+    /// In TIME-WAIT or CLOSED, seen while `Wire::client_drained` was `drain_mark`: reusable
+    /// once a later client egress drained, which sent the last ACK. (Reused earlier, the
+    /// socket would drop that ACK, leave the server's socket in LAST-ACK, and meet it again
+    /// when the 4-tuple comes back: a RST for the new SYN.)
+    Draining,
     /// Done without closing (idle measurement).
     Idle,
 }
@@ -174,6 +185,7 @@ struct ClientSock {
     sent: bool,
     got: u8,
     phase: Option<ClientPhase>,
+    drain_mark: u64,
     resp: [u8; MSG_LEN],
 }
 
@@ -196,6 +208,7 @@ impl Default for ClientSock {
             sent: false,
             got: 0,
             phase: None,
+            drain_mark: 0,
             resp: [0; MSG_LEN],
         }
     }
@@ -331,6 +344,14 @@ impl ShortPair {
             let s = self.wire.client.socket(c.h);
             if phase == ClientPhase::Closing {
                 if !s.is_open() {
+                    c.phase = Some(ClientPhase::Draining);
+                    c.drain_mark = self.wire.client_drained;
+                    acted = true;
+                }
+                continue;
+            }
+            if phase == ClientPhase::Draining {
+                if self.wire.client_drained > c.drain_mark {
                     c.phase = Some(ClientPhase::Free);
                     self.ports.release(c.port as usize, c.local_port);
                     self.free[c.port as usize].push(i);
