@@ -945,42 +945,30 @@ mod checksum {
     use super::Ipv4Address;
 
     /// One's-complement sum of `data` (big-endian 16-bit words, an odd last byte padded with
-    /// zero) added to `acc`, not yet folded.
+    /// zero) added to `acc`, not yet folded. `data` must be shorter than 4 GiB (frames are).
     ///
-    /// The bulk is summed as native-endian 64-bit words with end-around carry, two
-    /// accumulators for instruction-level parallelism, and swapped to network order once at
-    /// the end (RFC 1071 §2 (B): the sum is byte-order independent up to that swap).
+    /// The bulk is summed as native-endian 32-bit words into eight 64-bit lanes: a plain sum
+    /// with no carry to propagate (each word adds less than 2^32, so a lane cannot overflow
+    /// below 2^32 words), which the compiler vectorizes, folded at the end and swapped to
+    /// network order once (RFC 1071 §2 (B) byte order independence, (C) parallel summation).
     #[inline]
     pub(super) fn sum(data: &[u8], acc: u64) -> u64 {
-        let (mut a, mut b) = (0u64, 0u64);
-        let mut blocks = data.chunks_exact(16);
+        let mut lanes = [0u64; 8];
+        let mut blocks = data.chunks_exact(32);
         for blk in &mut blocks {
-            let (x, y) = blk.split_at(8);
-            let x = u64::from_ne_bytes([x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]]);
-            let y = u64::from_ne_bytes([y[0], y[1], y[2], y[3], y[4], y[5], y[6], y[7]]);
-            let (s, c) = a.overflowing_add(x);
-            a = s + u64::from(c);
-            let (s, c) = b.overflowing_add(y);
-            b = s + u64::from(c);
+            for (lane, w) in lanes.iter_mut().zip(blk.chunks_exact(4)) {
+                *lane += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
+            }
         }
-        let (s, c) = a.overflowing_add(b);
-        let native = s + u64::from(c);
+        let mut native: u64 = lanes.iter().sum();
+        let mut words = blocks.remainder().chunks_exact(4);
+        for w in &mut words {
+            native += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
+        }
         // Fold the native sum to 16 bits, then put it in network byte order.
-        let folded = fold(u64::from(fold32(native)));
-        let mut acc = acc + u64::from(u16::from_be(folded));
-        // The tail (under 16 bytes) in network order, as before.
-        let mut rest = blocks.remainder();
-        if rest.len() >= 8 {
-            let w = u64::from_be_bytes([
-                rest[0], rest[1], rest[2], rest[3], rest[4], rest[5], rest[6], rest[7],
-            ]);
-            acc += (w >> 32) + (w & 0xffff_ffff);
-            rest = &rest[8..];
-        }
-        if rest.len() >= 4 {
-            acc += u64::from(u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]));
-            rest = &rest[4..];
-        }
+        let mut acc = acc + u64::from(u16::from_be(fold(native)));
+        // The tail (under 4 bytes, at an even offset) in network order.
+        let mut rest = words.remainder();
         if rest.len() >= 2 {
             acc += u64::from(u16::from_be_bytes([rest[0], rest[1]]));
             rest = &rest[2..];
@@ -989,13 +977,6 @@ mod checksum {
             acc += u64::from(b) << 8;
         }
         acc
-    }
-
-    /// Folds a 64-bit one's-complement sum to 32 bits without losing carries.
-    #[inline]
-    fn fold32(x: u64) -> u32 {
-        let (s, c) = ((x >> 32) as u32).overflowing_add(x as u32);
-        s.wrapping_add(u32::from(c))
     }
 
     /// The TCP pseudo-header's sum (RFC 9293 §3.1): addresses, protocol 6, TCP length.
@@ -2049,6 +2030,23 @@ mod tests {
             expected.options = seg.options.trimmed();
             prop_assert_eq!(out_of(&got), expected);
             prop_assert_eq!(got.payload, &payload[..]);
+        }
+    }
+
+    /// Extremes of the lane sum: all-ones words (the largest partial sums), empty input.
+    #[test]
+    fn checksum_extremes() {
+        for len in [0usize, 1, 2, 3, 4, 31, 32, 33, 1500, 9000] {
+            let data = vec![0xffu8; len];
+            let mut reference = 0u64;
+            for pair in data.chunks(2) {
+                reference += (u64::from(pair[0]) << 8) | pair.get(1).map_or(0, |&b| u64::from(b));
+            }
+            assert_eq!(
+                checksum::fold(checksum::sum(&data, u64::from(u32::MAX))),
+                checksum::fold(reference + u64::from(u32::MAX)),
+                "{len} bytes"
+            );
         }
     }
 
