@@ -58,6 +58,10 @@
 //! `cpu_us_per_tx` is the thread CPU time of the whole loop (both stacks, both applications,
 //! the link) divided by completed transactions; `tx_per_s` is transactions per wall second.
 //! Each figure is the window with the median CPU per transaction (bulk: median Gbit/s).
+//! When both stacks run a workload, both are set up and warmed first, then their windows
+//! alternate (tcp-core, smoltcp, tcp-core, …; the stack not running has its clock stopped),
+//! so that the drift of a shared host's speed over seconds reaches both figures alike
+//! instead of their ratio.
 //! smoltcp looks through every socket for every frame, so beyond
 //! [`Options::smoltcp_max`] concurrent connections it is skipped (a note is printed, its
 //! record has null figures).
@@ -370,6 +374,9 @@ struct Runner {
     last_done: u64,
     last_progress: Instant,
     dead_passes: u32,
+    /// Set while another stack's window runs: the time until `resume` does not pass for
+    /// this driver (its clock and stall detection skip it).
+    paused_at: Option<Instant>,
 }
 
 impl Runner {
@@ -380,6 +387,21 @@ impl Runner {
             last_done: 0,
             last_progress: now,
             dead_passes: 0,
+            paused_at: None,
+        }
+    }
+
+    /// Stops this driver's clock (see `paused_at`).
+    fn pause(&mut self) {
+        self.paused_at.get_or_insert_with(Instant::now);
+    }
+
+    /// Restarts this driver's clock where `pause` stopped it.
+    fn resume(&mut self) {
+        if let Some(at) = self.paused_at.take() {
+            let gap = at.elapsed();
+            self.origin += gap;
+            self.last_progress += gap;
         }
     }
 
@@ -438,6 +460,46 @@ struct Window {
     cpu: Duration,
 }
 
+/// Warm-up: passes until `warmup_units` are done and at least `seconds / 5` (at most 0.2 s)
+/// has passed.
+fn warm_up(
+    r: &mut Runner,
+    d: &mut impl Driver,
+    warmup_units: u64,
+    seconds: f64,
+) -> Result<(), String> {
+    let start = Instant::now();
+    let warm = Duration::from_secs_f64((seconds / 5.0).min(0.2));
+    loop {
+        let now = r.pass(d)?;
+        if d.done() >= warmup_units && now.duration_since(start) >= warm {
+            return Ok(());
+        }
+    }
+}
+
+/// One window of at least `seconds` and `min_units`.
+fn window(
+    r: &mut Runner,
+    d: &mut impl Driver,
+    min_units: u64,
+    seconds: f64,
+) -> Result<Window, String> {
+    let span = Duration::from_secs_f64(seconds);
+    let (u0, c0, t0) = (d.done(), thread_cpu(), Instant::now());
+    loop {
+        let now = r.pass(d)?;
+        if d.done() - u0 >= min_units && now.duration_since(t0) >= span {
+            break;
+        }
+    }
+    Ok(Window {
+        units: d.done() - u0,
+        wall: t0.elapsed(),
+        cpu: thread_cpu() - c0,
+    })
+}
+
 /// Warm-up (`warmup_units` and 0.2 s), then `runs` windows of at least `seconds` and
 /// `min_units` each.
 fn measure(
@@ -448,31 +510,44 @@ fn measure(
     runs: usize,
 ) -> Result<Vec<Window>, String> {
     let mut r = Runner::new();
-    let start = Instant::now();
-    let warm = Duration::from_secs_f64((seconds / 5.0).min(0.2));
-    loop {
-        let now = r.pass(d)?;
-        if d.done() >= warmup_units && now.duration_since(start) >= warm {
-            break;
-        }
+    warm_up(&mut r, d, warmup_units, seconds)?;
+    (0..runs.max(1))
+        .map(|_| window(&mut r, d, min_units, seconds))
+        .collect()
+}
+
+/// [`measure`] for two stacks at once, their windows alternating (a, b, a, b, …) so that
+/// both see the same machine: on a shared host the speed of a core drifts over seconds,
+/// and measuring one stack after the other would put that drift into their ratio. The
+/// stack not running is paused (its clock stops). `units` is `warmup_units` and
+/// `min_units` of [`measure`] for both; errors name the stack.
+fn measure_interleaved(
+    (a, a_name): (&mut impl Driver, &str),
+    (b, b_name): (&mut impl Driver, &str),
+    units: u64,
+    seconds: f64,
+    runs: usize,
+) -> Result<(Vec<Window>, Vec<Window>), String> {
+    let (mut ra, mut rb) = (Runner::new(), Runner::new());
+    fn tag(name: &str) -> impl Fn(String) -> String + '_ {
+        move |e| format!("{name}: {e}")
     }
-    let span = Duration::from_secs_f64(seconds);
-    let mut out = Vec::with_capacity(runs);
+    rb.pause();
+    warm_up(&mut ra, a, units, seconds).map_err(tag(a_name))?;
+    ra.pause();
+    rb.resume();
+    warm_up(&mut rb, b, units, seconds).map_err(tag(b_name))?;
+    rb.pause();
+    let (mut wa, mut wb) = (Vec::new(), Vec::new());
     for _ in 0..runs.max(1) {
-        let (u0, c0, t0) = (d.done(), thread_cpu(), Instant::now());
-        loop {
-            let now = r.pass(d)?;
-            if d.done() - u0 >= min_units && now.duration_since(t0) >= span {
-                break;
-            }
-        }
-        out.push(Window {
-            units: d.done() - u0,
-            wall: t0.elapsed(),
-            cpu: thread_cpu() - c0,
-        });
+        ra.resume();
+        wa.push(window(&mut ra, a, units, seconds).map_err(tag(a_name))?);
+        ra.pause();
+        rb.resume();
+        wb.push(window(&mut rb, b, units, seconds).map_err(tag(b_name))?);
+        rb.pause();
     }
-    Ok(out)
+    Ok((wa, wb))
 }
 
 /// The short-workload record of the window with the median CPU per transaction.
@@ -631,38 +706,26 @@ pub fn run(opts: &Options) -> Result<Vec<Record>, String> {
     if opts.short && !levels.is_empty() {
         print_short_header();
         for &c in &levels {
-            let mtcp = if opts.mtcp {
-                match memory_check(c, idle_mtcp) {
-                    Ok(()) => {
-                        let mut d = mtcp_side::ShortPair::new(c, opts.buffer)?;
-                        let w = measure(&mut d, c as u64, c as u64, opts.seconds, opts.runs)
-                            .map_err(|e| format!("{MTCP} short at {c}: {e}"))?;
-                        d.warn_on_anomalies();
-                        drop(d);
-                        Some(short_record(MTCP, c, &w))
-                    }
-                    Err(note) => {
-                        println!("note: {MTCP} at {c} skipped: {note}");
-                        None
-                    }
-                }
+            let mtcp_fits = opts.mtcp && memory_check(c, idle_mtcp).is_ok();
+            let smol_runs = opts.smoltcp && c <= opts.smoltcp_max;
+            let (mtcp, smol) = if mtcp_fits && smol_runs {
+                let mut m = mtcp_side::ShortPair::new(c, opts.buffer)?;
+                let mut sm = smoltcp_side::ShortPair::new(c, opts.buffer)?;
+                let (wm, ws) = measure_interleaved(
+                    (&mut m, MTCP),
+                    (&mut sm, SMOLTCP),
+                    c as u64,
+                    opts.seconds,
+                    opts.runs,
+                )
+                .map_err(|e| format!("short at {c}: {e}"))?;
+                m.warn_on_anomalies();
+                (
+                    Some(short_record(MTCP, c, &wm)),
+                    Some(short_record(SMOLTCP, c, &ws)),
+                )
             } else {
-                None
-            };
-            let smol = if opts.smoltcp && c <= opts.smoltcp_max {
-                let mut d = smoltcp_side::ShortPair::new(c, opts.buffer)?;
-                let w = measure(&mut d, c as u64, c as u64, opts.seconds, opts.runs)
-                    .map_err(|e| format!("{SMOLTCP} short at {c}: {e}"))?;
-                drop(d);
-                Some(short_record(SMOLTCP, c, &w))
-            } else {
-                if opts.smoltcp {
-                    println!(
-                        "note: {SMOLTCP} at {c} skipped: it scans every socket per frame \
-                         (raise --smoltcp-max to run it)"
-                    );
-                }
-                None
+                short_alone(c, opts, idle_mtcp)?
             };
             print_short_row(c, mtcp.as_ref(), smol.as_ref());
             if opts.mtcp {
@@ -687,28 +750,96 @@ pub fn run(opts: &Options) -> Result<Vec<Record>, String> {
     }
 
     if opts.bulk {
-        let mtcp = if opts.mtcp {
-            let mut d = mtcp_side::BulkPair::new()?;
-            let w = measure(&mut d, 1, 1, opts.seconds, opts.runs)
-                .map_err(|e| format!("{MTCP} bulk: {e}"))?;
-            d.warn_on_anomalies();
-            Some(bulk_record(MTCP, &w))
+        let (mtcp, smol) = if opts.mtcp && opts.smoltcp {
+            let mut m = mtcp_side::BulkPair::new()?;
+            let mut sm = smoltcp_side::BulkPair::new()?;
+            let (wm, ws) = measure_interleaved(
+                (&mut m, MTCP),
+                (&mut sm, SMOLTCP),
+                1,
+                opts.seconds,
+                opts.runs,
+            )
+            .map_err(|e| format!("bulk: {e}"))?;
+            m.warn_on_anomalies();
+            (
+                Some(bulk_record(MTCP, &wm)),
+                Some(bulk_record(SMOLTCP, &ws)),
+            )
         } else {
-            None
-        };
-        let smol = if opts.smoltcp {
-            let mut d = smoltcp_side::BulkPair::new()?;
-            let w = measure(&mut d, 1, 1, opts.seconds, opts.runs)
-                .map_err(|e| format!("{SMOLTCP} bulk: {e}"))?;
-            Some(bulk_record(SMOLTCP, &w))
-        } else {
-            None
+            bulk_alone(opts)?
         };
         print_bulk_row(mtcp.as_ref(), smol.as_ref());
         out.extend(mtcp.map(|(r, _)| r));
         out.extend(smol.map(|(r, _)| r));
     }
     Ok(out)
+}
+
+/// The short workload at `c` for the stacks selected, one after the other (when only one is
+/// measured, or tcp-core alone at concurrencies smoltcp skips).
+fn short_alone(
+    c: usize,
+    opts: &Options,
+    idle_mtcp: Option<f64>,
+) -> Result<(Option<Record>, Option<Record>), String> {
+    let mtcp = if opts.mtcp {
+        match memory_check(c, idle_mtcp) {
+            Ok(()) => {
+                let mut d = mtcp_side::ShortPair::new(c, opts.buffer)?;
+                let w = measure(&mut d, c as u64, c as u64, opts.seconds, opts.runs)
+                    .map_err(|e| format!("{MTCP} short at {c}: {e}"))?;
+                d.warn_on_anomalies();
+                drop(d);
+                Some(short_record(MTCP, c, &w))
+            }
+            Err(note) => {
+                println!("note: {MTCP} at {c} skipped: {note}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let smol = if opts.smoltcp && c <= opts.smoltcp_max {
+        let mut d = smoltcp_side::ShortPair::new(c, opts.buffer)?;
+        let w = measure(&mut d, c as u64, c as u64, opts.seconds, opts.runs)
+            .map_err(|e| format!("{SMOLTCP} short at {c}: {e}"))?;
+        drop(d);
+        Some(short_record(SMOLTCP, c, &w))
+    } else {
+        if opts.smoltcp {
+            println!(
+                "note: {SMOLTCP} at {c} skipped: it scans every socket per frame \
+                 (raise --smoltcp-max to run it)"
+            );
+        }
+        None
+    };
+    Ok((mtcp, smol))
+}
+
+/// The bulk workload for the one stack selected.
+#[allow(clippy::type_complexity)]
+fn bulk_alone(opts: &Options) -> Result<(Option<(Record, f64)>, Option<(Record, f64)>), String> {
+    let mtcp = if opts.mtcp {
+        let mut d = mtcp_side::BulkPair::new()?;
+        let w = measure(&mut d, 1, 1, opts.seconds, opts.runs)
+            .map_err(|e| format!("{MTCP} bulk: {e}"))?;
+        d.warn_on_anomalies();
+        Some(bulk_record(MTCP, &w))
+    } else {
+        None
+    };
+    let smol = if opts.smoltcp {
+        let mut d = smoltcp_side::BulkPair::new()?;
+        let w = measure(&mut d, 1, 1, opts.seconds, opts.runs)
+            .map_err(|e| format!("{SMOLTCP} bulk: {e}"))?;
+        Some(bulk_record(SMOLTCP, &w))
+    } else {
+        None
+    };
+    Ok((mtcp, smol))
 }
 
 /// Whether both tcp-core endpoints at `concurrency` likely fit in memory, judged from the
