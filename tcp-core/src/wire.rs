@@ -964,35 +964,26 @@ mod checksum {
                 *lane += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
             }
         }
-        let mut native: u64 = lanes.iter().sum();
-        let mut words = blocks.remainder().chunks_exact(4);
-        for w in &mut words {
-            native += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
-        }
-        // Fold the native sum to 16 bits, then put it in network byte order.
-        let mut acc = acc + u64::from(u16::from_be(fold(native)));
-        // The tail (under 4 bytes, at an even offset) in network order.
-        let mut rest = words.remainder();
-        if rest.len() >= 2 {
-            acc += u64::from(u16::from_be_bytes([rest[0], rest[1]]));
-            rest = &rest[2..];
-        }
-        if let Some(&b) = rest.first() {
-            acc += u64::from(b) << 8;
-        }
-        acc
+        words_then_fold(blocks.remainder(), lanes.iter().sum(), acc)
     }
 
     /// [`sum`] from 0 for a few dozen bytes (an IPv4 header): one word at a time, without
     /// the lanes' setup and reduction.
     #[inline]
     pub(super) fn sum_small(data: &[u8]) -> u64 {
+        words_then_fold(data, 0, 0)
+    }
+
+    /// Adds `data`'s native-endian 32-bit words to the plain sum `native`, folds it to 16
+    /// bits in network order and adds that and the tail (under 4 bytes, at an even offset,
+    /// in network order) to `acc`.
+    #[inline]
+    fn words_then_fold(data: &[u8], mut native: u64, acc: u64) -> u64 {
         let mut words = data.chunks_exact(4);
-        let mut native = 0u64;
         for w in &mut words {
             native += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
         }
-        let mut acc = u64::from(u16::from_be(fold(native)));
+        let mut acc = acc + u64::from(u16::from_be(fold(native)));
         let mut rest = words.remainder();
         if rest.len() >= 2 {
             acc += u64::from(u16::from_be_bytes([rest[0], rest[1]]));
