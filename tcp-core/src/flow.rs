@@ -41,10 +41,36 @@ impl FourTuple {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    tuple: FourTuple,
-    slot: u32,
+/// One cell of the table: the tuple packed as [`FourTuple::words`] gives it, and the slot
+/// plus one (0: empty). 16 bytes, aligned so that four share a cache line and none straddles
+/// two: a lookup that hits its home cell reads one line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(C, align(16))]
+struct Cell {
+    a: u64,
+    b: u32,
+    slot_plus_one: u32,
+}
+
+impl Cell {
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.slot_plus_one == 0
+    }
+
+    #[inline]
+    fn holds(&self, (a, b): (u64, u64)) -> bool {
+        self.a == a && u64::from(self.b) == b
+    }
+
+    fn tuple(&self) -> FourTuple {
+        FourTuple {
+            local_addr: Ipv4Addr::from((self.a >> 32) as u32),
+            local_port: (self.b >> 16) as u16,
+            remote_addr: Ipv4Addr::from(self.a as u32),
+            remote_port: self.b as u16,
+        }
+    }
 }
 
 /// Why an insert failed.
@@ -52,19 +78,25 @@ struct Entry {
 pub enum InsertError {
     /// The tuple is already in the table (with this slot).
     Exists(u32),
-    /// The table holds its maximum number of flows.
+    /// The table holds its maximum number of flows (or the slot is `u32::MAX`, which the
+    /// table cannot hold).
     Full,
 }
 
 /// A bounded map from [`FourTuple`] to connection slot.
 #[derive(Debug, Clone)]
 pub struct FlowTable {
-    entries: Vec<Option<Entry>>,
+    cells: Vec<Cell>,
     mask: usize,
     len: usize,
     max: usize,
+    /// The most cells the table grows to: twice `max`, rounded up to a power of two.
+    max_cells: usize,
     key: (u64, u64),
 }
+
+/// Cells of a new table (it doubles as flows come, up to its bound).
+const INITIAL_CELLS: usize = 64;
 
 #[inline]
 fn fold(x: u64, k: u64) -> u64 {
@@ -74,24 +106,43 @@ fn fold(x: u64, k: u64) -> u64 {
 }
 
 impl FlowTable {
-    /// A table for at most `max_flows` flows, keyed by `secret`. The array has at least twice
-    /// as many cells as flows (a power of two), allocated now and never grown.
+    /// A table for at most `max_flows` flows, keyed by `secret`.
+    ///
+    /// The array of cells (a power of two) starts small and doubles whenever the flows would
+    /// fill more than half of it, up to twice `max_flows`: memory stays bounded by
+    /// `max_flows`, and a core serving few connections keeps its whole table in cache
+    /// (a table sized for the maximum spreads even a few flows over many cache lines).
     pub fn new(max_flows: usize, secret: [u8; 16]) -> FlowTable {
-        let cells = (max_flows.max(1) * 2).next_power_of_two();
+        let max_cells = (max_flows.max(1) * 2).next_power_of_two();
+        let cells = INITIAL_CELLS.min(max_cells);
         let k0 = u64::from_le_bytes(secret[..8].try_into().expect("8 bytes"));
         let k1 = u64::from_le_bytes(secret[8..].try_into().expect("8 bytes"));
         FlowTable {
-            entries: vec![None; cells],
+            cells: vec![Cell::default(); cells],
             mask: cells - 1,
             len: 0,
             max: max_flows,
+            max_cells,
             key: (k0 ^ 0x9e37_79b9_7f4a_7c15, k1 ^ 0xd6e8_feb8_6659_fd93),
         }
     }
 
+    /// Doubles the array (while below its bound) and puts every flow back in place.
+    fn grow(&mut self) {
+        let cells = (self.cells.len() * 2).min(self.max_cells);
+        if cells == self.cells.len() {
+            return;
+        }
+        let old = core::mem::replace(&mut self.cells, vec![Cell::default(); cells]);
+        self.mask = cells - 1;
+        for c in old.into_iter().filter(|c| !c.is_empty()) {
+            let (i, _) = self.find((c.a, u64::from(c.b)));
+            self.cells[i] = c;
+        }
+    }
+
     #[inline]
-    fn home(&self, t: &FourTuple) -> usize {
-        let (a, b) = t.words();
+    fn home_of(&self, (a, b): (u64, u64)) -> usize {
         (fold(fold(a, self.key.0) ^ b, self.key.1) as usize) & self.mask
     }
 
@@ -110,70 +161,93 @@ impl FlowTable {
         self.max
     }
 
+    /// The cell holding `w`, or the empty cell ending its probe chain.
+    #[inline]
+    fn find(&self, w: (u64, u64)) -> (usize, bool) {
+        let mut i = self.home_of(w);
+        loop {
+            let c = &self.cells[i];
+            if c.is_empty() {
+                return (i, false);
+            }
+            if c.holds(w) {
+                return (i, true);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
     /// The slot of `t`'s connection.
     #[inline]
     pub fn get(&self, t: &FourTuple) -> Option<u32> {
-        let mut i = self.home(t);
-        loop {
-            match &self.entries[i] {
-                None => return None,
-                Some(e) if e.tuple == *t => return Some(e.slot),
-                Some(_) => i = (i + 1) & self.mask,
-            }
+        match self.find(t.words()) {
+            (i, true) => Some(self.cells[i].slot_plus_one - 1),
+            _ => None,
         }
     }
 
     /// Adds `t → slot`.
     pub fn insert(&mut self, t: FourTuple, slot: u32) -> Result<(), InsertError> {
-        let mut i = self.home(&t);
-        loop {
-            match &self.entries[i] {
-                None => break,
-                Some(e) if e.tuple == t => return Err(InsertError::Exists(e.slot)),
-                Some(_) => i = (i + 1) & self.mask,
-            }
+        let w = t.words();
+        let (i, found) = self.find(w);
+        if found {
+            return Err(InsertError::Exists(self.cells[i].slot_plus_one - 1));
         }
+        let Some(slot_plus_one) = slot.checked_add(1) else {
+            return Err(InsertError::Full);
+        };
         if self.len >= self.max {
             return Err(InsertError::Full);
         }
-        self.entries[i] = Some(Entry { tuple: t, slot });
+        let i = if (self.len + 1) * 2 > self.cells.len() && self.cells.len() < self.max_cells {
+            self.grow();
+            self.find(w).0
+        } else {
+            i
+        };
+        self.cells[i] = Cell {
+            a: w.0,
+            b: w.1 as u32,
+            slot_plus_one,
+        };
         self.len += 1;
         Ok(())
     }
 
     /// Removes `t`; returns its slot.
     pub fn remove(&mut self, t: &FourTuple) -> Option<u32> {
-        let mut i = self.home(t);
-        loop {
-            match &self.entries[i] {
-                None => return None,
-                Some(e) if e.tuple == *t => break,
-                Some(_) => i = (i + 1) & self.mask,
-            }
+        let (i, found) = self.find(t.words());
+        if !found {
+            return None;
         }
-        let slot = self.entries[i].take().map(|e| e.slot);
+        let slot = self.cells[i].slot_plus_one - 1;
+        self.cells[i] = Cell::default();
         self.len -= 1;
         // Backward-shift deletion: move later members of the probe chain into the hole when
         // their home position does not lie cyclically in (hole, j].
         let mut hole = i;
         let mut j = (i + 1) & self.mask;
-        while let Some(e) = self.entries[j] {
-            let home = self.home(&e.tuple);
+        while !self.cells[j].is_empty() {
+            let c = self.cells[j];
+            let home = self.home_of((c.a, u64::from(c.b)));
             let dist_home = j.wrapping_sub(home) & self.mask;
             let dist_hole = j.wrapping_sub(hole) & self.mask;
             if dist_home >= dist_hole {
-                self.entries[hole] = Some(e);
-                self.entries[j] = None;
+                self.cells[hole] = c;
+                self.cells[j] = Cell::default();
                 hole = j;
             }
             j = (j + 1) & self.mask;
         }
-        slot
+        Some(slot)
     }
 
     /// Every flow, in table order (for diagnostics and tests).
     pub fn iter(&self) -> impl Iterator<Item = (FourTuple, u32)> + '_ {
-        self.entries.iter().flatten().map(|e| (e.tuple, e.slot))
+        self.cells
+            .iter()
+            .filter(|c| !c.is_empty())
+            .map(|c| (c.tuple(), c.slot_plus_one - 1))
     }
 }
 
