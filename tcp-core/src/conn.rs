@@ -552,6 +552,13 @@ impl Tcb {
         self.keepalive
     }
 
+    /// Reads fields the segment path reads first (see `Endpoint::handle_frames`): a value
+    /// that depends on them, of no meaning.
+    #[inline]
+    pub fn warm(&self) -> u32 {
+        (self.state as u32) ^ self.snd_una.0 ^ self.recv.rcv_nxt().0 ^ u32::from(self.flags)
+    }
+
     fn ts_val(&self, now: Instant) -> u32 {
         ts_clock(now).wrapping_add(self.ts_offset)
     }

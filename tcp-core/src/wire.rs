@@ -875,6 +875,29 @@ fn parse_icmp<'a>(eth: EthInfo, ip: Ipv4Info, body: &'a [u8]) -> Result<Inbound<
     }
 }
 
+/// Source and destination address and port of what looks like an Ethernet/IPv4/TCP frame,
+/// read without any validation (no checksum, no length check beyond the bytes read): a hint
+/// for cache warming, never to be acted on.
+#[inline]
+pub(crate) fn peek_tcp_addrs(frame: &[u8]) -> Option<(Ipv4Address, Ipv4Address, u16, u16)> {
+    let ip = frame.get(ETHERNET_HEADER_LEN..)?;
+    let (&ver_ihl, proto) = (ip.first()?, *ip.get(9)?);
+    if frame.get(12..14)? != [0x08, 0x00] || ver_ihl >> 4 != 4 || proto != IP_PROTO_TCP {
+        return None;
+    }
+    let tcp = ip.get(usize::from(ver_ihl & 0x0f) * 4..)?;
+    let be32 = |b: &[u8]| -> Option<[u8; 4]> { b.get(..4)?.try_into().ok() };
+    let src = Ipv4Address::from(be32(ip.get(12..)?)?);
+    let dst = Ipv4Address::from(be32(ip.get(16..)?)?);
+    let ports = be32(tcp)?;
+    Some((
+        src,
+        dst,
+        u16::from_be_bytes([ports[0], ports[1]]),
+        u16::from_be_bytes([ports[2], ports[3]]),
+    ))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Outbound
 // ---------------------------------------------------------------------------------------------

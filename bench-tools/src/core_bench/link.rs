@@ -49,6 +49,16 @@ impl FrameQueue {
         }
     }
 
+    /// `i` (below twice the capacity) as a slot index: no division on the per-frame path.
+    #[inline]
+    fn wrap(&self, i: usize) -> usize {
+        if i >= self.lens.len() {
+            i - self.lens.len()
+        } else {
+            i
+        }
+    }
+
     /// Frames waiting.
     pub fn len(&self) -> usize {
         self.len
@@ -80,7 +90,7 @@ impl FrameQueue {
         if self.is_full() {
             return None;
         }
-        let tail = (self.head + self.len) % self.lens.len();
+        let tail = self.wrap(self.head + self.len);
         Some(&mut self.bytes[tail * FRAME_SLOT..(tail + 1) * FRAME_SLOT])
     }
 
@@ -91,7 +101,7 @@ impl FrameQueue {
     /// If the queue is full or `len` exceeds [`FRAME_SLOT`]: a bug of the caller.
     pub fn commit(&mut self, len: usize) {
         assert!(!self.is_full() && len <= FRAME_SLOT, "bad commit of {len}");
-        let tail = (self.head + self.len) % self.lens.len();
+        let tail = self.wrap(self.head + self.len);
         self.lens[tail] = len as u16;
         self.len += 1;
         self.pushed += 1;
@@ -106,10 +116,29 @@ impl FrameQueue {
         Some(&self.bytes[start..start + usize::from(self.lens[self.head])])
     }
 
+    /// The waiting frames, oldest first (they stay queued; see [`clear`](Self::clear)).
+    pub fn frames(&self) -> impl Iterator<Item = &[u8]> + Clone {
+        let slots = self.lens.len();
+        (0..self.len).map(move |i| {
+            let at = if self.head + i >= slots {
+                self.head + i - slots
+            } else {
+                self.head + i
+            };
+            &self.bytes[at * FRAME_SLOT..at * FRAME_SLOT + usize::from(self.lens[at])]
+        })
+    }
+
+    /// Removes every waiting frame.
+    pub fn clear(&mut self) {
+        self.head = self.wrap(self.head + self.len);
+        self.len = 0;
+    }
+
     /// Removes the oldest frame (nothing if empty).
     pub fn pop(&mut self) {
         if self.len > 0 {
-            self.head = (self.head + 1) % self.lens.len();
+            self.head = self.wrap(self.head + 1);
             self.len -= 1;
         }
     }

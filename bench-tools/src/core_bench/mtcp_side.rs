@@ -63,12 +63,10 @@ fn transmit(ep: &mut Endpoint, now: Instant, q: &mut FrameQueue) {
     }
 }
 
-/// Hands every frame of `q` to `ep`.
+/// Hands every frame of `q` to `ep`, as one batch (as mtcp-api hands an RX batch).
 fn deliver(ep: &mut Endpoint, now: Instant, q: &mut FrameQueue) {
-    while let Some(frame) = q.front() {
-        ep.handle_frame(now, frame);
-        q.pop();
-    }
+    ep.handle_frames(now, q.frames());
+    q.clear();
 }
 
 impl Wire {
