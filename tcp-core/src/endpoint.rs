@@ -178,7 +178,7 @@ pub const WARM_GROUP: usize = 32;
 
 /// [`Endpoint::handle_frames`] warms the caches only with at least this many flows (below,
 /// the flow table and connections of a core fit in its caches).
-pub const WARM_MIN_FLOWS: usize = 16 * 1024;
+pub const WARM_MIN_FLOWS: usize = 4 * 1024;
 
 /// Bit of `Tcb::queued` saying the slot is in the event queue.
 const EV_QUEUED: u8 = 1 << 3;
