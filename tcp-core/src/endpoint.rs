@@ -414,25 +414,28 @@ impl Endpoint {
     /// looks like a TCP segment for us; returns a value depending on what was read, so that
     /// the reads are not optimized away. Nothing is validated or changed.
     fn warm<'a>(&self, frames: impl Iterator<Item = &'a [u8]>) -> u32 {
+        // Two passes, each of independent short iterations, so that many misses are in
+        // flight at once: the flow cells first, then the connections they name.
+        let mut slots = [u32::MAX; WARM_GROUP];
+        for (frame, slot) in frames.zip(slots.iter_mut()) {
+            if let Some((src, dst, sport, dport)) = wire::peek_tcp_addrs(frame) {
+                let tuple = FourTuple {
+                    local_addr: dst,
+                    local_port: dport,
+                    remote_addr: src,
+                    remote_port: sport,
+                };
+                *slot = self.flows.get(&tuple).unwrap_or(u32::MAX);
+            }
+        }
         let mut acc = 0u32;
-        for frame in frames {
-            let Some((src, dst, sport, dport)) = wire::peek_tcp_addrs(frame) else {
-                continue;
-            };
-            let tuple = FourTuple {
-                local_addr: dst,
-                local_port: dport,
-                remote_addr: src,
-                remote_port: sport,
-            };
-            if let Some(slot) = self.flows.get(&tuple) {
-                if let Some(Slot {
-                    body: Body::Conn(tcb),
-                    ..
-                }) = self.slots.get(slot as usize)
-                {
-                    acc = acc.wrapping_add(tcb.warm());
-                }
+        for &slot in &slots {
+            if let Some(Slot {
+                body: Body::Conn(tcb),
+                ..
+            }) = self.slots.get(slot as usize)
+            {
+                acc = acc.wrapping_add(tcb.warm());
             }
         }
         acc
