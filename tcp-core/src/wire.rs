@@ -50,7 +50,7 @@ use core::ops::{BitAnd, BitOr, BitOrAssign};
 
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet,
-    IpProtocol, Ipv4Packet, TcpOption, TcpPacket, TcpSeqNumber,
+    IpProtocol, Ipv4Packet, TcpOption, TcpPacket,
 };
 
 pub use smoltcp::wire::{EthernetAddress, Ipv4Address};
@@ -997,6 +997,12 @@ mod checksum {
         words_then_fold(data, 0, 0)
     }
 
+    /// [`sum_small`] added to `acc`.
+    #[inline]
+    pub(super) fn sum_small_into(data: &[u8], acc: u64) -> u64 {
+        words_then_fold(data, 0, acc)
+    }
+
     /// Adds `data`'s native-endian 32-bit words to the plain sum `native`, folds it to 16
     /// bits in network order and adds that and the tail (under 4 bytes, at an even offset,
     /// in network order) to `acc`.
@@ -1049,6 +1055,22 @@ fn frame_slice(buf: &mut [u8], l4_len: usize) -> Result<(&mut [u8], u16), EmitEr
     }
 }
 
+/// Stores `words` as big-endian 32-bit words at the start of `dst` (at least `4 * N` bytes)
+/// and returns their one's-complement sum, unfolded.
+///
+/// Headers are written this way, word by word, so that their checksum is summed from the
+/// values in registers: reading back bytes that were just stored by narrower writes (a port,
+/// a flags byte) cannot be forwarded from the store buffer and stalls the checksum loop.
+#[inline]
+fn put_words<const N: usize>(dst: &mut [u8], words: [u32; N]) -> u64 {
+    let mut sum = 0u64;
+    for (chunk, w) in dst.chunks_exact_mut(4).zip(words) {
+        chunk.copy_from_slice(&w.to_be_bytes());
+        sum += u64::from(w >> 16) + u64::from(w & 0xffff);
+    }
+    sum
+}
+
 /// Write the Ethernet and IPv4 headers of `frame` (at least 34 bytes long).
 fn write_eth_ipv4(
     frame: &mut [u8],
@@ -1061,27 +1083,19 @@ fn write_eth_ipv4(
     eth.set_dst_addr(hdr.dst_mac);
     eth.set_src_addr(hdr.src_mac);
     eth.set_ethertype(EthernetProtocol::Ipv4);
-    let mut ip = Ipv4Packet::new_unchecked(&mut frame[ETHERNET_HEADER_LEN..]);
-    ip.set_version(4);
-    ip.set_header_len(IPV4_HEADER_LEN as u8);
-    ip.set_dscp(0);
-    ip.set_ecn(hdr.ecn & 0x03);
-    ip.set_total_len(ip_len);
-    ip.set_ident(hdr.ident);
-    ip.clear_flags();
-    ip.set_dont_frag(hdr.dont_frag);
-    ip.set_frag_offset(0);
-    ip.set_hop_limit(hdr.ttl);
-    ip.set_next_header(protocol);
-    ip.set_src_addr(hdr.src_ip);
-    ip.set_dst_addr(hdr.dst_ip);
-    ip.set_checksum(0);
+    // Version 4, IHL 5, DSCP 0 and ECN, total length | identification, DF, fragment offset 0 |
+    // TTL, protocol, checksum | source | destination (RFC 791 §3.1).
+    let words = [
+        0x4500_0000 | (u32::from(hdr.ecn & 0x03) << 16) | u32::from(ip_len),
+        (u32::from(hdr.ident) << 16) | if hdr.dont_frag { 0x4000 } else { 0 },
+        (u32::from(hdr.ttl) << 24) | (u32::from(u8::from(protocol)) << 16),
+        u32::from(hdr.src_ip),
+        u32::from(hdr.dst_ip),
+    ];
+    let ip = &mut frame[ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + IPV4_HEADER_LEN];
+    let sum = put_words(ip, words);
     if mode.compute_tx {
-        let sum = checksum::fold(checksum::sum_small(
-            &frame[ETHERNET_HEADER_LEN..][..IPV4_HEADER_LEN],
-        ));
-        frame[ETHERNET_HEADER_LEN + 10..ETHERNET_HEADER_LEN + 12]
-            .copy_from_slice(&(!sum).to_be_bytes());
+        ip[10..12].copy_from_slice(&(!checksum::fold(sum)).to_be_bytes());
     }
 }
 
@@ -1095,19 +1109,44 @@ pub fn emit_tcp(
     payload: &[u8],
     mode: ChecksumMode,
 ) -> Result<usize, EmitError> {
-    emit_tcp_with(
-        buf,
-        hdr,
-        seg,
-        payload.len(),
-        |dst| dst.copy_from_slice(payload),
-        mode,
-    )
+    emit_tcp_parts(buf, hdr, seg, payload, &[], mode)
 }
 
-/// Like [`emit_tcp`], but `fill` writes the `payload_len` payload bytes in place (e.g. from
-/// the two halves of a ring buffer), before the checksum is computed. `fill` gets a slice of
-/// exactly `payload_len` bytes, and is not called if the frame does not fit.
+/// Like [`emit_tcp`] with the payload in two parts, `first` then `second` (the two halves of
+/// a ring buffer). The payload checksum is summed from the parts as they are copied from,
+/// not read back from `buf`.
+pub fn emit_tcp_parts(
+    buf: &mut [u8],
+    hdr: &EthIpv4Header,
+    seg: &TcpSegmentOut,
+    first: &[u8],
+    second: &[u8],
+    mode: ChecksumMode,
+) -> Result<usize, EmitError> {
+    let payload_len = first.len().checked_add(second.len());
+    let (frame, acc) = write_headers(buf, hdr, seg, payload_len.ok_or(EmitError::TooLong)?, mode)?;
+    let frame_len = frame.len();
+    let payload = &mut frame[frame_len - (first.len() + second.len())..];
+    payload[..first.len()].copy_from_slice(first);
+    payload[first.len()..].copy_from_slice(second);
+    if mode.compute_tx {
+        let acc = checksum::sum(first, acc);
+        // The second part starts at an odd offset when the first has odd length: its
+        // 16-bit words then straddle, which swaps the bytes of its sum (RFC 1071 §2 (B)).
+        let rest = checksum::fold(checksum::sum(second, 0));
+        let rest = if first.len() % 2 == 1 {
+            rest.swap_bytes()
+        } else {
+            rest
+        };
+        finish_tcp_checksum(frame, acc + u64::from(rest));
+    }
+    Ok(frame_len)
+}
+
+/// Like [`emit_tcp`], but `fill` writes the `payload_len` payload bytes in place, before the
+/// checksum is computed (from what `fill` wrote). `fill` gets a slice of exactly
+/// `payload_len` bytes, and is not called if the frame does not fit.
 pub fn emit_tcp_with<F: FnOnce(&mut [u8])>(
     buf: &mut [u8],
     hdr: &EthIpv4Header,
@@ -1116,40 +1155,61 @@ pub fn emit_tcp_with<F: FnOnce(&mut [u8])>(
     fill: F,
     mode: ChecksumMode,
 ) -> Result<usize, EmitError> {
+    let (frame, acc) = write_headers(buf, hdr, seg, payload_len, mode)?;
+    let frame_len = frame.len();
+    let payload = &mut frame[frame_len - payload_len..];
+    fill(payload);
+    if mode.compute_tx {
+        let acc = checksum::sum(payload, acc);
+        finish_tcp_checksum(frame, acc);
+    }
+    Ok(frame_len)
+}
+
+/// Checks the sizes and writes the Ethernet, IPv4 and TCP headers with options (TCP checksum
+/// zero) for a payload of `payload_len`. Returns the frame and the one's-complement sum so
+/// far of the pseudo-header, TCP header and options (unfolded).
+fn write_headers<'b>(
+    buf: &'b mut [u8],
+    hdr: &EthIpv4Header,
+    seg: &TcpSegmentOut,
+    payload_len: usize,
+    mode: ChecksumMode,
+) -> Result<(&'b mut [u8], u64), EmitError> {
     let options_len = tcp_options_len(&seg.options);
     let header_len = TCP_HEADER_LEN + options_len;
     let l4_len = header_len
         .checked_add(payload_len)
         .ok_or(EmitError::TooLong)?;
     let (frame, ip_len) = frame_slice(buf, l4_len)?;
-    let frame_len = frame.len();
     write_eth_ipv4(frame, hdr, IpProtocol::Tcp, ip_len, mode);
-
     let l4 = &mut frame[ETHERNET_HEADER_LEN + IPV4_HEADER_LEN..];
-    // Data offset (reserved bits zero) and the flags byte, which `TcpFlags` holds as on the
-    // wire: two byte stores instead of ten read-modify-writes of smoltcp's bit setters.
-    l4[12] = ((header_len / 4) as u8) << 4;
-    l4[13] = seg.flags.0;
-    let mut tcp = TcpPacket::new_unchecked(l4);
-    tcp.set_src_port(seg.src_port);
-    tcp.set_dst_port(seg.dst_port);
-    tcp.set_seq_number(TcpSeqNumber(seg.seq.0 as i32));
-    tcp.set_ack_number(TcpSeqNumber(seg.ack.0 as i32));
-    tcp.set_window_len(seg.window);
-    tcp.set_urgent_at(seg.urgent);
-    write_options(tcp.options_mut(), &seg.options);
-    fill(tcp.payload_mut());
-    tcp.set_checksum(0);
-    if mode.compute_tx {
-        let body = &frame[ETHERNET_HEADER_LEN + IPV4_HEADER_LEN..];
-        let sum = checksum::fold(checksum::sum(
-            body,
-            checksum::pseudo(hdr.src_ip, hdr.dst_ip, body.len()),
-        ));
-        frame[ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + 16..][..2]
-            .copy_from_slice(&(!sum).to_be_bytes());
+    // Ports | sequence number | acknowledgment number | data offset (reserved bits zero),
+    // flags (`TcpFlags` holds them as on the wire), window | checksum, urgent pointer
+    // (RFC 9293 §3.1).
+    let words = [
+        (u32::from(seg.src_port) << 16) | u32::from(seg.dst_port),
+        seg.seq.0,
+        seg.ack.0,
+        ((header_len as u32 / 4) << 28) | (u32::from(seg.flags.0) << 16) | u32::from(seg.window),
+        u32::from(seg.urgent),
+    ];
+    let mut acc = put_words(l4, words);
+    if options_len > 0 {
+        let options = &mut l4[TCP_HEADER_LEN..header_len];
+        write_options(options, &seg.options);
+        // The options were written 4 bytes at a time at these very offsets: read back whole.
+        acc = checksum::sum_small_into(options, acc);
     }
-    Ok(frame_len)
+    acc += checksum::pseudo(hdr.src_ip, hdr.dst_ip, l4_len);
+    Ok((frame, acc))
+}
+
+/// Stores the TCP checksum of a frame whose one's-complement sum (pseudo-header included,
+/// checksum field zero) is `acc`.
+fn finish_tcp_checksum(frame: &mut [u8], acc: u64) {
+    let at = ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + 16;
+    frame[at..at + 2].copy_from_slice(&(!checksum::fold(acc)).to_be_bytes());
 }
 
 fn emit_icmp_echo(
@@ -2006,6 +2066,43 @@ mod tests {
     }
 
     proptest! {
+        /// A payload in two parts (any split, odd lengths included) gives the very bytes of
+        /// the same payload in one part, and `emit_tcp_with` the same again; the checksums
+        /// verify (and so does the reference 16-bit checksum of smoltcp).
+        #[test]
+        fn payload_parts_emit_the_same_frame(
+            seg in arb_segment(),
+            payload in proptest::collection::vec(any::<u8>(), 0..1400),
+            split in any::<proptest::sample::Index>(),
+            ecn in 0u8..4,
+            ident in any::<u16>(),
+        ) {
+            let mut h = hdr();
+            h.ecn = ecn;
+            h.ident = ident;
+            let at = split.index(payload.len() + 1);
+            let (a, b) = payload.split_at(at);
+            let mut one = vec![0u8; 1600];
+            let mut two = vec![0u8; 1600];
+            let mut with = vec![0u8; 1600];
+            let n = emit_tcp(&mut one, &h, &seg, &payload, ChecksumMode::SOFTWARE).unwrap();
+            let m = emit_tcp_parts(&mut two, &h, &seg, a, b, ChecksumMode::SOFTWARE).unwrap();
+            let k = emit_tcp_with(&mut with, &h, &seg, payload.len(), |d| d.copy_from_slice(&payload), ChecksumMode::SOFTWARE).unwrap();
+            prop_assert_eq!(n, m);
+            prop_assert_eq!(n, k);
+            prop_assert_eq!(&one[..n], &two[..m]);
+            prop_assert_eq!(&one[..n], &with[..k]);
+            let ip = Ipv4Packet::new_checked(&one[ETHERNET_HEADER_LEN..n]).unwrap();
+            prop_assert!(ip.verify_checksum());
+            prop_assert_eq!(ip.ecn(), ecn);
+            prop_assert_eq!(ip.ident(), ident);
+            prop_assert!(ip.dont_frag());
+            let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+            prop_assert!(tcp.verify_checksum(&smoltcp::wire::IpAddress::Ipv4(h.src_ip), &smoltcp::wire::IpAddress::Ipv4(h.dst_ip)));
+            let (_, got) = tcp_of(parse_frame(&one[..n], ChecksumMode::SOFTWARE).unwrap());
+            prop_assert_eq!(got.payload, &payload[..]);
+        }
+
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = parse_frame(&bytes, ChecksumMode::SOFTWARE);

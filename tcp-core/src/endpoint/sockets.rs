@@ -305,17 +305,7 @@ impl Endpoint {
         let (off, len) = tcb.next_segment(class, cfg, &mut env, &mut seg)?;
         let hdr = EthIpv4Header::new(local.mac, mac, local.ip, remote);
         let (a, b) = tcb.send.peek(off, len);
-        let written = wire::emit_tcp_with(
-            buf,
-            &hdr,
-            &seg,
-            a.len() + b.len(),
-            |dst| {
-                dst[..a.len()].copy_from_slice(a);
-                dst[a.len()..].copy_from_slice(b);
-            },
-            checksum,
-        );
+        let written = wire::emit_tcp_parts(buf, &hdr, &seg, a, b, checksum);
         let Ok(n) = written else {
             // The caller's buffer is too small: the segment is lost (retransmission
             // recovers data; a lost ACK is repeated by the peer).
