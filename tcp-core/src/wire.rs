@@ -442,39 +442,46 @@ pub fn tcp_frame_len(options: &TcpOptions, payload_len: usize) -> usize {
     ETHERNET_HEADER_LEN + IPV4_HEADER_LEN + tcp_header_len(options) + payload_len
 }
 
-/// Write the options into `buf`, which is exactly `tcp_options_len(o)` long.
-fn write_options(buf: &mut [u8], o: &TcpOptions) {
+/// Write the options into `buf`, which is exactly `tcp_options_len(o)` long; returns the
+/// one's-complement sum of what it wrote (unfolded). Every option of the layout fills whole
+/// 32-bit words, which are stored as such and summed from their values (see `put_words`).
+fn write_options(buf: &mut [u8], o: &TcpOptions) -> u64 {
     let (_, sacks) = options_layout(o);
     let mut at = 0;
-    let mut put = |bytes: &[u8]| {
-        buf[at..at + bytes.len()].copy_from_slice(bytes);
-        at += bytes.len();
+    let mut sum = 0u64;
+    let mut put = |w: u32| {
+        buf[at..at + 4].copy_from_slice(&w.to_be_bytes());
+        // A 32-bit word adds as its two 16-bit halves do, modulo 0xffff (2^16 ≡ 1).
+        sum += u64::from(w);
+        at += 4;
     };
+    let word = u32::from_be_bytes;
     if let Some(mss) = o.mss {
         let m = mss.to_be_bytes();
-        put(&[OPT_MSS, 4, m[0], m[1]]);
+        put(word([OPT_MSS, 4, m[0], m[1]]));
     }
     if let Some((tsval, tsecr)) = o.timestamp {
         if o.sack_permitted {
-            put(&[OPT_SACKPERM, 2, OPT_TS, 10]);
+            put(word([OPT_SACKPERM, 2, OPT_TS, 10]));
         } else {
-            put(&[OPT_NOP, OPT_NOP, OPT_TS, 10]);
+            put(word([OPT_NOP, OPT_NOP, OPT_TS, 10]));
         }
-        put(&tsval.to_be_bytes());
-        put(&tsecr.to_be_bytes());
+        put(tsval);
+        put(tsecr);
     } else if o.sack_permitted {
-        put(&[OPT_NOP, OPT_NOP, OPT_SACKPERM, 2]);
+        put(word([OPT_NOP, OPT_NOP, OPT_SACKPERM, 2]));
     }
     if let Some(ws) = o.wscale {
-        put(&[OPT_NOP, OPT_WS, 3, ws]);
+        put(word([OPT_NOP, OPT_WS, 3, ws]));
     }
     if sacks > 0 {
-        put(&[OPT_NOP, OPT_NOP, OPT_SACK, (2 + 8 * sacks) as u8]);
+        put(word([OPT_NOP, OPT_NOP, OPT_SACK, (2 + 8 * sacks) as u8]));
         for (left, right) in o.sack_blocks.iter().flatten().take(sacks) {
-            put(&left.0.to_be_bytes());
-            put(&right.0.to_be_bytes());
+            put(left.0);
+            put(right.0);
         }
     }
+    sum
 }
 
 /// Walk the options with smoltcp's `TcpOption::parse`. Any bad length makes the whole
@@ -997,12 +1004,6 @@ mod checksum {
         words_then_fold(data, 0, 0)
     }
 
-    /// [`sum_small`] added to `acc`.
-    #[inline]
-    pub(super) fn sum_small_into(data: &[u8], acc: u64) -> u64 {
-        words_then_fold(data, 0, acc)
-    }
-
     /// Adds `data`'s native-endian 32-bit words to the plain sum `native`, folds it to 16
     /// bits in network order and adds that and the tail (under 4 bytes, at an even offset,
     /// in network order) to `acc`.
@@ -1066,7 +1067,8 @@ fn put_words<const N: usize>(dst: &mut [u8], words: [u32; N]) -> u64 {
     let mut sum = 0u64;
     for (chunk, w) in dst.chunks_exact_mut(4).zip(words) {
         chunk.copy_from_slice(&w.to_be_bytes());
-        sum += u64::from(w >> 16) + u64::from(w & 0xffff);
+        // A 32-bit word adds as its two 16-bit halves do, modulo 0xffff (2^16 ≡ 1).
+        sum += u64::from(w);
     }
     sum
 }
@@ -1130,16 +1132,18 @@ pub fn emit_tcp_parts(
     payload[..first.len()].copy_from_slice(first);
     payload[first.len()..].copy_from_slice(second);
     if mode.compute_tx {
-        let acc = checksum::sum(first, acc);
-        // The second part starts at an odd offset when the first has odd length: its
-        // 16-bit words then straddle, which swaps the bytes of its sum (RFC 1071 §2 (B)).
-        let rest = checksum::fold(checksum::sum(second, 0));
-        let rest = if first.len() % 2 == 1 {
-            rest.swap_bytes()
-        } else {
-            rest
-        };
-        finish_tcp_checksum(frame, acc + u64::from(rest));
+        let mut acc = checksum::sum(first, acc);
+        if !second.is_empty() {
+            // The second part starts at an odd offset when the first has odd length: its
+            // 16-bit words then straddle, which swaps the bytes of its sum (RFC 1071 §2 (B)).
+            let rest = checksum::fold(checksum::sum(second, 0));
+            acc += u64::from(if first.len() % 2 == 1 {
+                rest.swap_bytes()
+            } else {
+                rest
+            });
+        }
+        finish_tcp_checksum(frame, acc);
     }
     Ok(frame_len)
 }
@@ -1196,10 +1200,7 @@ fn write_headers<'b>(
     ];
     let mut acc = put_words(l4, words);
     if options_len > 0 {
-        let options = &mut l4[TCP_HEADER_LEN..header_len];
-        write_options(options, &seg.options);
-        // The options were written 4 bytes at a time at these very offsets: read back whole.
-        acc = checksum::sum_small_into(options, acc);
+        acc += write_options(&mut l4[TCP_HEADER_LEN..header_len], &seg.options);
     }
     acc += checksum::pseudo(hdr.src_ip, hdr.dst_ip, l4_len);
     Ok((frame, acc))
