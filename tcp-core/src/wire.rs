@@ -1034,12 +1034,12 @@ mod checksum {
     /// Folds the accumulator to 16 bits (end-around carry).
     #[inline]
     pub(super) fn fold(acc: u64) -> u16 {
-        // Four fixed steps, no loop: < 2^33, < 2^18, < 2^16 + 3, < 2^16.
-        let x = (acc >> 32) + (acc & 0xffff_ffff);
-        let x = (x >> 16) + (x & 0xffff);
-        let x = (x >> 16) + (x & 0xffff);
-        let x = (x >> 16) + (x & 0xffff);
-        x as u16
+        // The halves added with end-around carry, twice: 64 -> 32 -> 16 bits. Adding the
+        // carry back cannot carry again (a sum that carried is at most 2^n - 2).
+        let (x, c) = (acc as u32).overflowing_add((acc >> 32) as u32);
+        let x = x + u32::from(c);
+        let (y, c) = (x as u16).overflowing_add((x >> 16) as u16);
+        y + u16::from(c)
     }
 }
 
@@ -2186,7 +2186,38 @@ mod tests {
         }
     }
 
+    /// RFC 1071's fold: add the carries back until the sum fits 16 bits.
+    fn fold_by_loop(mut x: u64) -> u16 {
+        while x > 0xffff {
+            x = (x >> 16) + (x & 0xffff);
+        }
+        x as u16
+    }
+
+    #[test]
+    fn fold_edges() {
+        for x in [
+            0,
+            1,
+            0xffff,
+            0x1_0000,
+            0x1_fffe,
+            u64::from(u32::MAX),
+            u64::MAX,
+            u64::MAX - 1,
+            1 << 63,
+            (1 << 32) | 0xffff,
+        ] {
+            assert_eq!(checksum::fold(x), fold_by_loop(x), "{x:#x}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn fold_matches_the_loop(x in any::<u64>()) {
+            prop_assert_eq!(checksum::fold(x), fold_by_loop(x));
+        }
+
         /// The 64-bit checksum equals RFC 1071's reference 16-bit sum, for any length and
         /// alignment.
         #[test]
