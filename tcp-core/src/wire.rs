@@ -450,9 +450,7 @@ fn write_options(buf: &mut [u8], o: &TcpOptions) -> u64 {
     let mut at = 0;
     let mut sum = 0u64;
     let mut put = |w: u32| {
-        buf[at..at + 4].copy_from_slice(&w.to_be_bytes());
-        // A 32-bit word adds as its two 16-bit halves do, modulo 0xffff (2^16 ≡ 1).
-        sum += u64::from(w);
+        sum += put_words(&mut buf[at..at + 4], [w]);
         at += 4;
     };
     let word = u32::from_be_bytes;
@@ -1125,10 +1123,13 @@ pub fn emit_tcp_parts(
     second: &[u8],
     mode: ChecksumMode,
 ) -> Result<usize, EmitError> {
-    let payload_len = first.len().checked_add(second.len());
-    let (frame, acc) = write_headers(buf, hdr, seg, payload_len.ok_or(EmitError::TooLong)?, mode)?;
+    let payload_len = first
+        .len()
+        .checked_add(second.len())
+        .ok_or(EmitError::TooLong)?;
+    let (frame, acc) = write_headers(buf, hdr, seg, payload_len, mode)?;
     let frame_len = frame.len();
-    let payload = &mut frame[frame_len - (first.len() + second.len())..];
+    let payload = &mut frame[frame_len - payload_len..];
     payload[..first.len()].copy_from_slice(first);
     payload[first.len()..].copy_from_slice(second);
     if mode.compute_tx {

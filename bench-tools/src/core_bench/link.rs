@@ -118,13 +118,8 @@ impl FrameQueue {
 
     /// The waiting frames, oldest first (they stay queued; see [`clear`](Self::clear)).
     pub fn frames(&self) -> impl Iterator<Item = &[u8]> + Clone {
-        let slots = self.lens.len();
         (0..self.len).map(move |i| {
-            let at = if self.head + i >= slots {
-                self.head + i - slots
-            } else {
-                self.head + i
-            };
+            let at = self.wrap(self.head + i);
             &self.bytes[at * FRAME_SLOT..at * FRAME_SLOT + usize::from(self.lens[at])]
         })
     }
