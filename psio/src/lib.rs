@@ -71,6 +71,7 @@
 //! configured busy-poll budget.
 
 pub mod error;
+pub mod hint;
 pub mod impair;
 pub mod pcap;
 pub mod ring;
@@ -80,6 +81,7 @@ pub mod sys;
 mod bell;
 
 pub use error::{Error, Result};
+pub use hint::{checksum_sum, prefetch};
 pub use impair::{GilbertElliott, ImpairStats, ImpairStatsHandle, Impaired, ImpairmentConfig};
 pub use pcap::PcapTap;
 pub use select::{Doorbell, Interest, PortSet, Ready, SelectOutcome};

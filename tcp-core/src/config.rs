@@ -2,6 +2,7 @@
 //! is `mtcp-api`'s job).
 
 use crate::time::Duration;
+use crate::wire::ChecksumAccel;
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
 use core::ops::RangeInclusive;
@@ -140,6 +141,34 @@ impl Default for TcpConfig {
     }
 }
 
+/// A cache prefetch hint supplied by the embedder: called with the address of memory the
+/// endpoint is about to read (a flow-table cell, a line of a connection's state), it asks the
+/// CPU to start loading that line and returns at once. tcp-core has no `unsafe` code and so
+/// cannot issue the instruction itself; `psio::prefetch` is one such function.
+///
+/// The function receives a raw pointer it must not rely on: the address may be stale by the
+/// time the hint takes effect. A safe `fn` cannot dereference it anyway; an implementation
+/// must only hint (x86-64 `PREFETCHT0` never faults, whatever the address). With a hint, a
+/// large endpoint overlaps the cache misses of a whole receive batch and of its transmit
+/// queue; without one it falls back to plain loads ahead of use, which overlap less.
+#[derive(Clone, Copy)]
+pub struct Prefetch(pub fn(*const u8));
+
+impl core::fmt::Debug for Prefetch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Prefetch(..)")
+    }
+}
+
+impl PartialEq for Prefetch {
+    /// Hints are equal when they are the same function (by address).
+    fn eq(&self, other: &Prefetch) -> bool {
+        self.0 as usize == other.0 as usize
+    }
+}
+
+impl Eq for Prefetch {}
+
 /// Everything an endpoint needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointConfig {
@@ -158,8 +187,13 @@ pub struct EndpointConfig {
     pub verify_rx_checksums: bool,
     /// Compute checksums of sent frames (off only when the NIC will). Default on.
     pub compute_tx_checksums: bool,
+    /// A faster checksum sum for long segments (see [`ChecksumAccel`]). Default none.
+    pub checksum_accel: Option<ChecksumAccel>,
     /// Local ports for active opens. Default 49152..=65535 (RFC 6335).
     pub ephemeral_ports: RangeInclusive<u16>,
+    /// A cache prefetch hint (see [`Prefetch`]). Default none. Only a hint: the endpoint
+    /// behaves the same with or without it.
+    pub prefetch: Option<Prefetch>,
 }
 
 impl Default for EndpointConfig {
@@ -172,7 +206,9 @@ impl Default for EndpointConfig {
             syn_queue: 1024,
             verify_rx_checksums: true,
             compute_tx_checksums: true,
+            checksum_accel: None,
             ephemeral_ports: 49152..=65535,
+            prefetch: None,
         }
     }
 }

@@ -67,7 +67,7 @@ use core::net::SocketAddrV4;
 
 use crate::arp::{ArpCache, ArpConfig, ArpEvent, Lookup};
 use crate::buffer::StoragePool;
-use crate::config::{ConfigError, EndpointConfig, TcpConfig};
+use crate::config::{ConfigError, EndpointConfig, Prefetch, TcpConfig};
 use crate::conn::{ev, ChallengeLimiter, Env, RstReply, Tcb, TxClass};
 use crate::counters::Counters;
 use crate::flow::{FlowTable, FourTuple};
@@ -181,6 +181,22 @@ pub const WARM_GROUP: usize = 32;
 /// [`Endpoint::handle_frames`] warms the caches only with at least this many flows (below,
 /// the flow table and connections of a core fit in its caches).
 pub const WARM_MIN_FLOWS: usize = 4 * 1024;
+
+/// The flow (as seen by the receiver) of a frame that looks like a TCP segment; nothing is
+/// validated.
+#[inline]
+fn peek_tuple(frame: &[u8]) -> Option<FourTuple> {
+    wire::peek_tcp_addrs(frame).map(|(src, dst, sport, dport)| FourTuple {
+        local_addr: dst,
+        local_port: dport,
+        remote_addr: src,
+        remote_port: sport,
+    })
+}
+
+/// With a [`Prefetch`] hint, [`Endpoint::poll_transmit`] hints the connection this many
+/// entries ahead in its transmit queue.
+const TX_PREFETCH_AHEAD: usize = 8;
 
 /// Bit of `Tcb::queued` saying the slot is in the event queue.
 const EV_QUEUED: u8 = 1 << 3;
@@ -314,6 +330,7 @@ impl Endpoint {
             checksum: ChecksumMode {
                 verify_rx: config.verify_rx_checksums,
                 compute_tx: config.compute_tx_checksums,
+                accel: config.checksum_accel,
             },
             counters: Counters::default(),
             arp,
@@ -402,6 +419,9 @@ impl Endpoint {
     where
         I: Iterator<Item = &'a [u8]> + Clone,
     {
+        if let Some(hint) = self.config.prefetch {
+            return self.handle_frames_prefetched(now, frames, hint);
+        }
         loop {
             let group = frames.clone().take(WARM_GROUP);
             core::hint::black_box(self.warm(group));
@@ -416,6 +436,56 @@ impl Endpoint {
         }
     }
 
+    /// [`handle_frames`](Self::handle_frames) with a prefetch hint, as a three-stage pipeline
+    /// over groups of [`WARM_GROUP`] frames: while group `k` is processed, the connections of
+    /// group `k + 1` (whose flow cells were hinted one group earlier, so their lookups hit)
+    /// and the flow cells of group `k + 2` are hinted. Hints do not hold up the instructions
+    /// after them as loads do, so all of a group's misses are in flight at once.
+    fn handle_frames_prefetched<'a, I>(&mut self, now: Instant, frames: I, hint: Prefetch)
+    where
+        I: Iterator<Item = &'a [u8]> + Clone,
+    {
+        let mut cells = frames.clone();
+        let mut conns = frames.clone();
+        let mut frames = frames;
+        for frame in cells.by_ref().take(WARM_GROUP) {
+            if let Some(t) = peek_tuple(frame) {
+                self.flows.prefetch(&t, hint);
+            }
+        }
+        loop {
+            for frame in cells.by_ref().take(WARM_GROUP) {
+                if let Some(t) = peek_tuple(frame) {
+                    self.flows.prefetch(&t, hint);
+                }
+            }
+            for frame in conns.by_ref().take(WARM_GROUP) {
+                if let Some(slot) = peek_tuple(frame).and_then(|t| self.flows.get(&t)) {
+                    self.prefetch_slot(slot, hint);
+                }
+            }
+            let mut any = false;
+            for frame in frames.by_ref().take(WARM_GROUP) {
+                any = true;
+                self.handle_frame(now, frame);
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    /// Passes every cache line of `slot`'s entry (a connection's whole state) to `hint`.
+    #[inline]
+    fn prefetch_slot(&self, slot: u32, hint: Prefetch) {
+        if let Some(s) = self.slots.get(slot as usize) {
+            let start = (s as *const Slot).cast::<u8>();
+            for offset in (0..core::mem::size_of::<Slot>()).step_by(64) {
+                (hint.0)(start.wrapping_add(offset));
+            }
+        }
+    }
+
     /// Looks up (and so brings into cache) the flow entry and connection of each frame that
     /// looks like a TCP segment for us; returns a value depending on what was read, so that
     /// the reads are not optimized away. Nothing is validated or changed.
@@ -424,13 +494,7 @@ impl Endpoint {
         // flight at once: the flow cells first, then the connections they name.
         let mut slots = [u32::MAX; WARM_GROUP];
         for (frame, slot) in frames.zip(slots.iter_mut()) {
-            if let Some((src, dst, sport, dport)) = wire::peek_tcp_addrs(frame) {
-                let tuple = FourTuple {
-                    local_addr: dst,
-                    local_port: dport,
-                    remote_addr: src,
-                    remote_port: sport,
-                };
+            if let Some(tuple) = peek_tuple(frame) {
                 *slot = self.flows.get(&tuple).unwrap_or(u32::MAX);
             }
         }
@@ -495,6 +559,13 @@ impl Endpoint {
             } else {
                 return None;
             };
+            if let Some(hint) = self.config.prefetch {
+                if self.flows.len() >= WARM_MIN_FLOWS {
+                    if let Some(&(ahead, _)) = self.tx_q[class as usize].get(TX_PREFETCH_AHEAD) {
+                        self.prefetch_slot(ahead, hint);
+                    }
+                }
+            }
             if self.slot_generation(slot) != Some(generation) {
                 continue;
             }
@@ -1338,10 +1409,19 @@ mod tests {
         }
     }
 
-    /// `handle_frames_warm` (the path taken with many flows) acts exactly as `handle_frame`
-    /// frame by frame: two servers fed the same batches, one each way, send the same bytes.
-    #[test]
-    fn batched_frames_with_warm_lookups_act_as_one_by_one() {
+    /// Hints passed to [`counting_hint`].
+    static HINTS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+    /// A prefetch hint that only counts its calls.
+    fn counting_hint(_: *const u8) {
+        HINTS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Servers fed the same batches (one frame by frame, one with warm lookups, one with a
+    /// prefetch hint) by a client of `n` connections that each send requests for `rounds`
+    /// rounds: every output frame and every counter must be the same. Returns the number of
+    /// connections accepted and segments received by each.
+    fn batched_servers_act_alike(n: usize, rounds: u64) -> (usize, u64) {
         let client_cfg = EndpointConfig {
             iface: InterfaceConfig {
                 mac: PEER_MAC.0,
@@ -1349,7 +1429,7 @@ mod tests {
                 static_arp: vec![(OUR_IP, OUR_MAC.0)],
                 ..InterfaceConfig::default()
             },
-            max_connections: 256,
+            max_connections: 2 * n,
             ..EndpointConfig::default()
         };
         let server_cfg = EndpointConfig {
@@ -1357,39 +1437,51 @@ mod tests {
                 static_arp: vec![(PEER_IP, PEER_MAC.0)],
                 ..config().iface
             },
-            max_connections: 256,
+            max_connections: 2 * n,
+            syn_queue: 2 * n,
             ..EndpointConfig::default()
+        };
+        let hinted_cfg = EndpointConfig {
+            prefetch: Some(Prefetch(counting_hint)),
+            ..server_cfg.clone()
         };
         let mut client = Endpoint::new(client_cfg).unwrap();
         let mut one = Endpoint::new(server_cfg.clone()).unwrap();
         let mut warm = Endpoint::new(server_cfg).unwrap();
-        let l1 = one.listen(OUR_PORT, 128).unwrap();
-        let l2 = warm.listen(OUR_PORT, 128).unwrap();
+        let mut hinted = Endpoint::new(hinted_cfg).unwrap();
+        let backlog = 2 * n;
+        let l1 = one.listen(OUR_PORT, backlog).unwrap();
+        let l2 = warm.listen(OUR_PORT, backlog).unwrap();
+        let l3 = hinted.listen(OUR_PORT, backlog).unwrap();
         let remote = SocketAddrV4::new(OUR_IP, OUR_PORT);
-        let conns: Vec<Handle> = (0..100)
+        let conns: Vec<Handle> = (0..n)
             .map(|_| client.connect(t(0), remote).unwrap())
             .collect();
         let mut accepted = Vec::new();
         let mut to_server = drain(&mut client);
-        // 100 SYNs span several groups of `WARM_GROUP`; a garbage frame is dropped alike.
+        // The SYNs span several groups of `WARM_GROUP`; a garbage frame is dropped alike.
         to_server.push(vec![0xee; 60]);
-        for round in 0..6 {
+        for round in 0..rounds {
             let batch: Vec<&[u8]> = to_server.iter().map(Vec::as_slice).collect();
             for frame in &batch {
                 one.handle_frame(t(round), frame);
             }
             warm.handle_frames_warm(t(round), batch.iter().copied());
-            while let (Ok(a), Ok(b)) = (one.accept(l1), warm.accept(l2)) {
-                assert_eq!(a, b);
+            hinted.handle_frames(t(round), batch.iter().copied());
+            while let (Ok(a), Ok(b), Ok(c)) = (one.accept(l1), warm.accept(l2), hinted.accept(l3)) {
+                assert_eq!((a, a), (b, c));
                 accepted.push(a);
             }
             for &h in &accepted {
                 let _ = one.send(h, b"reply");
                 let _ = warm.send(h, b"reply");
+                let _ = hinted.send(h, b"reply");
             }
-            let (out_one, out_warm) = (drain(&mut one), drain(&mut warm));
-            assert_eq!(out_one, out_warm, "round {round}");
+            let out_one = drain(&mut one);
+            assert_eq!(out_one, drain(&mut warm), "round {round}");
+            assert_eq!(out_one, drain(&mut hinted), "round {round}");
             assert_eq!(one.counters(), warm.counters());
+            assert_eq!(one.counters(), hinted.counters());
             for frame in &out_one {
                 client.handle_frame(t(round), frame);
             }
@@ -1398,7 +1490,29 @@ mod tests {
             }
             to_server = drain(&mut client);
         }
-        assert_eq!(accepted.len(), 100);
-        assert!(one.counters().segments_in > 300);
+        (accepted.len(), one.counters().segments_in)
+    }
+
+    /// `handle_frames_warm` (the path taken with many flows) and the prefetch pipeline act
+    /// exactly as `handle_frame` frame by frame.
+    #[test]
+    fn batched_frames_with_warm_lookups_act_as_one_by_one() {
+        let (accepted, segments) = batched_servers_act_alike(100, 6);
+        assert_eq!(accepted, 100);
+        assert!(segments > 300);
+    }
+
+    /// With more than `WARM_MIN_FLOWS` flows, where the receive pipeline and the transmit
+    /// queue pass addresses to the hint, output and counters are those without a hint, and
+    /// the hint was called.
+    #[test]
+    fn many_flows_with_a_prefetch_hint_act_as_without() {
+        let before = HINTS.load(core::sync::atomic::Ordering::Relaxed);
+        let n = WARM_MIN_FLOWS + 100;
+        let (accepted, segments) = batched_servers_act_alike(n, 3);
+        assert_eq!(accepted, n);
+        assert!(segments >= 2 * n as u64);
+        // Every frame of the second and third rounds hinted a flow cell and a connection.
+        assert!(HINTS.load(core::sync::atomic::Ordering::Relaxed) - before > 4 * n);
     }
 }

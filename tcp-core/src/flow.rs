@@ -146,6 +146,14 @@ impl FlowTable {
         (fold(fold(a, self.key.0) ^ b, self.key.1) as usize) & self.mask
     }
 
+    /// Passes the address of `t`'s home cell (where its lookup starts) to `hint`.
+    #[inline]
+    pub fn prefetch(&self, t: &FourTuple, hint: crate::config::Prefetch) {
+        if let Some(c) = self.cells.get(self.home_of(t.words())) {
+            (hint.0)((c as *const Cell).cast::<u8>());
+        }
+    }
+
     /// Number of flows.
     pub fn len(&self) -> usize {
         self.len

@@ -57,9 +57,10 @@ pub mod time;
 pub mod timer;
 pub mod wire;
 
-pub use config::{EndpointConfig, InterfaceConfig, TcpConfig};
+pub use config::{EndpointConfig, InterfaceConfig, Prefetch, TcpConfig};
 pub use counters::Counters;
 pub use endpoint::Endpoint;
 pub use seq::SeqNumber;
 pub use state::{CloseReason, ConnInfo, Event, Handle, SocketError, State};
 pub use time::{Duration, Instant};
+pub use wire::ChecksumAccel;

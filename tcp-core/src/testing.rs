@@ -746,10 +746,12 @@ impl Harness {
         let rx_mode = ChecksumMode {
             verify_rx: config.verify_rx_checksums,
             compute_tx: true,
+            accel: None,
         };
         let tx_mode = ChecksumMode {
             verify_rx: config.compute_tx_checksums,
             compute_tx: true,
+            accel: None,
         };
         let ep = Endpoint::new(config).map_err(|e| violation!("config: {e}"))?;
         let mut h = Harness {

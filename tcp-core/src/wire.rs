@@ -93,6 +93,9 @@ pub struct ChecksumMode {
     pub verify_rx: bool,
     /// Compute checksums of transmitted frames (`false`: leave the fields zero for the NIC).
     pub compute_tx: bool,
+    /// A faster sum for TCP segments of at least [`ACCEL_MIN_LEN`] bytes (see
+    /// [`ChecksumAccel`]); `None`: tcp-core's portable loop.
+    pub accel: Option<ChecksumAccel>,
 }
 
 impl ChecksumMode {
@@ -100,12 +103,61 @@ impl ChecksumMode {
     pub const SOFTWARE: ChecksumMode = ChecksumMode {
         verify_rx: true,
         compute_tx: true,
+        accel: None,
     };
     /// Everything offloaded to the NIC.
     pub const OFFLOAD: ChecksumMode = ChecksumMode {
         verify_rx: false,
         compute_tx: false,
+        accel: None,
     };
+
+    /// `acc` plus the one's-complement sum of `data` (which starts at an even offset of what
+    /// is summed), unfolded: by `accel` for long data, else by the portable loop.
+    #[inline]
+    fn sum(&self, data: &[u8], acc: u64) -> u64 {
+        match self.accel {
+            Some(a) if data.len() >= ACCEL_MIN_LEN => acc + u64::from((a.0)(data)),
+            _ => checksum::sum(data, acc),
+        }
+    }
+}
+
+/// Data shorter than this is summed by tcp-core's own loop even with a [`ChecksumAccel`]:
+/// for a few dozen bytes a call and a vector setup cost more than they save.
+pub const ACCEL_MIN_LEN: usize = 256;
+
+/// A checksum sum supplied by the embedder, for CPUs whose vector units tcp-core cannot use
+/// itself (it is built for the baseline target and has no `unsafe` code to select a faster
+/// path at run time). The function must return the 16-bit one's-complement sum of RFC 1071
+/// over `data`: big-endian 16-bit words, an odd last byte padded with a zero byte, with
+/// end-around carry, not complemented (either representation of zero may be returned).
+/// `psio::checksum_sum` is one, using AVX2 where the CPU has it.
+///
+/// A wrong function makes every checksum wrong: peers then drop what the endpoint sends and
+/// the endpoint drops (and counts as `bad_checksum`) what they send.
+#[derive(Clone, Copy)]
+pub struct ChecksumAccel(pub fn(&[u8]) -> u16);
+
+impl core::fmt::Debug for ChecksumAccel {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("ChecksumAccel(..)")
+    }
+}
+
+impl PartialEq for ChecksumAccel {
+    /// Equal when they are the same function (by address).
+    fn eq(&self, other: &ChecksumAccel) -> bool {
+        self.0 as usize == other.0 as usize
+    }
+}
+
+impl Eq for ChecksumAccel {}
+
+impl core::hash::Hash for ChecksumAccel {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        (self.0 as usize).hash(state);
+    }
 }
 
 impl Default for ChecksumMode {
@@ -837,10 +889,7 @@ fn parse_tcp<'a>(
     // The checks above are those of `new_checked`.
     let packet = TcpPacket::new_unchecked(body);
     if mode.verify_rx
-        && checksum::fold(checksum::sum(
-            body,
-            checksum::pseudo(ip.src, ip.dst, body.len()),
-        )) != 0xffff
+        && checksum::fold(mode.sum(body, checksum::pseudo(ip.src, ip.dst, body.len()))) != 0xffff
     {
         return Err(ParseError::BadChecksum);
     }
@@ -1133,11 +1182,11 @@ pub fn emit_tcp_parts(
     payload[..first.len()].copy_from_slice(first);
     payload[first.len()..].copy_from_slice(second);
     if mode.compute_tx {
-        let mut acc = checksum::sum(first, acc);
+        let mut acc = mode.sum(first, acc);
         if !second.is_empty() {
             // The second part starts at an odd offset when the first has odd length: its
             // 16-bit words then straddle, which swaps the bytes of its sum (RFC 1071 §2 (B)).
-            let rest = checksum::fold(checksum::sum(second, 0));
+            let rest = checksum::fold(mode.sum(second, 0));
             acc += u64::from(if first.len() % 2 == 1 {
                 rest.swap_bytes()
             } else {
@@ -1165,7 +1214,7 @@ pub fn emit_tcp_with<F: FnOnce(&mut [u8])>(
     let payload = &mut frame[frame_len - payload_len..];
     fill(payload);
     if mode.compute_tx {
-        let acc = checksum::sum(payload, acc);
+        let acc = mode.sum(payload, acc);
         finish_tcp_checksum(frame, acc);
     }
     Ok(frame_len)
@@ -1522,6 +1571,71 @@ mod tests {
         assert_eq!(&frame[54..], &[1, 1, 4, 2, 1, 3, 3, 3][..]);
     }
 
+    /// RFC 1071's reference loop, as a [`ChecksumAccel`] would compute it.
+    fn rfc1071_sum(data: &[u8]) -> u16 {
+        let mut sum: u32 = 0;
+        for pair in data.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([
+                pair[0],
+                pair.get(1).copied().unwrap_or(0),
+            ]));
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    /// A wrong sum, to show where the accelerator is used.
+    fn wrong_sum(_: &[u8]) -> u16 {
+        0x1234
+    }
+
+    #[test]
+    fn checksum_accel_gives_the_same_frames_and_is_used_from_its_minimum_length() {
+        let good = ChecksumMode {
+            accel: Some(ChecksumAccel(rfc1071_sum)),
+            ..ChecksumMode::SOFTWARE
+        };
+        let wrong = ChecksumMode {
+            accel: Some(ChecksumAccel(wrong_sum)),
+            ..ChecksumMode::SOFTWARE
+        };
+        let seg = TcpSegmentOut {
+            flags: TcpFlags::ACK,
+            ..linux_syn_out()
+        };
+        let long: Vec<u8> = (0..1000u32).map(|i| (i * 7 + 3) as u8).collect();
+        for len in [
+            0,
+            1,
+            7,
+            ACCEL_MIN_LEN - 1,
+            ACCEL_MIN_LEN,
+            ACCEL_MIN_LEN + 1,
+            999,
+        ] {
+            let payload = &long[..len];
+            let plain = emit_vec(&seg, payload, ChecksumMode::SOFTWARE);
+            assert_eq!(emit_vec(&seg, payload, good), plain, "length {len}");
+            assert!(parse_frame(&plain, good).is_ok(), "length {len}");
+            // The whole TCP segment (header included) is what is summed on receive.
+            let summed = plain.len() - ETHERNET_HEADER_LEN - IPV4_HEADER_LEN;
+            let got = parse_frame(&plain, wrong);
+            if summed >= ACCEL_MIN_LEN {
+                assert_eq!(got.err(), Some(ParseError::BadChecksum), "length {len}");
+            } else {
+                assert!(got.is_ok(), "length {len}");
+            }
+        }
+        // A payload in two parts (a wrapped send ring), the first of odd length.
+        let mut buf = vec![0u8; 1600];
+        let n =
+            emit_tcp_parts(&mut buf, &hdr(), &seg, &long[..301], &long[301..900], good).unwrap();
+        assert_eq!(
+            buf[..n],
+            emit_vec(&seg, &long[..900], ChecksumMode::SOFTWARE)[..]
+        );
+    }
+
     #[test]
     fn sack_blocks_trimmed_to_fit_40_bytes() {
         let blocks = [
@@ -1739,7 +1853,7 @@ mod tests {
         );
         let rx_off = ChecksumMode {
             verify_rx: false,
-            compute_tx: true,
+            ..ChecksumMode::SOFTWARE
         };
         let (_, seg) = tcp_of(parse_frame(&bad, rx_off).unwrap());
         assert_eq!(seg.payload[3], b'a' ^ 0xff);
@@ -1756,8 +1870,8 @@ mod tests {
     #[test]
     fn compute_tx_off_leaves_checksums_zero() {
         let tx_off = ChecksumMode {
-            verify_rx: true,
             compute_tx: false,
+            ..ChecksumMode::SOFTWARE
         };
         let frame = emit_vec(&linux_syn_out(), b"x", tx_off);
         assert_eq!(&frame[24..26], &[0, 0]); // IPv4 header checksum

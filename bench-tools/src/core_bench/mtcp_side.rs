@@ -8,8 +8,8 @@ use super::{
 };
 use core::net::{Ipv4Addr, SocketAddrV4};
 use tcp_core::{
-    CloseReason, Duration, Endpoint, EndpointConfig, Event, Handle, Instant, InterfaceConfig,
-    SocketError, TcpConfig,
+    ChecksumAccel, CloseReason, Duration, Endpoint, EndpointConfig, Event, Handle, Instant,
+    InterfaceConfig, Prefetch, SocketError, TcpConfig,
 };
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
@@ -41,6 +41,8 @@ fn endpoint(
         max_connections,
         syn_queue,
         ephemeral_ports: 1024..=65535,
+        prefetch: Some(Prefetch(psio::prefetch)),
+        checksum_accel: Some(ChecksumAccel(psio::checksum_sum)),
         ..Default::default()
     })
     .map_err(|e| format!("tcp-core endpoint config: {e}"))
