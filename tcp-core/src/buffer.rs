@@ -164,7 +164,10 @@ fn ring_write(buf: &mut [u8], start: usize, data: &[u8]) {
     let first = data.len().min(buf.len() - start);
     buf[start..start + first].copy_from_slice(&data[..first]);
     let rest = data.len() - first;
-    buf[..rest].copy_from_slice(&data[first..]);
+    // Most writes do not wrap: no call for an empty second part.
+    if rest != 0 {
+        buf[..rest].copy_from_slice(&data[first..]);
+    }
 }
 
 /// The (up to) two contiguous slices of `n` bytes at ring index `start`.
@@ -180,7 +183,10 @@ fn ring_slices(buf: &[u8], start: usize, n: usize) -> (&[u8], &[u8]) {
 /// Copies two slices into `out` (which holds at least `a.len() + b.len()` bytes).
 fn copy_pair(out: &mut [u8], (a, b): (&[u8], &[u8])) -> usize {
     out[..a.len()].copy_from_slice(a);
-    out[a.len()..a.len() + b.len()].copy_from_slice(b);
+    // Most reads do not wrap: no call for an empty second part.
+    if !b.is_empty() {
+        out[a.len()..a.len() + b.len()].copy_from_slice(b);
+    }
     a.len() + b.len()
 }
 

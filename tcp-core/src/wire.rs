@@ -1179,8 +1179,13 @@ pub fn emit_tcp_parts(
     let (frame, acc) = write_headers(buf, hdr, seg, payload_len, mode)?;
     let frame_len = frame.len();
     let payload = &mut frame[frame_len - payload_len..];
-    payload[..first.len()].copy_from_slice(first);
-    payload[first.len()..].copy_from_slice(second);
+    // Most segments carry no payload or one part: no calls for empty parts.
+    if !first.is_empty() {
+        payload[..first.len()].copy_from_slice(first);
+    }
+    if !second.is_empty() {
+        payload[first.len()..].copy_from_slice(second);
+    }
     if mode.compute_tx {
         let mut acc = mode.sum(first, acc);
         if !second.is_empty() {
