@@ -3,11 +3,29 @@
 //! run time itself: a cache prefetch hint (`tcp_core::Prefetch`) and a checksum sum that uses
 //! AVX2 where the CPU has it (`tcp_core::ChecksumAccel`).
 
-/// Asks the CPU to bring the cache line holding `p` into all cache levels, and returns at
-/// once. Only a hint: nothing is read or written, and any address (stale, dangling, null) is
-/// allowed. On targets other than x86-64 it does nothing.
+/// Cache line size assumed by [`prefetch`].
+const LINE: usize = 64;
+
+/// Asks the CPU to bring the cache lines holding the `len` bytes at `p` into all cache
+/// levels, and returns at once. Only a hint: nothing is read or written, and any address
+/// (stale, dangling, null) is allowed. On targets other than x86-64 it does nothing.
 #[inline]
-pub fn prefetch(p: *const u8) {
+pub fn prefetch(p: *const u8, len: usize) {
+    let first = p as usize & !(LINE - 1);
+    let end = (p as usize).saturating_add(len.max(1));
+    let mut line = first;
+    while line < end {
+        hint_line(p.wrapping_add(line.wrapping_sub(p as usize)));
+        line = match line.checked_add(LINE) {
+            Some(next) => next,
+            None => break,
+        };
+    }
+}
+
+/// One line's prefetch instruction.
+#[inline(always)]
+fn hint_line(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: PREFETCHT0 has no architectural effect and never faults, whatever the address
     // (Intel SDM vol. 2, PREFETCHh: "does not affect program behavior"); SSE, which the
@@ -124,9 +142,10 @@ mod tests {
     #[test]
     fn any_address_is_a_valid_hint() {
         let v = vec![7u8; 256];
-        prefetch(v.as_ptr());
-        prefetch(v.as_ptr().wrapping_add(1 << 40));
-        prefetch(core::ptr::null());
+        prefetch(v.as_ptr(), v.len());
+        prefetch(v.as_ptr().wrapping_add(1 << 40), 4096);
+        prefetch(core::ptr::null(), 0);
+        prefetch(usize::MAX as *const u8, usize::MAX);
         assert_eq!(v[0], 7);
     }
 }

@@ -141,9 +141,9 @@ impl Default for TcpConfig {
     }
 }
 
-/// A cache prefetch hint supplied by the embedder: called with the address of memory the
-/// endpoint is about to read (a flow-table cell, a line of a connection's state), it asks the
-/// CPU to start loading that line and returns at once. tcp-core has no `unsafe` code and so
+/// A cache prefetch hint supplied by the embedder: called with the address and length of
+/// memory the endpoint is about to read (a flow-table cell, a connection's state), it asks
+/// the CPU to start loading those cache lines and returns at once. tcp-core has no `unsafe` code and so
 /// cannot issue the instruction itself; `psio::prefetch` is one such function.
 ///
 /// The function receives a raw pointer it must not rely on: the address may be stale by the
@@ -152,7 +152,7 @@ impl Default for TcpConfig {
 /// large endpoint overlaps the cache misses of a whole receive batch and of its transmit
 /// queue; without one it falls back to plain loads ahead of use, which overlap less.
 #[derive(Clone, Copy)]
-pub struct Prefetch(pub fn(*const u8));
+pub struct Prefetch(pub fn(*const u8, usize));
 
 impl core::fmt::Debug for Prefetch {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

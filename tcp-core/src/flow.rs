@@ -150,7 +150,10 @@ impl FlowTable {
     #[inline]
     pub fn prefetch(&self, t: &FourTuple, hint: crate::config::Prefetch) {
         if let Some(c) = self.cells.get(self.home_of(t.words())) {
-            (hint.0)((c as *const Cell).cast::<u8>());
+            (hint.0)(
+                (c as *const Cell).cast::<u8>(),
+                core::mem::size_of::<Cell>(),
+            );
         }
     }
 
