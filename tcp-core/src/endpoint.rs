@@ -1496,6 +1496,102 @@ mod tests {
         (accepted.len(), one.counters().segments_in)
     }
 
+    /// Moves frames both ways until neither endpoint has anything to send.
+    fn exchange(a: &mut Endpoint, b: &mut Endpoint, now: Instant) {
+        loop {
+            let (ab, ba) = (drain(a), drain(b));
+            if ab.is_empty() && ba.is_empty() {
+                return;
+            }
+            for f in &ab {
+                b.handle_frame(now, f);
+            }
+            for f in &ba {
+                a.handle_frame(now, f);
+            }
+        }
+    }
+
+    #[test]
+    fn recv_with_reads_in_place_what_it_consumes_and_wraps_in_two_slices() {
+        let client_cfg = EndpointConfig {
+            iface: InterfaceConfig {
+                mac: PEER_MAC.0,
+                addr: PEER_IP,
+                static_arp: vec![(OUR_IP, OUR_MAC.0)],
+                ..InterfaceConfig::default()
+            },
+            ..EndpointConfig::default()
+        };
+        let server_cfg = EndpointConfig {
+            iface: InterfaceConfig {
+                static_arp: vec![(PEER_IP, PEER_MAC.0)],
+                ..config().iface
+            },
+            ..EndpointConfig::default()
+        };
+        let mut client = Endpoint::new(client_cfg).unwrap();
+        let mut server = Endpoint::new(server_cfg).unwrap();
+        let l = server.listen(OUR_PORT, 8).unwrap();
+        let c = client
+            .connect(t(0), SocketAddrV4::new(OUR_IP, OUR_PORT))
+            .unwrap();
+        exchange(&mut client, &mut server, t(0));
+        let s = server.accept(l).unwrap();
+        // Nothing yet: `f` is not called and the answer is `recv`'s.
+        assert_eq!(
+            server.recv_with(s, |_, _| panic!("called with nothing to read")),
+            Err(crate::state::SocketError::WouldBlock)
+        );
+        let stream: Vec<u8> = (0..20_000u32).map(|i| (i * 31 + 7) as u8).collect();
+        let (mut sent, mut got) = (0, Vec::new());
+        let mut wrapped = false;
+        for round in 0..400u64 {
+            // Odd sizes on both sides, so that the ring wraps at varying places.
+            let chunk = (round as usize * 37) % 700 + 1;
+            let end = (sent + chunk).min(stream.len());
+            sent += client.send(c, &stream[sent..end]).unwrap_or(0);
+            exchange(&mut client, &mut server, t(round));
+            let want = (round as usize * 53) % 600;
+            let before = server.recv_available(s).unwrap();
+            let n = server
+                .recv_with(s, |a, b| {
+                    wrapped |= !b.is_empty();
+                    assert_eq!(a.len() + b.len(), before);
+                    let take = want.min(a.len() + b.len());
+                    let from_a = take.min(a.len());
+                    got.extend_from_slice(&a[..from_a]);
+                    got.extend_from_slice(&b[..take - from_a]);
+                    take
+                })
+                .unwrap_or(0);
+            assert_eq!(server.recv_available(s).unwrap(), before - n);
+            exchange(&mut client, &mut server, t(round));
+        }
+        assert!(wrapped, "the receive ring never wrapped");
+        assert!(sent > 10_000, "only {sent} bytes went");
+        // Claiming more than was given consumes everything.
+        let rest = server.recv_available(s).unwrap();
+        let mut tail = Vec::new();
+        if rest > 0 {
+            let n = server
+                .recv_with(s, |a, b| {
+                    tail.extend_from_slice(a);
+                    tail.extend_from_slice(b);
+                    usize::MAX
+                })
+                .unwrap();
+            assert_eq!(n, rest);
+        }
+        got.extend_from_slice(&tail);
+        assert_eq!(got, stream[..got.len()]);
+        assert_eq!(got.len(), sent);
+        // End of stream after the peer's FIN: `Ok(0)`, `f` not called.
+        client.close(t(500), c).unwrap();
+        exchange(&mut client, &mut server, t(500));
+        assert_eq!(server.recv_with(s, |_, _| panic!("called at end")), Ok(0));
+    }
+
     /// `handle_frames_warm` (the path taken with many flows) and the prefetch pipeline act
     /// exactly as `handle_frame` frame by frame.
     #[test]

@@ -810,17 +810,29 @@ impl Endpoint {
             self.after(h.slot);
             return Ok(n);
         }
-        if tcb.fin_received() {
-            return Ok(0);
+        nothing_to_read(tcb)
+    }
+
+    /// Reads received bytes in place, without copying them out: `f` gets the bytes ready to
+    /// read as two slices (the second is empty unless the buffer wraps; read the first, then
+    /// the second) and returns how many it consumed, from the start; more than it was given
+    /// counts as all of them. Returns that count, and the window opens by as much. When no
+    /// byte is ready `f` is not called and the result is [`recv`](Self::recv)'s: `Ok(0)` at
+    /// the end of the stream, `WouldBlock` before, or the connection's error.
+    pub fn recv_with<F>(&mut self, h: Handle, f: F) -> Result<usize, SocketError>
+    where
+        F: FnOnce(&[u8], &[u8]) -> usize,
+    {
+        let tcb = self.tcb_mut(h)?;
+        if tcb.recv.is_empty() {
+            return nothing_to_read(tcb);
         }
-        if let Some(e) = closed_error(tcb) {
-            return Err(e);
-        }
-        match tcb.state {
-            State::Closed => Ok(0),
-            State::SynSent | State::SynReceived => Err(SocketError::WouldBlock),
-            _ => Err(SocketError::WouldBlock),
-        }
+        let (a, b) = tcb.recv.peek(usize::MAX);
+        let n = f(a, b).min(a.len() + b.len());
+        let n = tcb.recv.consume(n);
+        tcb.on_app_read(n);
+        self.after(h.slot);
+        Ok(n)
     }
 
     /// Copy received bytes into `buf` without consuming them.
@@ -1031,6 +1043,21 @@ impl Endpoint {
             })
             .sum();
         table + buffers + self.storage.allocated()
+    }
+}
+
+/// What a read returns when no byte is ready: end of stream (`Ok(0)`) after the peer's FIN or
+/// once closed, the connection's error, or `WouldBlock`.
+fn nothing_to_read(tcb: &Tcb) -> Result<usize, SocketError> {
+    if tcb.fin_received() {
+        return Ok(0);
+    }
+    if let Some(e) = closed_error(tcb) {
+        return Err(e);
+    }
+    match tcb.state {
+        State::Closed => Ok(0),
+        _ => Err(SocketError::WouldBlock),
     }
 }
 
