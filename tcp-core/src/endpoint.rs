@@ -429,14 +429,8 @@ impl Endpoint {
             return self.handle_frames_prefetched(now, frames, hint);
         }
         loop {
-            let group = frames.clone().take(WARM_GROUP);
-            core::hint::black_box(self.warm(group));
-            let mut any = false;
-            for frame in frames.by_ref().take(WARM_GROUP) {
-                any = true;
-                self.handle_frame(now, frame);
-            }
-            if !any {
+            core::hint::black_box(self.warm(frames.clone().take(WARM_GROUP)));
+            if !self.handle_group(now, &mut frames) {
                 return;
             }
         }
@@ -454,34 +448,45 @@ impl Endpoint {
         let mut cells = frames.clone();
         let mut conns = frames.clone();
         let mut frames = frames;
-        for frame in cells.by_ref().take(WARM_GROUP) {
-            if let Some(t) = peek_tuple(frame) {
-                self.flows.prefetch(&t, hint);
-            }
-        }
+        self.prefetch_cells(&mut cells, hint);
         loop {
-            for frame in cells.by_ref().take(WARM_GROUP) {
-                if let Some(t) = peek_tuple(frame) {
-                    self.flows.prefetch(&t, hint);
-                }
-            }
+            self.prefetch_cells(&mut cells, hint);
             for frame in conns.by_ref().take(WARM_GROUP) {
                 if let Some(slot) = peek_tuple(frame).and_then(|t| self.flows.get(&t)) {
                     self.prefetch_slot(slot, hint);
                 }
             }
-            let mut any = false;
-            for frame in frames.by_ref().take(WARM_GROUP) {
-                any = true;
-                self.handle_frame(now, frame);
-            }
-            if !any {
+            if !self.handle_group(now, &mut frames) {
                 return;
             }
         }
     }
 
-    /// Passes `slot`'s entry (a connection's whole state) to `hint`.
+    /// Handles the next (up to) [`WARM_GROUP`] frames of `frames`; false when there were none.
+    fn handle_group<'a>(
+        &mut self,
+        now: Instant,
+        frames: &mut impl Iterator<Item = &'a [u8]>,
+    ) -> bool {
+        let mut any = false;
+        for frame in frames.take(WARM_GROUP) {
+            any = true;
+            self.handle_frame(now, frame);
+        }
+        any
+    }
+
+    /// Passes the flow cells of the next (up to) [`WARM_GROUP`] frames of `frames` to `hint`.
+    fn prefetch_cells<'a>(&self, frames: &mut impl Iterator<Item = &'a [u8]>, hint: Prefetch) {
+        for frame in frames.take(WARM_GROUP) {
+            if let Some(t) = peek_tuple(frame) {
+                self.flows.prefetch(&t, hint);
+            }
+        }
+    }
+
+    /// Passes the first [`PREFETCH_SLOT_BYTES`] of `slot`'s entry (a connection's state) to
+    /// `hint`.
     #[inline]
     fn prefetch_slot(&self, slot: u32, hint: Prefetch) {
         if let Some(s) = self.slots.get(slot as usize) {
