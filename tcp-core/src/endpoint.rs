@@ -79,8 +79,8 @@ use crate::time::{Duration, Instant};
 use crate::timer::TimerWheel;
 use crate::wire::{
     self, ArpInfo, ArpOp, ChecksumMode, EthInfo, EthIpv4Header, EthernetAddress, Inbound,
-    Ipv4Address, Ipv4Info, LocalAddrs, ParseError, TcpFlags, TcpOptions, TcpSegment, TcpSegmentOut,
-    ICMP_ECHO_HEADER_LEN, IPV4_HEADER_LEN, TCP_HEADER_LEN,
+    Ipv4Address, Ipv4Info, LocalAddrs, ParseError, TcpFlags, TcpFrame, TcpOptions, TcpSegment,
+    TcpSegmentOut, ICMP_ECHO_HEADER_LEN, IPV4_HEADER_LEN, TCP_HEADER_LEN,
 };
 
 mod sockets;
@@ -381,6 +381,19 @@ impl Endpoint {
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
         self.now = self.now.max(now);
         self.counters.frames_in += 1;
+        // TCP segments are parsed in place; anything else is parsed again by the general
+        // parser (ARP, ICMP and foreign protocols are rare).
+        let mut tcp = TcpFrame::EMPTY;
+        match wire::parse_tcp_frame(frame, &self.local, self.checksum, &mut tcp) {
+            Ok(true) => self.on_segment(now, &tcp),
+            Ok(false) => self.handle_other_frame(now, frame),
+            Err(e) => self.count_parse_error(e),
+        }
+    }
+
+    /// [`handle_frame`](Self::handle_frame) for a valid frame that is not a TCP segment.
+    #[cold]
+    fn handle_other_frame(&mut self, now: Instant, frame: &[u8]) {
         match wire::parse_frame_for(frame, &self.local, self.checksum) {
             Ok(Inbound::Arp { eth, arp }) => self.on_arp(now, eth, arp),
             Ok(Inbound::IcmpEcho {
@@ -390,7 +403,7 @@ impl Endpoint {
                 seq,
                 payload,
             }) => self.on_echo_request(eth, ip, ident, seq, payload),
-            Ok(Inbound::Tcp { eth, ip, seg }) => self.on_segment(now, eth, ip, &seg),
+            Ok(Inbound::Tcp { eth, ip, seg }) => self.on_segment(now, &TcpFrame { eth, ip, seg }),
             Ok(Inbound::OtherIpv4 { .. }) => self.counters.not_for_us += 1,
             Err(e) => self.count_parse_error(e),
         }
@@ -718,11 +731,12 @@ impl Endpoint {
         });
     }
 
-    fn on_segment(&mut self, now: Instant, eth: EthInfo, ip: Ipv4Info, seg: &TcpSegment<'_>) {
+    fn on_segment(&mut self, now: Instant, f: &TcpFrame<'_>) {
+        let (eth, ip, seg) = (&f.eth, &f.ip, &f.seg);
         // RFC 1122 §4.2.3.10: "A TCP implementation MUST silently discard an incoming SYN
         // segment that is addressed to a broadcast or multicast address." We never answer
         // any segment to or from such an address: a RST there would be an amplifier.
-        if !self.is_unicast_peer(&eth, &ip) {
+        if !self.is_unicast_peer(eth, ip) {
             self.counters.not_for_us += 1;
             return;
         }
@@ -735,7 +749,7 @@ impl Endpoint {
         };
         if let Some(slot) = self.flows.get(&tuple) {
             if !self.time_wait_reusable(slot, seg) {
-                self.conn_segment(now, slot, eth, ip, seg);
+                self.conn_segment(now, slot, f);
                 return;
             }
             // RFC 6191: the TIME-WAIT connection gives way to the new incarnation.
@@ -745,10 +759,10 @@ impl Endpoint {
             self.after(slot);
         }
         if let Some(&listener) = self.listeners.get(&seg.dst_port) {
-            self.listener_segment(now, listener, tuple, eth, ip, seg);
+            self.listener_segment(now, listener, tuple, f);
             return;
         }
-        self.reply_closed(eth, ip, seg);
+        self.reply_closed(f);
     }
 
     /// RFC 6191 §2: a SYN for a 4-tuple in TIME-WAIT may start a new connection if its
@@ -768,33 +782,26 @@ impl Endpoint {
     }
 
     /// A segment for an existing connection.
-    fn conn_segment(
-        &mut self,
-        now: Instant,
-        slot: u32,
-        eth: EthInfo,
-        ip: Ipv4Info,
-        seg: &TcpSegment<'_>,
-    ) {
+    fn conn_segment(&mut self, now: Instant, slot: u32, f: &TcpFrame<'_>) {
         let Some((tcb, mut env, cfg)) = self.conn_env(slot, now) else {
             return;
         };
         if tcb.dst_mac.is_none() {
-            tcb.dst_mac = Some(eth.src);
+            tcb.dst_mac = Some(f.eth.src);
         }
-        let reply = tcb.on_segment(cfg, seg, &mut env);
+        let reply = tcb.on_segment(cfg, &f.seg, &mut env);
         if let Some(r) = reply {
-            self.push_rst(eth, ip, seg, r);
+            self.push_rst(f, r);
         }
         self.after(slot);
     }
 
-    fn push_rst(&mut self, eth: EthInfo, ip: Ipv4Info, seg: &TcpSegment<'_>, r: RstReply) {
+    fn push_rst(&mut self, f: &TcpFrame<'_>, r: RstReply) {
         self.push(Control::Rst {
-            dst_mac: eth.src,
-            dst_ip: ip.src,
-            src_port: seg.dst_port,
-            dst_port: seg.src_port,
+            dst_mac: f.eth.src,
+            dst_ip: f.ip.src,
+            src_port: f.seg.dst_port,
+            dst_port: f.seg.src_port,
             seq: r.seq,
             ack: r.ack,
             flags: r.flags,
@@ -803,13 +810,13 @@ impl Endpoint {
 
     /// RFC 9293 §3.10.7.1, CLOSED: "If the state is CLOSED (i.e., TCB does not exist), then
     /// all data in the incoming segment is discarded."
-    fn reply_closed(&mut self, eth: EthInfo, ip: Ipv4Info, seg: &TcpSegment<'_>) {
+    fn reply_closed(&mut self, f: &TcpFrame<'_>) {
         // "An incoming segment containing a RST is discarded. An incoming segment not
         // containing a RST causes a RST to be sent in response. The acknowledgment and
         // sequence field values are selected to make the reset sequence acceptable to the TCP
         // endpoint that sent the offending segment." (`RstReply::for_segment` quotes the rest.)
-        if let Some(r) = RstReply::for_segment(seg) {
-            self.push_rst(eth, ip, seg, r);
+        if let Some(r) = RstReply::for_segment(&f.seg) {
+            self.push_rst(f, r);
         }
     }
 

@@ -330,10 +330,9 @@ impl Endpoint {
         now: Instant,
         lslot: u32,
         tuple: FourTuple,
-        eth: EthInfo,
-        ip: Ipv4Info,
-        seg: &TcpSegment<'_>,
+        f: &TcpFrame<'_>,
     ) {
+        let (eth, seg) = (f.eth, &f.seg);
         let fl = seg.flags;
         // "first check for a RST: An incoming RST should be ignored."
         if fl.rst() {
@@ -347,7 +346,7 @@ impl Endpoint {
                 return;
             }
             if let Some(r) = RstReply::for_segment(seg) {
-                self.push_rst(eth, ip, seg, r);
+                self.push_rst(f, r);
             }
             return;
         }
