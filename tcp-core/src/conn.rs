@@ -192,6 +192,46 @@ mod f {
     pub const SWS_OVERRIDE: u16 = 1 << 15;
 }
 
+/// The flag bits of a TCB ([`f`]), kept as two separate bytes (bits 0-7 and 8-15).
+///
+/// Every change is a byte-wide read-modify-write, and every test reads one byte: as a
+/// `u16`, the compiler narrowed `flags &= !X` to a store of the one byte that changes, and
+/// the next 16-bit load of the field could then not be forwarded from the store buffer (a
+/// stall of a dozen cycles, several times per segment).
+#[derive(Debug, Clone, Copy, Default)]
+struct Flags([u8; 2]);
+
+impl Flags {
+    #[inline(always)]
+    fn has(self, flag: u16) -> bool {
+        (self.0[0] & flag as u8) | (self.0[1] & (flag >> 8) as u8) != 0
+    }
+
+    #[inline(always)]
+    fn insert(&mut self, flag: u16) {
+        if flag as u8 != 0 {
+            self.0[0] |= flag as u8;
+        }
+        if flag >> 8 != 0 {
+            self.0[1] |= (flag >> 8) as u8;
+        }
+    }
+
+    #[inline(always)]
+    fn remove(&mut self, flag: u16) {
+        if flag as u8 != 0 {
+            self.0[0] &= !(flag as u8);
+        }
+        if flag >> 8 != 0 {
+            self.0[1] &= !((flag >> 8) as u8);
+        }
+    }
+
+    fn bits(self) -> u16 {
+        u16::from_le_bytes(self.0)
+    }
+}
+
 /// The next data segment [`Tcb::plan_data`] chose.
 #[derive(Debug, Clone, Copy)]
 struct Plan {
@@ -223,7 +263,7 @@ pub(crate) struct Tcb {
     pub tuple: FourTuple,
     /// Next hop's MAC, once known.
     pub dst_mac: Option<EthernetAddress>,
-    flags: u16,
+    flags: Flags,
     /// Events not yet reported (bits of [`ev`]).
     pub events: u16,
     /// Why the connection ended, once it has.
@@ -293,6 +333,64 @@ pub(crate) struct Tcb {
     fin_wait2_timeout: Duration,
 }
 
+/// A connection in TIME-WAIT that the application no longer holds, in compact form: what
+/// TIME-WAIT's processing of a segment and the ACK it sends read and write (RFC 9293
+/// §3.10.7.4), and what [`ConnInfo`](crate::state::ConnInfo) reports. [`Tcb::to_time_wait`]
+/// makes one only when everything else of the TCB is at its neutral value (buffers empty,
+/// nothing queued, no recovery, no pending flag), so [`Tcb::from_time_wait`] rebuilds a TCB
+/// that behaves as the original would.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TimeWaitState {
+    pub tuple: FourTuple,
+    pub dst_mac: EthernetAddress,
+    flags: u16,
+    snd_wscale: u8,
+    rcv_wscale: u8,
+    smss: u16,
+    snd_una: SeqNumber,
+    snd_nxt: SeqNumber,
+    snd_wnd: u32,
+    max_snd_wnd: u32,
+    snd_wl1: SeqNumber,
+    snd_wl2: SeqNumber,
+    fin_seq: SeqNumber,
+    irs: SeqNumber,
+    /// RCV.NXT of the data (the FIN not counted).
+    rcv_data_nxt: SeqNumber,
+    rcv_adv: SeqNumber,
+    last_ack_sent: SeqNumber,
+    ts_recent: u32,
+    ts_offset: u32,
+    ts_recent_at: Instant,
+    // For `ConnInfo` only.
+    cwnd: u32,
+    ssthresh: u32,
+    rto: Duration,
+    srtt: Option<Duration>,
+}
+
+impl TimeWaitState {
+    /// Takes the figures that only [`ConnInfo`](crate::state::ConnInfo) reports (congestion
+    /// window, RTO, SRTT) from `earlier`: a TCB rebuilt by [`Tcb::from_time_wait`] has fresh
+    /// estimators, and TIME-WAIT changes none of them.
+    pub fn keep_figures_of(&mut self, earlier: &TimeWaitState) {
+        self.cwnd = earlier.cwnd;
+        self.ssthresh = earlier.ssthresh;
+        self.rto = earlier.rto;
+        self.srtt = earlier.srtt;
+    }
+}
+
+/// Flags that say a TCB still has something to do (a segment to send, a probe, a
+/// retransmission): such a TCB is not put in compact TIME-WAIT form.
+const TRANSIENT_FLAGS: u16 = f::ACK_NOW
+    | f::SEND_SYN
+    | f::SEND_RST
+    | f::RTX_UNA
+    | f::PROBE
+    | f::KEEPALIVE_PROBE
+    | f::SWS_OVERRIDE;
+
 /// What we offered in our SYN (or are willing to answer in a SYN-ACK).
 #[derive(Debug, Clone, Copy)]
 struct Offer {
@@ -329,9 +427,9 @@ impl Tcb {
             initial_rto: cfg.initial_rto,
             ..RttConfig::default()
         });
-        let mut flags = 0;
+        let mut flags = Flags::default();
         if cfg.nodelay {
-            flags |= f::NODELAY;
+            flags.insert(f::NODELAY);
         }
         Tcb {
             state: State::Closed,
@@ -394,16 +492,16 @@ impl Tcb {
         let mut t = Tcb::blank(cfg, tuple, iss, ts_offset, now);
         t.state = State::SynSent;
         t.snd_nxt = iss;
-        t.flags |= f::SEND_SYN;
+        t.flags.insert(f::SEND_SYN);
         // Options we offer; they are enabled when the SYN-ACK echoes them.
         if cfg.timestamps {
-            t.flags |= f::TS;
+            t.flags.insert(f::TS);
         }
         if cfg.sack {
-            t.flags |= f::SACK;
+            t.flags.insert(f::SACK);
         }
         if cfg.window_scaling {
-            t.flags |= f::WSCALE;
+            t.flags.insert(f::WSCALE);
             t.rcv_wscale = our_wscale(cfg);
         }
         t.smss = cfg.mss;
@@ -422,7 +520,7 @@ impl Tcb {
     ) -> Tcb {
         let mut t = Tcb::blank(cfg, tuple, iss, ts_offset, now);
         t.state = State::SynReceived;
-        t.flags |= f::PASSIVE | f::SEND_SYN;
+        t.flags.insert(f::PASSIVE | f::SEND_SYN);
         t.irs = syn.isn;
         t.recv.reset(syn.isn + 1u32);
         let offer = Offer {
@@ -446,22 +544,110 @@ impl Tcb {
         t
     }
 
+    /// This connection in compact TIME-WAIT form, if it is one the endpoint may keep so:
+    /// in TIME-WAIT, not held by the application, in no queue, with every byte sent
+    /// acknowledged, nothing buffered either way, no recovery, and no flag asking for work.
+    /// (Whether a timer other than TIME-WAIT's is armed is the endpoint's to check.)
+    pub fn to_time_wait(&self) -> Option<TimeWaitState> {
+        let idle = self.state == State::TimeWait
+            && !self.app_owned
+            && self.listener.is_none()
+            && !self.embryonic
+            && self.queued == 0
+            && self.events == 0
+            && self.error.is_none()
+            && self.flags.bits() & TRANSIENT_FLAGS == 0
+            && self.snd_una == self.snd_max
+            && self.send.is_empty()
+            && self.recv.is_empty()
+            && self.recv.ooo_ranges().next().is_none()
+            && self.sb.is_empty()
+            && !self.cc.in_recovery()
+            && self.peer_fin.is_none()
+            && self.dsack.is_none();
+        if !idle {
+            return None;
+        }
+        Some(TimeWaitState {
+            tuple: self.tuple,
+            dst_mac: self.dst_mac?,
+            flags: self.flags.bits(),
+            snd_wscale: self.snd_wscale,
+            rcv_wscale: self.rcv_wscale,
+            smss: self.smss,
+            snd_una: self.snd_una,
+            snd_nxt: self.snd_nxt,
+            snd_wnd: self.snd_wnd,
+            max_snd_wnd: self.max_snd_wnd,
+            snd_wl1: self.snd_wl1,
+            snd_wl2: self.snd_wl2,
+            fin_seq: self.fin_seq,
+            irs: self.irs,
+            rcv_data_nxt: self.recv.rcv_nxt(),
+            rcv_adv: self.rcv_adv,
+            last_ack_sent: self.last_ack_sent,
+            ts_recent: self.ts_recent,
+            ts_offset: self.ts_offset,
+            ts_recent_at: self.ts_recent_at,
+            cwnd: self.cc.window(),
+            ssthresh: self.cc.ssthresh(),
+            rto: self.rtt.rto(),
+            srtt: self.rtt.srtt(),
+        })
+    }
+
+    /// The TCB a compact TIME-WAIT connection stands for, rebuilt to process a segment (or
+    /// to be kept in full again). Its buffers are empty, its estimators fresh: TIME-WAIT
+    /// uses neither.
+    pub fn from_time_wait(cfg: &TcpConfig, s: &TimeWaitState, now: Instant) -> Tcb {
+        let mut t = Tcb::blank(cfg, s.tuple, s.snd_una, s.ts_offset, now);
+        t.state = State::TimeWait;
+        t.dst_mac = Some(s.dst_mac);
+        t.flags = Flags(s.flags.to_le_bytes());
+        t.snd_nxt = s.snd_nxt;
+        t.snd_wnd = s.snd_wnd;
+        t.max_snd_wnd = s.max_snd_wnd;
+        t.snd_wl1 = s.snd_wl1;
+        t.snd_wl2 = s.snd_wl2;
+        t.snd_wscale = s.snd_wscale;
+        t.smss = s.smss;
+        t.fin_seq = s.fin_seq;
+        t.irs = s.irs;
+        t.rcv_wscale = s.rcv_wscale;
+        t.rcv_adv = s.rcv_adv;
+        t.last_ack_sent = s.last_ack_sent;
+        t.ts_recent = s.ts_recent;
+        t.ts_recent_at = s.ts_recent_at;
+        t.recv.reset(s.rcv_data_nxt);
+        t
+    }
+
+    /// [`info`](Self::info) of a compact TIME-WAIT connection.
+    pub fn time_wait_info(cfg: &TcpConfig, s: &TimeWaitState) -> crate::state::ConnInfo {
+        let mut info = Tcb::from_time_wait(cfg, s, s.ts_recent_at).info();
+        info.cwnd = s.cwnd;
+        info.ssthresh = s.ssthresh;
+        info.rto = s.rto;
+        info.srtt = s.srtt;
+        info
+    }
+
     /// Option negotiation from the peer's SYN (RFC 7323 §2.2 and §3.2, RFC 2018 §2,
     /// RFC 9293 §3.7.1).
     fn negotiate(&mut self, cfg: &TcpConfig, offer: Offer, syn: &PeerSyn) {
         // RFC 9293 §3.7.1 / RFC 1122 §4.2.2.6: without an MSS option assume 536.
         let peer_mss = syn.mss.filter(|&m| m > 0).unwrap_or(536);
         self.smss = peer_mss.min(cfg.mss).max(64);
-        self.flags &= !(f::TS | f::SACK | f::WSCALE);
+        self.flags.remove(f::TS | f::SACK | f::WSCALE);
         if offer.timestamps && syn.tsval.is_some() {
-            self.flags |= f::TS;
+            self.flags.insert(f::TS);
         }
         if offer.sack && syn.sack {
-            self.flags |= f::SACK;
+            self.flags.insert(f::SACK);
         }
         // RFC 7323 §2.2: scaling is in effect only if both sides sent the option.
         if let (true, Some(ws)) = (offer.window_scaling, syn.wscale) {
-            self.flags |= f::WSCALE;
+            self.flags.insert(f::WSCALE);
             // RFC 7323 §2.3: a shift above 14 is used as 14.
             self.snd_wscale = ws.min(MAX_WSCALE);
             self.rcv_wscale = our_wscale(cfg);
@@ -478,14 +664,14 @@ impl Tcb {
     }
 
     fn has(&self, flag: u16) -> bool {
-        self.flags & flag != 0
+        self.flags.has(flag)
     }
 
     fn set(&mut self, flag: u16, on: bool) {
         if on {
-            self.flags |= flag;
+            self.flags.insert(flag);
         } else {
-            self.flags &= !flag;
+            self.flags.remove(flag);
         }
     }
 
@@ -556,7 +742,7 @@ impl Tcb {
     /// that depends on them, of no meaning.
     #[inline]
     pub fn warm(&self) -> u32 {
-        (self.state as u32) ^ self.snd_una.0 ^ self.recv.rcv_nxt().0 ^ u32::from(self.flags)
+        (self.state as u32) ^ self.snd_una.0 ^ self.recv.rcv_nxt().0 ^ u32::from(self.flags.bits())
     }
 
     fn ts_val(&self, now: Instant) -> u32 {
@@ -564,7 +750,7 @@ impl Tcb {
     }
 
     fn ack_now(&mut self) {
-        self.flags |= f::ACK_NOW;
+        self.flags.insert(f::ACK_NOW);
     }
 
     // -----------------------------------------------------------------------------------------
@@ -685,14 +871,14 @@ impl Tcb {
             self.snd_wl2 = self.iss;
             self.snd_nxt = self.iss;
             self.rcv_adv = self.recv.rcv_nxt();
-            self.flags |= f::SEND_SYN;
+            self.flags.insert(f::SEND_SYN);
         }
         None
     }
 
     /// A SYN-cookie connection: our SYN-ACK (ISN = the cookie) was sent statelessly.
     pub fn synack_sent_by_cookie(&mut self) {
-        self.flags &= !f::SEND_SYN;
+        self.flags.remove(f::SEND_SYN);
         self.snd_nxt = self.iss + 1u32;
         self.snd_max = self.snd_nxt;
     }
@@ -769,7 +955,7 @@ impl Tcb {
             && !fl.rst()
             && seg.seq == self.irs
         {
-            self.flags |= f::SEND_SYN;
+            self.flags.insert(f::SEND_SYN);
             return None;
         }
         // RFC 7323 §3.2: with timestamps in effect, "If a non-RST segment is received without a
@@ -907,7 +1093,7 @@ impl Tcb {
             self.rtt_sample_on_ack(seg, env);
             env.cancel(TimerKind::Rto);
             self.retries = 0;
-            self.flags &= !f::SEND_SYN;
+            self.flags.remove(f::SEND_SYN);
             self.enter_established(env);
             if self.has(f::PASSIVE) {
                 self.events |= ev::ACCEPTED;
@@ -1010,7 +1196,7 @@ impl Tcb {
             let data_acked = acked - u32::from(fin_acked);
             let freed = self.send.ack(data_acked as usize);
             if freed > 0 && self.has(f::WANT_WRITABLE) && self.state.can_send() {
-                self.flags &= !f::WANT_WRITABLE;
+                self.flags.remove(f::WANT_WRITABLE);
                 self.events |= ev::WRITABLE;
             }
             self.retries = 0;
@@ -1026,7 +1212,7 @@ impl Tcb {
             // instead, and never a hole already retransmitted in this episode.
             let already_resent = self.has(f::SACK) && self.high_rxt > ack;
             if action.retransmit && !already_resent {
-                self.flags |= f::RTX_UNA;
+                self.flags.insert(f::RTX_UNA);
             }
             if !self.cc.in_recovery() {
                 self.high_rxt = ack;
@@ -1064,7 +1250,7 @@ impl Tcb {
                     // Fast retransmit: recovery starts at SND.UNA (RFC 6675 §5 (4.1)).
                     self.high_rxt = self.snd_una;
                     self.rescue_rxt = None;
-                    self.flags |= f::RTX_UNA;
+                    self.flags.insert(f::RTX_UNA);
                     env.counters.fast_retransmits += 1;
                 }
             }
@@ -1084,7 +1270,7 @@ impl Tcb {
             if window > 0 {
                 env.cancel(TimerKind::Persist);
                 if self.has(f::PROBE) {
-                    self.flags &= !f::PROBE;
+                    self.flags.remove(f::PROBE);
                 }
                 if opened {
                     self.retries = 0;
@@ -1198,7 +1384,7 @@ impl Tcb {
             return;
         }
         self.peer_fin = None;
-        self.flags |= f::FIN_RECEIVED;
+        self.flags.insert(f::FIN_RECEIVED);
         self.events |= ev::PEER_CLOSED | ev::READABLE;
         self.ack_now();
         match self.state {
@@ -1262,7 +1448,8 @@ impl Tcb {
         if reason != CloseReason::Normal {
             self.send.clear_into(env.storage);
         }
-        self.flags &= !(f::ACK_NOW | f::SEND_SYN | f::RTX_UNA | f::PROBE | f::KEEPALIVE_PROBE);
+        self.flags
+            .remove(f::ACK_NOW | f::SEND_SYN | f::RTX_UNA | f::PROBE | f::KEEPALIVE_PROBE);
     }
 
     /// Sends `<SEQ=SND.NXT><CTL=RST>` (as `abort` does) and closes.
@@ -1277,7 +1464,7 @@ impl Tcb {
         );
         self.close_with(reason, env);
         if send_rst {
-            self.flags |= f::SEND_RST;
+            self.flags.insert(f::SEND_RST);
         }
     }
 
@@ -1357,7 +1544,7 @@ impl Tcb {
         // RFC 6298 §5.5: back off the timer; §5.4: retransmit the earliest segment.
         self.rtt.on_timeout();
         if handshake {
-            self.flags |= f::SEND_SYN | f::SYN_LOST;
+            self.flags.insert(f::SEND_SYN | f::SYN_LOST);
             self.cc.on_syn_loss();
         } else {
             self.cc.on_rto(&RtoEvent {
@@ -1372,7 +1559,7 @@ impl Tcb {
             self.rescue_rxt = None;
             // Go back: everything from SND.UNA is sent again as the window opens.
             self.snd_nxt = self.snd_una;
-            self.flags |= f::RTX_UNA;
+            self.flags.insert(f::RTX_UNA);
         }
         // §5.6: restart the timer with the backed-off value when the segment goes out.
         let rto = self.rtt.rto();
@@ -1386,7 +1573,7 @@ impl Tcb {
         if self.snd_wnd > 0 {
             // The SWS override timer: send what the window allows.
             if self.snd_nxt == self.snd_una && !self.data_ready() {
-                self.flags |= f::SWS_OVERRIDE;
+                self.flags.insert(f::SWS_OVERRIDE);
             }
             return;
         }
@@ -1399,7 +1586,7 @@ impl Tcb {
         self.retries += 1;
         // RFC 9293 §3.8.6.1: probe with one octet of new data; RFC 1122 §4.2.2.17: the
         // interval grows exponentially.
-        self.flags |= f::PROBE;
+        self.flags.insert(f::PROBE);
         self.snd_nxt = self.snd_una;
         self.rtt.on_timeout();
         let rto = self.rtt.rto();
@@ -1435,7 +1622,7 @@ impl Tcb {
             self.close_with(CloseReason::TimedOut, env);
             return;
         }
-        self.flags |= f::KEEPALIVE_PROBE;
+        self.flags.insert(f::KEEPALIVE_PROBE);
         env.set_timer(TimerKind::Keepalive, ka.interval);
     }
 
@@ -1447,15 +1634,17 @@ impl Tcb {
     pub fn write(&mut self, data: &[u8], storage: &mut StoragePool) -> usize {
         let n = self.send.write_pooled(data, storage);
         if n < data.len() {
-            self.flags |= f::WANT_WRITABLE;
+            self.flags.insert(f::WANT_WRITABLE);
         }
         n
     }
 
     /// The application read `n` bytes: open the window and say so if it grew enough.
-    pub fn on_app_read(&mut self, n: usize) {
+    /// Returns whether that made an ACK (a window update) due.
+    #[must_use = "a due ACK must be queued (Endpoint::after)"]
+    pub fn on_app_read(&mut self, n: usize) -> bool {
         if n == 0 || !self.state.can_receive() {
-            return;
+            return false;
         }
         // RFC 9293 §3.8.6.2.2 (receiver SWS avoidance): announce a larger window once it grew
         // by min(half the buffer, one MSS) beyond what was advertised; RFC 1122 §4.2.3.3.
@@ -1466,9 +1655,11 @@ impl Tcb {
             0
         };
         let threshold = (self.recv.capacity() / 2).min(2 * usize::from(self.smss)) as u32;
-        if grown >= threshold.max(1) {
+        if grown >= threshold.max(1) && !self.has(f::ACK_NOW) {
             self.ack_now();
+            return true;
         }
+        false
     }
 
     /// Shut the write side: queue our FIN after the data (RFC 9293 §3.10.4 CLOSE).
@@ -1476,7 +1667,7 @@ impl Tcb {
         if self.has(f::FIN_QUEUED) {
             return;
         }
-        self.flags |= f::FIN_QUEUED;
+        self.flags.insert(f::FIN_QUEUED);
         match self.state {
             // "ESTABLISHED: Queue this until all preceding SENDs have been segmentized, then
             // form a FIN segment and send it. In any case, enter FIN-WAIT-1 state."
@@ -1538,6 +1729,11 @@ impl Tcb {
         u8::from(ctl) | u8::from(ack) << 1 | u8::from(data) << 2
     }
 
+    /// A keepalive probe waits to go out (in the ACK class, whatever data is queued).
+    pub fn keepalive_probe_due(&self) -> bool {
+        self.has(f::KEEPALIVE_PROBE)
+    }
+
     /// Whether this connection has something for class `class` right now.
     pub fn wants(&self, class: TxClass) -> bool {
         match class {
@@ -1564,7 +1760,7 @@ impl Tcb {
     /// holes).
     #[inline]
     fn nothing_to_send(&self) -> bool {
-        self.flags & (f::RTX_UNA | f::PROBE) == 0
+        !self.flags.has(f::RTX_UNA | f::PROBE)
             && self.unsent() == 0
             && (!self.has(f::FIN_QUEUED) || self.snd_nxt > self.fin_seq)
             && !(self.has(f::SACK) && self.cc.in_recovery())
@@ -1706,6 +1902,7 @@ impl Tcb {
     /// Fills `seg` with the next segment of class `class` and returns the payload range
     /// `(offset from SND.UNA, len)`, or `None` if there is nothing to send in that class.
     /// Updates sequence state, timers and counters as if the segment were sent.
+    #[inline(always)]
     pub fn next_segment(
         &mut self,
         class: TxClass,
@@ -1725,7 +1922,7 @@ impl Tcb {
                 }
                 if self.has(f::KEEPALIVE_PROBE) {
                     // RFC 1122 §4.2.3.6: "SEG.SEQ = SND.NXT-1" with no data.
-                    self.flags &= !f::KEEPALIVE_PROBE;
+                    self.flags.remove(f::KEEPALIVE_PROBE);
                     seg.seq = SeqNumber(self.snd_una.0.wrapping_sub(1));
                 } else {
                     // RFC 9293 "<SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>": the highest sequence
@@ -1762,9 +1959,9 @@ impl Tcb {
                 self.fill_ack(env, seg);
                 let end = seq + len + u32::from(fin);
                 if self.has(f::RTX_UNA) && seq == self.snd_una {
-                    self.flags &= !f::RTX_UNA;
+                    self.flags.remove(f::RTX_UNA);
                 }
-                self.flags &= !f::SWS_OVERRIDE;
+                self.flags.remove(f::SWS_OVERRIDE);
                 if rtx {
                     env.counters.retransmits += 1;
                     self.rtt.on_retransmit();
@@ -1776,7 +1973,7 @@ impl Tcb {
                 }
                 if self.has(f::PROBE) {
                     // The probe octet is in flight; the persist timer (not the RTO) owns it.
-                    self.flags &= !f::PROBE;
+                    self.flags.remove(f::PROBE);
                     if end > self.snd_max {
                         self.snd_max = end;
                     }
@@ -1845,7 +2042,7 @@ impl Tcb {
         seg: &mut TcpSegmentOut,
     ) -> Option<(usize, usize)> {
         if self.has(f::SEND_RST) {
-            self.flags &= !f::SEND_RST;
+            self.flags.remove(f::SEND_RST);
             // RFC 9293 §3.10.5 ABORT: "<SEQ=SND.NXT><CTL=RST>".
             seg.seq = self.snd_max;
             seg.ack = SeqNumber(0);
@@ -1858,7 +2055,7 @@ impl Tcb {
         if !self.has(f::SEND_SYN) {
             return None;
         }
-        self.flags &= !f::SEND_SYN;
+        self.flags.remove(f::SEND_SYN);
         let synack = matches!(self.state, State::SynReceived);
         if !matches!(self.state, State::SynSent | State::SynReceived) {
             return None;
@@ -1903,7 +2100,7 @@ impl Tcb {
             let rto = self.rtt.rto();
             self.set_rto(rto, env);
         }
-        self.flags &= !f::ACK_NOW;
+        self.flags.remove(f::ACK_NOW);
         env.counters.segments_out += 1;
         Some((0, 0))
     }
@@ -1930,7 +2127,7 @@ impl Tcb {
             }
         }
         self.last_ack_sent = seg.ack;
-        self.flags &= !f::ACK_NOW;
+        self.flags.remove(f::ACK_NOW);
         self.delack_segs = 0;
         env.cancel(TimerKind::DelayedAck);
     }

@@ -77,6 +77,7 @@ use crate::seq::SeqNumber;
 use crate::state::{CloseReason, Event, Handle, State};
 use crate::time::{Duration, Instant};
 use crate::timer::TimerWheel;
+use crate::timewait::TimeWaitTable;
 use crate::wire::{
     self, ArpInfo, ArpOp, ChecksumMode, EthInfo, EthIpv4Header, EthernetAddress, Inbound,
     Ipv4Address, Ipv4Info, LocalAddrs, ParseError, TcpFlags, TcpFrame, TcpOptions, TcpSegment,
@@ -105,6 +106,10 @@ const MAX_TIMERS_PER_CALL: usize = 1024;
 
 /// Timer wheel slot width (see the `timer` module on choosing it).
 const TIMER_GRANULARITY: Duration = Duration::from_micros(16);
+
+/// Flow-table values with this bit set name a compact TIME-WAIT record (the `timewait`
+/// module) instead of a slot; slots stay below it (`max_connections` < 2^31).
+const TW_BIT: u32 = 1 << 31;
 
 /// A control frame waiting for `poll_transmit`, described as compactly as possible.
 #[derive(Debug)]
@@ -135,6 +140,12 @@ enum Control {
     },
     /// A whole frame released by the ARP cache, destination MAC already set.
     Frame(Vec<u8>),
+    /// The ACK of a compact TIME-WAIT connection (counted as a segment when it was built).
+    TimeWaitAck {
+        dst_mac: EthernetAddress,
+        dst_ip: Ipv4Address,
+        seg: TcpSegmentOut,
+    },
     /// A stateless SYN-ACK carrying a SYN cookie.
     SynAck {
         dst_mac: EthernetAddress,
@@ -306,6 +317,11 @@ pub struct Endpoint {
     tx_q: [VecDeque<(u32, u32)>; 3],
     /// Connections with events to report: (slot, generation).
     ev_q: VecDeque<(u32, u32)>,
+    /// Compact TIME-WAIT connections (counted in `live`, named in `flows` with [`TW_BIT`]).
+    tw: TimeWaitTable,
+    /// Timers of a TIME-WAIT connection rebuilt for a segment (key 0): read once it is
+    /// done, then cleared.
+    tw_timers: TimerWheel,
     /// The latest time any call passed in (socket calls without a time argument use it).
     now: Instant,
 }
@@ -360,6 +376,8 @@ impl Endpoint {
             listeners: BTreeMap::new(),
             tx_q: [VecDeque::new(), VecDeque::new(), VecDeque::new()],
             ev_q: VecDeque::new(),
+            tw: TimeWaitTable::default(),
+            tw_timers: TimerWheel::new(TIMER_GRANULARITY, 0),
             now: Instant::ZERO,
             config,
         })
@@ -562,7 +580,9 @@ impl Endpoint {
                             }
                             Control::SynAck { .. } => self.counters.segments_out += 1,
                             Control::EchoReply { .. } => self.counters.icmp_echo_replies += 1,
-                            Control::Arp { .. } | Control::Frame(_) => {}
+                            Control::Arp { .. }
+                            | Control::Frame(_)
+                            | Control::TimeWaitAck { .. } => {}
                         }
                         return Some(len);
                     }
@@ -592,6 +612,15 @@ impl Endpoint {
             }
             if let Some(Body::Conn(tcb)) = self.slots.get_mut(slot as usize).map(|s| &mut s.body) {
                 tcb.queued &= !(1 << class as u8);
+                // A pure ACK whose connection also waits in the data queue: the data segment
+                // will carry the ACK (or, if none can go then, the ACK is queued again), as
+                // `next_segment` would decide here after planning that segment.
+                if class == TxClass::Ack
+                    && tcb.queued & (1 << TxClass::Data as u8) != 0
+                    && !tcb.keepalive_probe_due()
+                {
+                    continue;
+                }
             }
             let sent = self.transmit_conn(now, slot, class, buf);
             self.after(slot);
@@ -609,10 +638,14 @@ impl Endpoint {
     /// When [`handle_timeout`](Self::handle_timeout) has work next, or `None` if no timer is
     /// armed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.arp.poll_timeout(), self.timers.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.arp.poll_timeout(),
+            self.timers.next_deadline(),
+            self.tw.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Run the timers due at `now`: ARP request retransmissions and resolution timeouts (the
@@ -645,7 +678,15 @@ impl Endpoint {
             ArpEvent::ResolutionFailed(_) => {}
         });
         counters.arp_dropped += expired.frames_dropped as u64;
-        // Connection timers, bounded per call (STYLE rule 9); the rest fire next call.
+        // TIME-WAIT ends for compact connections, then connection timers, each bounded per
+        // call (STYLE rule 9); the rest fire next call.
+        for _ in 0..MAX_TIMERS_PER_CALL {
+            let Some((idx, tuple)) = self.tw.pop_expired(now) else {
+                break;
+            };
+            self.flows.remove_if(&tuple, TW_BIT | idx);
+            self.live -= 1;
+        }
         for _ in 0..MAX_TIMERS_PER_CALL {
             let Some((slot, kind)) = self.timers.poll_expired(now) else {
                 break;
@@ -748,15 +789,21 @@ impl Endpoint {
             remote_port: seg.src_port,
         };
         if let Some(slot) = self.flows.get(&tuple) {
-            if !self.time_wait_reusable(slot, seg) {
+            if slot & TW_BIT != 0 {
+                // A compact TIME-WAIT connection: it answers, or gives way to a new SYN.
+                if !self.time_wait_segment(now, slot & !TW_BIT, f) {
+                    return;
+                }
+            } else if self.time_wait_reusable(slot, seg) {
+                // RFC 6191: the TIME-WAIT connection gives way to the new incarnation.
+                if let Some((tcb, mut env, _)) = self.conn_env(slot, now) {
+                    tcb.close_with(CloseReason::Normal, &mut env);
+                }
+                self.after(slot);
+            } else {
                 self.conn_segment(now, slot, f);
                 return;
             }
-            // RFC 6191: the TIME-WAIT connection gives way to the new incarnation.
-            if let Some((tcb, mut env, _)) = self.conn_env(slot, now) {
-                tcb.close_with(CloseReason::Normal, &mut env);
-            }
-            self.after(slot);
         }
         if let Some(&listener) = self.listeners.get(&seg.dst_port) {
             self.listener_segment(now, listener, tuple, f);
@@ -881,6 +928,11 @@ impl Endpoint {
                 Ok(frame.len())
             }
             Control::SynAck {
+                dst_mac,
+                dst_ip,
+                seg,
+            }
+            | Control::TimeWaitAck {
                 dst_mac,
                 dst_ip,
                 seg,
@@ -1012,6 +1064,37 @@ mod tests {
         let len = emit_arp_request(&mut buf, sender_mac, sender_ip, target).unwrap();
         buf.truncate(len);
         buf
+    }
+
+    /// Compact TIME-WAIT: once the application closed a connection in TIME-WAIT and its
+    /// last ACK went out, the connection lives in the compact table, its slot is free and
+    /// its timers are gone from the wheel; the flow names the record.
+    #[test]
+    fn closed_time_wait_connection_moves_to_the_compact_table() {
+        use crate::testing::{Harness, Op, Setup};
+        let mut h = Harness::new(Setup::new(State::TimeWait)).unwrap();
+        assert_eq!(h.ep.tw.iter().count(), 0);
+        let live = h.ep.live;
+        h.apply(&Op::Close).unwrap();
+        assert_eq!(h.ep.tw.iter().count(), 1);
+        assert_eq!(h.ep.live, live, "the record counts as the connection did");
+        let conns =
+            h.ep.slots
+                .iter()
+                .filter(|s| matches!(s.body, Body::Conn(_)));
+        assert_eq!(conns.count(), 0, "the slot is free");
+        let tuple = h.ep.tw.iter().next().unwrap().tuple;
+        assert_eq!(h.ep.flows.get(&tuple).map(|v| v & TW_BIT), Some(TW_BIT));
+        assert_eq!(h.ep.timers.next_deadline(), None);
+        assert!(h.ep.poll_timeout().is_some());
+        // Without it, the TCB stays in its slot until TIME-WAIT ends.
+        let mut full = Harness::new(Setup {
+            compact_time_wait: false,
+            ..Setup::new(State::TimeWait)
+        })
+        .unwrap();
+        full.apply(&Op::Close).unwrap();
+        assert_eq!(full.ep.tw.iter().count(), 0);
     }
 
     #[test]

@@ -225,12 +225,40 @@ impl FlowTable {
         Ok(())
     }
 
+    /// Points `t`, which must be in the table, at `slot` instead; returns the slot it had.
+    /// `None` (and no change) if `t` is not in the table or `slot` is `u32::MAX`.
+    pub fn replace(&mut self, t: &FourTuple, slot: u32) -> Option<u32> {
+        let slot_plus_one = slot.checked_add(1)?;
+        match self.find(t.words()) {
+            (i, true) => {
+                Some(core::mem::replace(&mut self.cells[i].slot_plus_one, slot_plus_one) - 1)
+            }
+            _ => None,
+        }
+    }
+
+    /// Removes `t` if it maps to `slot` (one lookup); returns whether it did.
+    pub fn remove_if(&mut self, t: &FourTuple, slot: u32) -> bool {
+        match self.find(t.words()) {
+            (i, true) if self.cells[i].slot_plus_one == slot.wrapping_add(1) => {
+                self.remove_at(i);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Removes `t`; returns its slot.
     pub fn remove(&mut self, t: &FourTuple) -> Option<u32> {
         let (i, found) = self.find(t.words());
         if !found {
             return None;
         }
+        Some(self.remove_at(i))
+    }
+
+    /// Empties cell `i` (which holds a flow) and closes the gap; returns the flow's slot.
+    fn remove_at(&mut self, i: usize) -> u32 {
         let slot = self.cells[i].slot_plus_one - 1;
         self.cells[i] = Cell::default();
         self.len -= 1;
@@ -250,7 +278,7 @@ impl FlowTable {
             }
             j = (j + 1) & self.mask;
         }
-        Some(slot)
+        slot
     }
 
     /// Every flow, in table order (for diagnostics and tests).

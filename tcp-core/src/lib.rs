@@ -55,6 +55,7 @@ pub mod state;
 pub mod testing;
 pub mod time;
 pub mod timer;
+mod timewait;
 pub mod wire;
 
 pub use config::{EndpointConfig, InterfaceConfig, Prefetch, TcpConfig};

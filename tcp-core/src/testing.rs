@@ -543,6 +543,8 @@ pub struct Setup {
     pub verify_checksums: bool,
     /// 4 KiB send and receive buffers instead of 64 KiB.
     pub small_buffers: bool,
+    /// [`EndpointConfig::compact_time_wait`] (on by default).
+    pub compact_time_wait: bool,
 }
 
 impl Setup {
@@ -557,6 +559,7 @@ impl Setup {
             out_of_order: 0,
             verify_checksums: true,
             small_buffers: false,
+            compact_time_wait: true,
         }
     }
 
@@ -567,6 +570,7 @@ impl Setup {
         c.max_connections = 16;
         c.syn_queue = 8;
         c.verify_rx_checksums = self.verify_checksums;
+        c.compact_time_wait = self.compact_time_wait;
         if self.small_buffers {
             c.tcp.send_buffer = 4096;
             c.tcp.recv_buffer = 4096;
@@ -1437,6 +1441,7 @@ impl Bytes<'_> {
             out_of_order: usize::from(self.u8()) * 4,
             verify_checksums: !self.bool(),
             small_buffers: self.bool(),
+            compact_time_wait: true,
         }
     }
 
@@ -1626,17 +1631,21 @@ pub mod strategy {
             prop_oneof![2 => Just(0usize), 1 => 1..=1000usize],
             prop_oneof![3 => Just(true), 1 => Just(false)],
             any::<bool>(),
+            prop_oneof![3 => Just(true), 1 => Just(false)],
         )
             .prop_map(
-                move |(active, peer, unacked, unread, out_of_order, verify, small)| Setup {
-                    state,
-                    active,
-                    peer,
-                    unacked,
-                    unread,
-                    out_of_order,
-                    verify_checksums: verify,
-                    small_buffers: small,
+                move |(active, peer, unacked, unread, out_of_order, verify, small, compact)| {
+                    Setup {
+                        state,
+                        active,
+                        peer,
+                        unacked,
+                        unread,
+                        out_of_order,
+                        verify_checksums: verify,
+                        small_buffers: small,
+                        compact_time_wait: compact,
+                    }
                 },
             )
     }

@@ -262,8 +262,12 @@ impl TimerWheel {
 
     /// Disarm every timer of `key` (the connection slot is being freed).
     pub fn cancel_all(&mut self, key: u32) {
-        for kind in TimerKind::ALL {
-            self.cancel(key, kind);
+        let armed = self.armed_kinds(key);
+        if armed != 0 {
+            if let Some(g) = self.ghosts.get_mut(key as usize) {
+                *g |= armed;
+                self.len = self.len.saturating_sub(armed.count_ones() as usize);
+            }
         }
     }
 
@@ -424,6 +428,26 @@ impl TimerWheel {
         if let Some(n) = self.nodes.get_mut(i as usize) {
             n.next = next;
         }
+    }
+
+    /// The kinds armed for `key`, as a bit mask (`1 << kind.index()`).
+    pub fn armed_kinds(&self, key: u32) -> u8 {
+        let Some(first) = Self::index(key, TimerKind::Rto) else {
+            return 0;
+        };
+        let ghosts = self.ghosts.get(key as usize).copied().unwrap_or(0);
+        let mut mask = 0u8;
+        for (i, n) in self
+            .nodes
+            .get(first as usize..)
+            .unwrap_or(&[])
+            .iter()
+            .take(TimerKind::COUNT)
+            .enumerate()
+        {
+            mask |= u8::from(n.next != NIL) << i;
+        }
+        mask & !ghosts
     }
 
     fn is_armed(&self, idx: u32) -> bool {

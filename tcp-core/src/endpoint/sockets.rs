@@ -6,6 +6,7 @@ use crate::config::Keepalive;
 use crate::conn::PeerSyn;
 use crate::isn::{quantize_mss, CookieOptions, COOKIE_PERIOD};
 use crate::state::SocketError;
+use crate::timer::TimerKind;
 
 /// SYN cookies are accepted for this long after the last one was sent (ACKs completing a
 /// cookie handshake come one RTT later; beyond that a cookie ACK is a guess).
@@ -40,6 +41,18 @@ impl Endpoint {
     }
 
     fn free_slot(&mut self, slot: u32) {
+        if let Some(Slot {
+            body: Body::Conn(tcb),
+            ..
+        }) = self.slots.get(slot as usize)
+        {
+            self.flows.remove_if(&tcb.tuple, slot);
+        }
+        self.release_slot(slot);
+    }
+
+    /// [`free_slot`](Self::free_slot) but for the flow table, which no longer names `slot`.
+    fn release_slot(&mut self, slot: u32) {
         let Some(s) = self.slots.get_mut(slot as usize) else {
             return;
         };
@@ -47,9 +60,6 @@ impl Endpoint {
             return;
         }
         if let Body::Conn(tcb) = &mut s.body {
-            if self.flows.get(&tcb.tuple) == Some(slot) {
-                self.flows.remove(&tcb.tuple);
-            }
             tcb.send.clear_into(&mut self.storage);
             tcb.recv.clear_into(&mut self.storage);
         }
@@ -109,6 +119,9 @@ impl Endpoint {
             tx_q,
             now,
             storage,
+            config: EndpointConfig {
+                compact_time_wait, ..
+            },
             ..
         } = self;
         let Some(Slot {
@@ -157,6 +170,15 @@ impl Endpoint {
                     }
                 }
             }
+            // A TIME-WAIT connection the application let go, its last segment sent, goes
+            // into the compact table.
+            if tcb.queued == 0
+                && tcb.state == State::TimeWait
+                && !tcb.app_owned
+                && *compact_time_wait
+            {
+                self.hibernate(slot);
+            }
             return;
         }
         self.after_slow(slot, generation);
@@ -175,9 +197,8 @@ impl Endpoint {
             tcb.embryonic = false;
             completed = tcb.listener.map(|l| (l, tcb.state != State::Closed));
         }
-        let closed = tcb.state == State::Closed;
-        if closed && self.flows.get(&tcb.tuple) == Some(slot) {
-            self.flows.remove(&tcb.tuple);
+        if tcb.state == State::Closed {
+            self.flows.remove_if(&tcb.tuple, slot);
         }
         if let Some(((lslot, lgen), established)) = completed {
             let mut queued = false;
@@ -255,6 +276,155 @@ impl Endpoint {
         }
     }
 
+    // -----------------------------------------------------------------------------------------
+    // Compact TIME-WAIT (the `timewait` module)
+    // -----------------------------------------------------------------------------------------
+
+    /// Moves the TIME-WAIT connection in `slot` (released by the application, its last
+    /// segment sent) into the compact table and frees the slot, if the TCB allows it
+    /// ([`Tcb::to_time_wait`]), TIME-WAIT's is its only timer, and its deadline keeps the
+    /// table's FIFO in order (not earlier than the newest record's).
+    #[cold]
+    fn hibernate(&mut self, slot: u32) {
+        if self.timers.armed_kinds(slot) != 1 << TimerKind::TimeWait.index() {
+            return;
+        }
+        let Some(deadline) = self.timers.deadline(slot, TimerKind::TimeWait) else {
+            return;
+        };
+        if self.tw.newest_deadline().is_some_and(|t| deadline < t) {
+            return;
+        }
+        let Some(Body::Conn(tcb)) = self.slots.get(slot as usize).map(|s| &s.body) else {
+            return;
+        };
+        let Some(state) = tcb.to_time_wait() else {
+            return;
+        };
+        let tuple = state.tuple;
+        let idx = self.tw.insert(state, deadline);
+        match self.flows.replace(&tuple, TW_BIT | idx) {
+            Some(old) if old == slot => {}
+            other => {
+                // Not this connection's flow (cannot happen): leave everything as it was.
+                if let Some(old) = other {
+                    self.flows.replace(&tuple, old);
+                }
+                self.tw.remove(idx);
+                return;
+            }
+        }
+        // The record takes the slot's place in `live` and in the flow table.
+        self.release_slot(slot);
+        self.live += 1;
+    }
+
+    /// A segment for the compact TIME-WAIT connection `idx`: processed by the TCB it stands
+    /// for, rebuilt for the time of it (TIME-WAIT answers with at most an ACK, which goes
+    /// out through the control queue). Returns true when the connection gave way to a new
+    /// SYN (RFC 6191), which the caller then hands to the listener.
+    ///
+    /// Anything TIME-WAIT does not normally lead to (leaving TIME-WAIT, another timer, a
+    /// segment other than a pure ACK to send) puts the TCB back in a slot in full, where
+    /// the usual path takes over.
+    pub(super) fn time_wait_segment(&mut self, now: Instant, idx: u32, f: &TcpFrame<'_>) -> bool {
+        let Some((state, expires)) = self.tw.get(idx) else {
+            return false;
+        };
+        let mut tcb = Tcb::from_time_wait(&self.config.tcp, state, now);
+        let earlier = state.clone();
+        let (tuple, dst_mac) = (state.tuple, state.dst_mac);
+        let seg = &f.seg;
+        if seg.flags.syn()
+            && !seg.flags.ack()
+            && !seg.flags.rst()
+            && tcb.syn_may_reuse_time_wait(seg)
+        {
+            // RFC 6191: the TIME-WAIT connection gives way to the new incarnation.
+            self.tw.remove(idx);
+            self.flows.remove(&tuple);
+            self.live -= 1;
+            return true;
+        }
+        let Endpoint {
+            tw_timers,
+            counters,
+            challenge,
+            storage,
+            config,
+            ..
+        } = self;
+        // TIME-WAIT's timer as the record has it; the others are not armed.
+        let _ = tw_timers.set(0, TimerKind::TimeWait, expires);
+        let mut env = Env {
+            now,
+            key: 0,
+            timers: tw_timers,
+            counters,
+            challenge,
+            storage,
+        };
+        let reply = tcb.on_segment(&config.tcp, seg, &mut env);
+        let wants = tcb.wants_mask(0);
+        let mut ack = None;
+        let simple = tcb.state == State::TimeWait && wants & !(1 << TxClass::Ack as u8) == 0;
+        if simple && wants != 0 {
+            let mut out = TcpSegmentOut::default();
+            if tcb
+                .next_segment(TxClass::Ack, &config.tcp, &mut env, &mut out)
+                .is_some()
+            {
+                ack = Some(out);
+            }
+        }
+        let deadlines = TimerKind::ALL.map(|k| tw_timers.deadline(0, k));
+        tw_timers.cancel_all(0);
+        if let Some(r) = reply {
+            self.push_rst(f, r);
+        }
+        if let Some(seg) = ack {
+            self.push(Control::TimeWaitAck {
+                dst_mac,
+                dst_ip: tuple.remote_addr,
+                seg,
+            });
+        }
+        let tw_deadline = deadlines[TimerKind::TimeWait.index()];
+        let only_tw_timer = deadlines
+            .iter()
+            .enumerate()
+            .all(|(i, d)| i == TimerKind::TimeWait.index() || d.is_none());
+        if let (true, true, Some(d)) = (simple, only_tw_timer, tw_deadline) {
+            let in_order = d == expires || self.tw.newest_deadline().is_none_or(|t| t <= d);
+            if let (true, Some(mut state)) = (in_order, tcb.to_time_wait()) {
+                state.keep_figures_of(&earlier);
+                self.tw.update(idx, state, d);
+                return false;
+            }
+        }
+        // Back into a slot in full: the record's place in `live` passes to the slot.
+        self.tw.remove(idx);
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    body: Body::Free,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.slots[slot as usize].body = Body::Conn(tcb);
+        self.flows.replace(&tuple, slot);
+        for (kind, d) in TimerKind::ALL.into_iter().zip(deadlines) {
+            if let Some(at) = d {
+                let _ = self.timers.set(slot, kind, at);
+            }
+        }
+        self.after(slot);
+        false
+    }
+
     /// Builds the next segment of `class` for `slot` into `buf`. `None` if it had nothing to
     /// send, or if the frame went to the ARP queue instead.
     pub(super) fn transmit_conn(
@@ -298,7 +468,7 @@ impl Endpoint {
             }
         };
         let (tcb, mut env, cfg) = self.conn_env(slot, now)?;
-        if pending_hop.is_none() {
+        if cached.is_none() && pending_hop.is_none() {
             tcb.dst_mac = Some(mac);
         }
         let mut seg = TcpSegmentOut::default();
@@ -805,8 +975,10 @@ impl Endpoint {
         }
         if !tcb.recv.is_empty() {
             let n = tcb.recv.read(buf);
-            tcb.on_app_read(n);
-            self.after(h.slot);
+            // Reading changes nothing else the bookkeeping looks at.
+            if tcb.on_app_read(n) {
+                self.after(h.slot);
+            }
             return Ok(n);
         }
         nothing_to_read(tcb)
@@ -829,8 +1001,9 @@ impl Endpoint {
         let (a, b) = tcb.recv.peek(usize::MAX);
         let n = f(a, b).min(a.len() + b.len());
         let n = tcb.recv.consume(n);
-        tcb.on_app_read(n);
-        self.after(h.slot);
+        if tcb.on_app_read(n) {
+            self.after(h.slot);
+        }
         Ok(n)
     }
 
@@ -1016,10 +1189,14 @@ impl Endpoint {
     /// Snapshots of every connection in the table (embryonic, orphaned and TIME-WAIT ones
     /// included), for tests and monitoring.
     pub fn connections(&self) -> impl Iterator<Item = crate::state::ConnInfo> + '_ {
-        self.slots.iter().filter_map(|s| match &s.body {
-            Body::Conn(tcb) => Some(tcb.info()),
-            _ => None,
-        })
+        let tcp = &self.config.tcp;
+        self.slots
+            .iter()
+            .filter_map(|s| match &s.body {
+                Body::Conn(tcb) => Some(tcb.info()),
+                _ => None,
+            })
+            .chain(self.tw.iter().map(|s| Tcb::time_wait_info(tcp, s)))
     }
 
     /// Connections (any state, TIME-WAIT and embryonic included) and listeners in use.
@@ -1041,7 +1218,7 @@ impl Endpoint {
                 _ => 0,
             })
             .sum();
-        table + buffers + self.storage.allocated()
+        table + buffers + self.storage.allocated() + self.tw.allocated()
     }
 }
 
