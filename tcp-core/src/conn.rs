@@ -172,24 +172,26 @@ pub(crate) struct PeerSyn {
     pub window: u16,
 }
 
-/// Flag bits of a TCB (kept in one byte-sized set to keep the TCB small).
+/// Flag bits of a TCB (kept in two bytes, see [`Flags`]): those a segment sets and clears
+/// in the first byte, so the tests the transmit path combines read one byte; the options
+/// and lasting facts in the second.
 mod f {
-    pub const TS: u16 = 1 << 0;
-    pub const SACK: u16 = 1 << 1;
-    pub const NODELAY: u16 = 1 << 2;
-    pub const ACK_NOW: u16 = 1 << 3;
-    pub const SEND_SYN: u16 = 1 << 4;
-    pub const FIN_QUEUED: u16 = 1 << 5;
-    pub const FIN_RECEIVED: u16 = 1 << 6;
-    pub const RTX_UNA: u16 = 1 << 7;
-    pub const SYN_LOST: u16 = 1 << 8;
-    pub const WANT_WRITABLE: u16 = 1 << 9;
-    pub const PASSIVE: u16 = 1 << 10;
-    pub const PROBE: u16 = 1 << 11;
-    pub const KEEPALIVE_PROBE: u16 = 1 << 12;
-    pub const SEND_RST: u16 = 1 << 13;
-    pub const WSCALE: u16 = 1 << 14;
-    pub const SWS_OVERRIDE: u16 = 1 << 15;
+    pub const ACK_NOW: u16 = 1 << 0;
+    pub const SEND_SYN: u16 = 1 << 1;
+    pub const SEND_RST: u16 = 1 << 2;
+    pub const RTX_UNA: u16 = 1 << 3;
+    pub const PROBE: u16 = 1 << 4;
+    pub const KEEPALIVE_PROBE: u16 = 1 << 5;
+    pub const SWS_OVERRIDE: u16 = 1 << 6;
+    pub const FIN_QUEUED: u16 = 1 << 7;
+    pub const TS: u16 = 1 << 8;
+    pub const SACK: u16 = 1 << 9;
+    pub const NODELAY: u16 = 1 << 10;
+    pub const FIN_RECEIVED: u16 = 1 << 11;
+    pub const SYN_LOST: u16 = 1 << 12;
+    pub const WANT_WRITABLE: u16 = 1 << 13;
+    pub const PASSIVE: u16 = 1 << 14;
+    pub const WSCALE: u16 = 1 << 15;
 }
 
 /// The flag bits of a TCB ([`f`]), kept as two separate bytes (bits 0-7 and 8-15).
@@ -1177,11 +1179,11 @@ impl Tcb {
 
         // SACK scoreboard (RFC 6675 §5): every ACK updates it.
         let mut newly_sacked = 0;
-        if self.has(f::SACK) && (seg.options.sack_block_count() > 0 || acked > 0) {
+        let n = seg.options.sack_block_count();
+        if self.has(f::SACK) && (n > 0 || acked > 0) {
             let blocks: [(SeqNumber, SeqNumber); 4] = core::array::from_fn(|i| {
                 seg.options.sack_blocks[i].unwrap_or((SeqNumber(0), SeqNumber(0)))
             });
-            let n = seg.options.sack_block_count();
             let out = self.sb.on_ack(ack.max(old_una), self.snd_max, &blocks[..n]);
             newly_sacked = out.newly_sacked;
         }
@@ -1721,7 +1723,7 @@ impl Tcb {
 
     /// [`wants_mask`](Self::wants_mask) with the data class's readiness already known.
     pub fn wants_given(&self, data: bool) -> u8 {
-        let ctl = self.has(f::SEND_SYN) || self.has(f::SEND_RST);
+        let ctl = self.has(f::SEND_SYN | f::SEND_RST);
         if self.state == State::Closed {
             return u8::from(ctl);
         }
@@ -1737,7 +1739,7 @@ impl Tcb {
     /// Whether this connection has something for class `class` right now.
     pub fn wants(&self, class: TxClass) -> bool {
         match class {
-            TxClass::Control => self.has(f::SEND_SYN) || self.has(f::SEND_RST),
+            TxClass::Control => self.has(f::SEND_SYN | f::SEND_RST),
             // A data segment about to go carries the ACK instead.
             TxClass::Ack => {
                 self.state != State::Closed

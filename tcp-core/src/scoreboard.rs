@@ -204,6 +204,13 @@ impl Scoreboard {
         // Everything below works on offsets from SND.UNA (plain u32 compares), so that no
         // value from the network can hit the 2^31 ambiguity of modular comparison.
         let advance = una - self.una;
+        if self.ranges.is_empty() && blocks.is_empty() {
+            // Nothing SACKed and nothing reported (nearly every ACK): only SND.UNA moves.
+            if advance != 0 && advance < 1 << 31 {
+                self.una = una;
+            }
+            return out;
+        }
         if advance != 0 && advance < 1 << 31 {
             // RFC 6675 §2: the cumulative ACK covers SACKed octets below it; drop them.
             let before = self.sacked_bytes();

@@ -48,6 +48,36 @@ impl PartialOrd for SeqNumber {
             _ => Some(Ordering::Less),
         }
     }
+
+    // The comparisons as `partial_cmp` defines them, each one compare of the distance
+    // `d = self - other` (the default methods go through `Option<Ordering>`, a few more
+    // instructions each, and the state machine compares sequence numbers ~70 times per
+    // short connection).
+
+    /// `Less`: `d` in `2^31 + 1 ..= 2^32 - 1`.
+    #[inline]
+    fn lt(&self, other: &SeqNumber) -> bool {
+        self.0.wrapping_sub(other.0) > 0x8000_0000
+    }
+
+    /// `Less` or `Equal`: `d` is 0 or in `2^31 + 1 ..`, i.e. `d - (2^31 + 1)` wraps to at
+    /// most `2^31 - 1`.
+    #[inline]
+    fn le(&self, other: &SeqNumber) -> bool {
+        self.0.wrapping_sub(other.0).wrapping_sub(0x8000_0001) <= 0x7fff_ffff
+    }
+
+    /// `Greater`: `d` in `1 ..= 2^31 - 1`.
+    #[inline]
+    fn gt(&self, other: &SeqNumber) -> bool {
+        self.0.wrapping_sub(other.0).wrapping_sub(1) < 0x7fff_ffff
+    }
+
+    /// `Greater` or `Equal`: `d` below `2^31`.
+    #[inline]
+    fn ge(&self, other: &SeqNumber) -> bool {
+        self.0.wrapping_sub(other.0) < 0x8000_0000
+    }
 }
 
 impl Add<u32> for SeqNumber {
@@ -99,6 +129,31 @@ impl fmt::Display for SeqNumber {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The comparison operators answer as `partial_cmp` says, at every distance
+        /// (edges around 0 and 2^31 weighted in).
+        #[test]
+        fn operators_agree_with_partial_cmp(
+            a in any::<u32>(),
+            d in prop_oneof![
+                any::<u32>(),
+                0u32..3,
+                0x7fff_fffeu32..=0x8000_0002,
+                u32::MAX - 2..=u32::MAX,
+            ],
+        ) {
+            let (x, y) = (SeqNumber(a), SeqNumber(a.wrapping_add(d)));
+            for (p, q) in [(x, y), (y, x)] {
+                let c = p.partial_cmp(&q);
+                prop_assert_eq!(p < q, c == Some(Ordering::Less));
+                prop_assert_eq!(p <= q, matches!(c, Some(Ordering::Less | Ordering::Equal)));
+                prop_assert_eq!(p > q, c == Some(Ordering::Greater));
+                prop_assert_eq!(p >= q, matches!(c, Some(Ordering::Greater | Ordering::Equal)));
+            }
+        }
+    }
 
     #[test]
     fn ordering_wraps_around() {

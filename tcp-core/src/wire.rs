@@ -866,21 +866,18 @@ fn parse_ethernet<'a>(
     eth: &mut EthInfo,
 ) -> Result<Option<&'a [u8]>, ParseError> {
     // What `EthernetFrame::new_checked` checks.
-    let (Some(header), Some(payload)) = (
-        frame.get(..ETHERNET_HEADER_LEN),
-        frame.get(ETHERNET_HEADER_LEN..),
-    ) else {
+    let Some((header, payload)) = frame.split_first_chunk::<ETHERNET_HEADER_LEN>() else {
         return Err(ParseError::Truncated);
     };
-    let mac = |b: &[u8]| EthernetAddress([b[0], b[1], b[2], b[3], b[4], b[5]]);
-    eth.dst = mac(&header[0..6]);
-    eth.src = mac(&header[6..12]);
+    let [d0, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5, t0, t1] = *header;
+    eth.dst = EthernetAddress([d0, d1, d2, d3, d4, d5]);
+    eth.src = EthernetAddress([s0, s1, s2, s3, s4, s5]);
     if let Some(local) = local {
         if eth.dst != local.mac && !eth.dst.is_broadcast() {
             return Err(ParseError::NotForUs);
         }
     }
-    match EthernetProtocol::from(u16::from_be_bytes([header[12], header[13]])) {
+    match EthernetProtocol::from(u16::from_be_bytes([t0, t1])) {
         EthernetProtocol::Ipv4 => Ok(Some(payload)),
         EthernetProtocol::Arp => Ok(None),
         _ => Err(ParseError::UnsupportedEtherType),
@@ -901,9 +898,9 @@ fn parse_ipv4_header<'a>(
     let Some(&ver_ihl) = payload.first() else {
         return Err(ParseError::Truncated);
     };
-    if payload.len() < IPV4_HEADER_LEN {
+    let Some(fixed) = payload.first_chunk::<IPV4_HEADER_LEN>() else {
         return Err(ParseError::Truncated);
-    }
+    };
     if ver_ihl >> 4 != 4 {
         return Err(ParseError::Malformed);
     }
@@ -914,7 +911,7 @@ fn parse_ipv4_header<'a>(
     if payload.len() < header_len {
         return Err(ParseError::Truncated);
     }
-    let total_len = usize::from(u16::from_be_bytes([payload[2], payload[3]]));
+    let total_len = usize::from(u16::from_be_bytes([fixed[2], fixed[3]]));
     if total_len < header_len {
         return Err(ParseError::Malformed);
     }
@@ -924,23 +921,37 @@ fn parse_ipv4_header<'a>(
     ) else {
         return Err(ParseError::Truncated);
     };
-    if mode.verify_rx && checksum::fold(checksum::sum_small(header)) != 0xffff {
-        return Err(ParseError::BadChecksum);
+    if mode.verify_rx {
+        // Without options (nearly always), five words from the array already read.
+        let sum = if header_len == IPV4_HEADER_LEN {
+            fixed
+                .chunks_exact(4)
+                .map(|w| u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+                .sum()
+        } else {
+            checksum::sum_small(header)
+        };
+        // 0xffff reads the same in either byte order, so the native-order sum of the
+        // words needs no swap for this test.
+        if checksum::fold(sum) != 0xffff {
+            return Err(ParseError::BadChecksum);
+        }
     }
     // Flags and fragment offset (RFC 791 §3.1): MF is 0x2000, the offset the low 13 bits.
-    let frag = u16::from_be_bytes([header[6], header[7]]);
+    let frag = u16::from_be_bytes([fixed[6], fixed[7]]);
     if frag & 0x3fff != 0 {
         return Err(ParseError::Fragment);
     }
-    let be32 = |b: &[u8]| Ipv4Address::from([b[0], b[1], b[2], b[3]]);
-    ip.src = be32(&header[12..16]);
-    ip.dst = be32(&header[16..20]);
-    ip.ttl = header[8];
-    ip.ident = u16::from_be_bytes([header[4], header[5]]);
-    ip.dscp = header[1] >> 2;
-    ip.ecn = header[1] & 0x03;
+    let [_, tos, _, _, id0, id1, _, _, ttl, protocol, _, _, s0, s1, s2, s3, d0, d1, d2, d3] =
+        *fixed;
+    ip.src = Ipv4Address::from([s0, s1, s2, s3]);
+    ip.dst = Ipv4Address::from([d0, d1, d2, d3]);
+    ip.ttl = ttl;
+    ip.ident = u16::from_be_bytes([id0, id1]);
+    ip.dscp = tos >> 2;
+    ip.ecn = tos & 0x03;
     ip.dont_frag = frag & 0x4000 != 0;
-    ip.protocol = header[9];
+    ip.protocol = protocol;
     if let Some(local) = local {
         if ip.dst != local.ip {
             return Err(ParseError::NotForUs);
@@ -958,14 +969,16 @@ fn parse_tcp_into<'a>(
     mode: ChecksumMode,
     seg: &mut TcpSegment<'a>,
 ) -> Result<(), ParseError> {
-    if body.len() < TCP_HEADER_LEN {
+    let Some(fixed) = body.first_chunk::<TCP_HEADER_LEN>() else {
         return Err(ParseError::Truncated);
-    }
-    let header_len = usize::from(body[12] >> 4) * 4;
+    };
+    let header_len = usize::from(fixed[12] >> 4) * 4;
     if header_len < TCP_HEADER_LEN {
         return Err(ParseError::Malformed);
     }
-    let (Some(header), Some(payload)) = (body.get(..header_len), body.get(header_len..)) else {
+    let (Some(options), Some(payload)) =
+        (body.get(TCP_HEADER_LEN..header_len), body.get(header_len..))
+    else {
         return Err(ParseError::Truncated);
     };
     if mode.verify_rx
@@ -973,21 +986,19 @@ fn parse_tcp_into<'a>(
     {
         return Err(ParseError::BadChecksum);
     }
-    let be16 = |i: usize| u16::from_be_bytes([header[i], header[i + 1]]);
-    let be32 =
-        |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-    let (src_port, dst_port) = (be16(0), be16(2));
+    let [p0, p1, p2, p3, q0, q1, q2, q3, a0, a1, a2, a3, _, flags, w0, w1, _, _, u0, u1] = *fixed;
+    let (src_port, dst_port) = (u16::from_be_bytes([p0, p1]), u16::from_be_bytes([p2, p3]));
     if src_port == 0 || dst_port == 0 {
         return Err(ParseError::Malformed);
     }
-    parse_options_into(&header[TCP_HEADER_LEN..], &mut seg.options)?;
+    parse_options_into(options, &mut seg.options)?;
     seg.src_port = src_port;
     seg.dst_port = dst_port;
-    seg.seq = SeqNumber(be32(4));
-    seg.ack = SeqNumber(be32(8));
-    seg.flags = TcpFlags(header[13]);
-    seg.window = be16(14);
-    seg.urgent = be16(18);
+    seg.seq = SeqNumber(u32::from_be_bytes([q0, q1, q2, q3]));
+    seg.ack = SeqNumber(u32::from_be_bytes([a0, a1, a2, a3]));
+    seg.flags = TcpFlags(flags);
+    seg.window = u16::from_be_bytes([w0, w1]);
+    seg.urgent = u16::from_be_bytes([u0, u1]);
     seg.payload = payload;
     Ok(())
 }
@@ -1142,8 +1153,14 @@ mod checksum {
     /// with no carry to propagate (each word adds less than 2^32, so a lane cannot overflow
     /// below 2^32 words), which the compiler vectorizes, folded at the end and swapped to
     /// network order once (RFC 1071 §2 (B) byte order independence, (C) parallel summation).
+    ///
+    /// Below [`LANES_MIN`] bytes (headers, short segments) the lanes' setup and reduction
+    /// cost more than they save, and [`sum_small`] adds 64-bit words instead.
     #[inline]
     pub(super) fn sum(data: &[u8], acc: u64) -> u64 {
+        if data.len() < LANES_MIN {
+            return sum_small(data) + acc;
+        }
         let mut lanes = [0u64; 8];
         let mut blocks = data.chunks_exact(32);
         for blk in &mut blocks {
@@ -1154,11 +1171,24 @@ mod checksum {
         words_then_fold(blocks.remainder(), lanes.iter().sum(), acc)
     }
 
-    /// [`sum`] from 0 for a few dozen bytes (an IPv4 header): one word at a time, without
-    /// the lanes' setup and reduction.
+    /// From this length on, [`sum`] uses its vectorizable lanes.
+    pub(super) const LANES_MIN: usize = 160;
+
+    /// [`sum`] from 0 for up to a few hundred bytes: native-endian 64-bit words added with
+    /// end-around carry (an add and an add-with-carry per word), folded to 32 bits, then
+    /// the tail as in [`sum`].
     #[inline]
     pub(super) fn sum_small(data: &[u8]) -> u64 {
-        words_then_fold(data, 0, 0)
+        let mut acc = 0u64;
+        let mut words = data.chunks_exact(8);
+        for w in &mut words {
+            let x = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+            let (t, c) = acc.overflowing_add(x);
+            acc = t + u64::from(c);
+        }
+        // 64 -> 33 bits: the halves are 32-bit words of the same sum (2^32 = 1 mod 0xffff).
+        let native = (acc & 0xffff_ffff) + (acc >> 32);
+        words_then_fold(words.remainder(), native, 0)
     }
 
     /// Adds `data`'s native-endian 32-bit words to the plain sum `native`, folds it to 16
@@ -1238,10 +1268,10 @@ fn write_eth_ipv4(
     ip_len: u16,
     mode: ChecksumMode,
 ) {
-    let mut eth = EthernetFrame::new_unchecked(&mut *frame);
-    eth.set_dst_addr(hdr.dst_mac);
-    eth.set_src_addr(hdr.src_mac);
-    eth.set_ethertype(EthernetProtocol::Ipv4);
+    let (d, s) = (hdr.dst_mac.0, hdr.src_mac.0);
+    frame[..ETHERNET_HEADER_LEN].copy_from_slice(&[
+        d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1], s[2], s[3], s[4], s[5], 0x08, 0x00,
+    ]);
     // Version 4, IHL 5, DSCP 0 and ECN, total length | identification, DF, fragment offset 0 |
     // TTL, protocol, checksum | source | destination (RFC 791 §3.1).
     let words = [
@@ -1345,7 +1375,16 @@ fn write_headers<'b>(
     payload_len: usize,
     mode: ChecksumMode,
 ) -> Result<(&'b mut [u8], u64), EmitError> {
-    let options_len = tcp_options_len(&seg.options);
+    // Nearly every segment after the handshake carries timestamps and nothing else (or no
+    // option at all): those skip the general layout.
+    let o = &seg.options;
+    let ts_only =
+        o.mss.is_none() && o.wscale.is_none() && !o.sack_permitted && o.sack_blocks[0].is_none();
+    let options_len = match (ts_only, o.timestamp) {
+        (true, Some(_)) => 12,
+        (true, None) => 0,
+        (false, _) => tcp_options_len(o),
+    };
     let header_len = TCP_HEADER_LEN + options_len;
     let l4_len = header_len
         .checked_add(payload_len)
@@ -1364,8 +1403,13 @@ fn write_headers<'b>(
         u32::from(seg.urgent),
     ];
     let mut acc = put_words(l4, words);
-    if options_len > 0 {
-        acc += write_options(&mut l4[TCP_HEADER_LEN..header_len], &seg.options);
+    match (ts_only, o.timestamp) {
+        (true, Some((tsval, tsecr))) => {
+            let layout = u32::from_be_bytes([OPT_NOP, OPT_NOP, OPT_TS, 10]);
+            acc += put_words(&mut l4[TCP_HEADER_LEN..], [layout, tsval, tsecr]);
+        }
+        (true, None) => {}
+        (false, _) => acc += write_options(&mut l4[TCP_HEADER_LEN..header_len], o),
     }
     acc += checksum::pseudo(hdr.src_ip, hdr.dst_ip, l4_len);
     Ok((frame, acc))

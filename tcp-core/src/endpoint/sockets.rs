@@ -29,7 +29,11 @@ impl Endpoint {
         }
         self.live += 1;
         if let Some(slot) = self.free.pop() {
-            self.slots[slot as usize].body = body;
+            // A freed slot holds `Body::Free` already: writing it again would copy a whole
+            // slot's worth of bytes.
+            if !matches!(body, Body::Free) {
+                self.slots[slot as usize].body = body;
+            }
             return Some(slot);
         }
         let slot = self.slots.len() as u32;
@@ -567,16 +571,19 @@ impl Endpoint {
     fn install(
         &mut self,
         slot: u32,
-        mut tcb: Tcb,
+        tcb: Tcb,
         listener: Option<(u32, u32)>,
         mac: Option<EthernetAddress>,
     ) {
-        tcb.listener = listener;
-        tcb.embryonic = listener.is_some() && tcb.state == State::SynReceived;
-        tcb.dst_mac = mac;
         // The tuple is free (the caller looked it up); a full table was checked by alloc_slot.
         let _ = self.flows.insert(tcb.tuple, slot);
-        self.slots[slot as usize].body = Body::Conn(tcb);
+        let body = &mut self.slots[slot as usize].body;
+        *body = Body::Conn(tcb);
+        if let Body::Conn(tcb) = body {
+            tcb.listener = listener;
+            tcb.embryonic = listener.is_some() && tcb.state == State::SynReceived;
+            tcb.dst_mac = mac;
+        }
         if let Some((lslot, _)) = listener {
             if let Some(Body::Listener(l)) = self.slots.get_mut(lslot as usize).map(|s| &mut s.body)
             {
