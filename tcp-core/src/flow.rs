@@ -141,9 +141,12 @@ impl FlowTable {
         }
     }
 
+    /// The home cell: the two halves of the tuple mixed with a key each, independently (two
+    /// multiplies side by side rather than one after the other: the lookup of every
+    /// received frame waits for this), then combined.
     #[inline]
     fn home_of(&self, (a, b): (u64, u64)) -> usize {
-        (fold(fold(a, self.key.0) ^ b, self.key.1) as usize) & self.mask
+        ((fold(a, self.key.0) ^ fold(b, self.key.1).rotate_left(32)) as usize) & self.mask
     }
 
     /// Passes the address of `t`'s home cell (where its lookup starts) to `hint`.

@@ -438,41 +438,85 @@ impl Endpoint {
         class: TxClass,
         buf: &mut [u8],
     ) -> Option<usize> {
+        let (local, checksum) = (self.local, self.checksum);
+        let Endpoint {
+            slots,
+            timers,
+            counters,
+            challenge,
+            storage,
+            config,
+            ..
+        } = self;
+        let Some(Body::Conn(tcb)) = slots.get_mut(slot as usize).map(|s| &mut s.body) else {
+            return None;
+        };
+        // Next hop cached in the TCB (always, once a segment came from the peer or went out).
+        let Some(mac) = tcb.dst_mac else {
+            return self.transmit_resolving(now, slot, class, buf);
+        };
+        let mut env = Env {
+            now,
+            key: slot,
+            timers,
+            counters,
+            challenge,
+            storage,
+        };
+        let mut seg = TcpSegmentOut::default();
+        let (off, len) = tcb.next_segment(class, &config.tcp, &mut env, &mut seg)?;
+        let hdr = EthIpv4Header::new(local.mac, mac, local.ip, tcb.tuple.remote_addr);
+        let (a, b) = tcb.send.peek(off, len);
+        match wire::emit_tcp_parts(buf, &hdr, &seg, a, b, checksum) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                // The caller's buffer is too small: the segment is lost (retransmission
+                // recovers data; a lost ACK is repeated by the peer).
+                env.counters.control_dropped += 1;
+                None
+            }
+        }
+    }
+
+    /// [`transmit_conn`](Self::transmit_conn) for a connection whose next hop is not known
+    /// yet: resolved through the routes and the ARP cache (the frame waits in the ARP queue
+    /// while a request is out).
+    fn transmit_resolving(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        class: TxClass,
+        buf: &mut [u8],
+    ) -> Option<usize> {
         let local = self.local;
         let checksum = self.checksum;
-        // Next hop: cached in the TCB, else resolved through the ARP cache.
-        let (remote, cached) = match self.slots.get(slot as usize).map(|s| &s.body) {
-            Some(Body::Conn(tcb)) => (tcb.tuple.remote_addr, tcb.dst_mac),
+        let remote = match self.slots.get(slot as usize).map(|s| &s.body) {
+            Some(Body::Conn(tcb)) => tcb.tuple.remote_addr,
             _ => return None,
         };
+        let hop = route::next_hop(&self.config.iface, remote)?;
         let mut pending_hop = None;
-        let mac = match cached {
-            Some(mac) => mac,
-            None => {
-                let hop = route::next_hop(&self.config.iface, remote)?;
-                match self.arp.lookup(hop, now) {
-                    Lookup::Found(mac) => mac,
-                    Lookup::Pending { send_request } => {
-                        if send_request {
-                            self.push(Control::Arp {
-                                eth_dst: EthernetAddress::BROADCAST,
-                                arp: ArpInfo {
-                                    op: ArpOp::Request,
-                                    sender_mac: local.mac,
-                                    sender_ip: local.ip,
-                                    target_mac: EthernetAddress([0; 6]),
-                                    target_ip: hop,
-                                },
-                            });
-                        }
-                        pending_hop = Some(hop);
-                        EthernetAddress([0; 6])
-                    }
+        let mac = match self.arp.lookup(hop, now) {
+            Lookup::Found(mac) => mac,
+            Lookup::Pending { send_request } => {
+                if send_request {
+                    self.push(Control::Arp {
+                        eth_dst: EthernetAddress::BROADCAST,
+                        arp: ArpInfo {
+                            op: ArpOp::Request,
+                            sender_mac: local.mac,
+                            sender_ip: local.ip,
+                            target_mac: EthernetAddress([0; 6]),
+                            target_ip: hop,
+                        },
+                    });
                 }
+                pending_hop = Some(hop);
+                EthernetAddress([0; 6])
             }
         };
         let (tcb, mut env, cfg) = self.conn_env(slot, now)?;
-        if cached.is_none() && pending_hop.is_none() {
+        if pending_hop.is_none() {
             tcb.dst_mac = Some(mac);
         }
         let mut seg = TcpSegmentOut::default();
@@ -481,8 +525,6 @@ impl Endpoint {
         let (a, b) = tcb.send.peek(off, len);
         let written = wire::emit_tcp_parts(buf, &hdr, &seg, a, b, checksum);
         let Ok(n) = written else {
-            // The caller's buffer is too small: the segment is lost (retransmission
-            // recovers data; a lost ACK is repeated by the peer).
             self.counters.control_dropped += 1;
             return None;
         };
