@@ -212,11 +212,17 @@ impl RttEstimator {
                 // RFC 6298 §2.3: RTTVAR <- (1 - beta) * RTTVAR + beta * |SRTT - R'|, using the
                 // SRTT from before this sample ...
                 let diff = u128::from(srtt.abs_diff(r));
-                let b = 4 * n;
-                let rttvar = (u128::from(self.rttvar) * (b - 1) + diff) / b;
-                // ... then SRTT <- (1 - alpha) * SRTT + alpha * R'.
-                let a = 8 * n;
-                let srtt = (u128::from(srtt) * (a - 1) + u128::from(r)) / a;
+                let (old_var, old_srtt, r) =
+                    (u128::from(self.rttvar), u128::from(srtt), u128::from(r));
+                // ... then SRTT <- (1 - alpha) * SRTT + alpha * R'. The common n = 1 (the
+                // standard gains 1/4 and 1/8) divides by constants, which are shifts; the
+                // general case is a 128-bit division.
+                let (rttvar, srtt) = if n == 1 {
+                    ((old_var * 3 + diff) / 4, (old_srtt * 7 + r) / 8)
+                } else {
+                    let (b, a) = (4 * n, 8 * n);
+                    ((old_var * (b - 1) + diff) / b, (old_srtt * (a - 1) + r) / a)
+                };
                 self.rttvar = u64::try_from(rttvar).unwrap_or(u64::MAX);
                 self.srtt = Some(u64::try_from(srtt).unwrap_or(u64::MAX));
             }

@@ -1269,6 +1269,7 @@ fn put_words<const N: usize>(dst: &mut [u8], words: [u32; N]) -> u64 {
 }
 
 /// Write the Ethernet and IPv4 headers of `frame` (at least 34 bytes long).
+#[inline]
 fn write_eth_ipv4(
     frame: &mut [u8],
     hdr: &EthIpv4Header,
@@ -1276,10 +1277,11 @@ fn write_eth_ipv4(
     ip_len: u16,
     mode: ChecksumMode,
 ) {
-    let (d, s) = (hdr.dst_mac.0, hdr.src_mac.0);
-    frame[..ETHERNET_HEADER_LEN].copy_from_slice(&[
-        d[0], d[1], d[2], d[3], d[4], d[5], s[0], s[1], s[2], s[3], s[4], s[5], 0x08, 0x00,
-    ]);
+    // Each address copied as one 6-byte block (as it was stored: a combined load across
+    // the two fields could not be forwarded from the caller's stores).
+    frame[0..6].copy_from_slice(&hdr.dst_mac.0);
+    frame[6..12].copy_from_slice(&hdr.src_mac.0);
+    frame[12..14].copy_from_slice(&[0x08, 0x00]);
     // Version 4, IHL 5, DSCP 0 and ECN, total length | identification, DF, fragment offset 0 |
     // TTL, protocol, checksum | source | destination (RFC 791 §3.1).
     let words = [
