@@ -408,6 +408,21 @@ impl EphemeralPorts {
         self.pick_with(local_ip, remote, is_free, |_| true)
     }
 
+    /// The port that the `k`-th next [`pick_with`](Self::pick_with) for `local_ip` →
+    /// `remote` tries first (`k = 0`: the next one) if no port is busy on the way, when the
+    /// RFC 6056 offset of that destination is already known (the last pick was for it): a
+    /// caller can warm what that port's check will read.
+    pub fn next_candidate(&self, local_ip: Ipv4Addr, remote: SocketAddrV4, k: u32) -> Option<u16> {
+        let num = u32::from(self.last - self.first) + 1;
+        match self.last_offset {
+            Some((ip, r, offset)) if ip == local_ip && r == remote => {
+                let n = self.next.wrapping_add(k).wrapping_add(offset);
+                Some(self.first + (n % num) as u16)
+            }
+            _ => None,
+        }
+    }
+
     /// Like [`pick`](Self::pick), but only ports for which `accept(port)` holds are considered
     /// (`accept` is asked first; `is_free` only for accepted ports). `mtcp-api` uses `accept`
     /// to choose ports whose replies are steered to the calling core. Bounded: at most one
@@ -933,6 +948,33 @@ mod tests {
         // The same secret replays the same ports.
         let mut q = EphemeralPorts::new(SECRET);
         assert_eq!(q.pick(SRC, DST, |_| true), Some(first));
+    }
+
+    #[test]
+    fn next_candidate_is_the_port_the_next_pick_tries_first() {
+        let mut p = EphemeralPorts::new(SECRET);
+        // Unknown before the first pick for a destination (its offset is not hashed yet).
+        assert_eq!(p.next_candidate(SRC, DST, 0), None);
+        for _ in 0..5 {
+            p.pick(SRC, DST, |_| true).unwrap();
+            let next = p.next_candidate(SRC, DST, 0);
+            let third = p.next_candidate(SRC, DST, 2);
+            let mut ahead = p.clone();
+            ahead.pick(SRC, DST, |_| true).unwrap();
+            ahead.pick(SRC, DST, |_| true).unwrap();
+            assert_eq!(ahead.next_candidate(SRC, DST, 0), third);
+            let mut tried = None;
+            let picked = p.clone().pick(SRC, DST, |port| {
+                tried.get_or_insert(port);
+                true
+            });
+            assert_eq!(picked, tried);
+            assert_eq!(next, tried);
+        }
+        assert_eq!(
+            p.next_candidate(SRC, SocketAddrV4::new(*DST.ip(), 81), 0),
+            None
+        );
     }
 
     #[test]

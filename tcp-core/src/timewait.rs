@@ -162,6 +162,18 @@ impl TimeWaitTable {
         None
     }
 
+    /// The record `k` entries from the FIFO's front: its address (for a cache hint) and its
+    /// 4-tuple (reading it touches the record). Stale entries are not skipped: a hint for
+    /// one only costs a wasted prefetch.
+    pub fn ahead(&self, k: usize) -> Option<(*const u8, Option<FourTuple>)> {
+        let &(idx, _, _) = self.fifo.get(k)?;
+        let r = self.records.get(idx as usize)?;
+        Some((
+            (r as *const Record).cast::<u8>(),
+            r.state.as_ref().map(|s| s.tuple),
+        ))
+    }
+
     /// Every record.
     pub fn iter(&self) -> impl Iterator<Item = &TimeWaitState> + '_ {
         self.records.iter().filter_map(|r| r.state.as_ref())

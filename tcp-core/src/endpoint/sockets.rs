@@ -8,6 +8,10 @@ use crate::isn::{quantize_mss, CookieOptions, COOKIE_PERIOD};
 use crate::state::SocketError;
 use crate::timer::TimerKind;
 
+/// With a prefetch hint and many flows, `connect` hints the flow cell of the port the
+/// connect this many calls later will try first.
+const CONNECT_PREFETCH_AHEAD: u32 = 8;
+
 /// SYN cookies are accepted for this long after the last one was sent (ACKs completing a
 /// cookie handshake come one RTT later; beyond that a cookie ACK is a guess).
 const COOKIE_WINDOW: Duration = COOKIE_PERIOD.saturating_mul(2);
@@ -982,6 +986,21 @@ impl Endpoint {
         tcb.app_owned = true;
         self.install(slot, tcb, None, None);
         self.after(slot);
+        // With many flows a connect's check of its port misses the cache (one random cell
+        // of a large table): hint the cell of the port a connect a few calls later will try
+        // first (applications open connections in bursts).
+        if let (Some(hint), true) = (self.config.prefetch, self.flows.len() >= WARM_MIN_FLOWS) {
+            if let Some(port) = self
+                .ports
+                .next_candidate(local_ip, remote, CONNECT_PREFETCH_AHEAD)
+            {
+                let next = FourTuple {
+                    local_port: port,
+                    ..tuple
+                };
+                self.flows.prefetch(&next, hint);
+            }
+        }
         Ok(self.handle_of(slot))
     }
 
