@@ -15,9 +15,16 @@
 //! calls `close`, a connection that reached CLOSED keeps its handle, its unread data and its
 //! [`CloseReason`].
 //!
+//! A connection in TIME-WAIT that the application no longer holds, once its last segment is
+//! out, moves into a compact table (the `timewait` module, [`EndpointConfig::compact_time_wait`]):
+//! its slot is freed at once, the flow table names the record, and TIME-WAIT ends from a FIFO
+//! in deadline order. A segment for it is processed by the TCB rebuilt for the purpose, so it
+//! is answered exactly as before.
+//!
 //! ## Transmit order
 //! `poll_transmit` serves, in this order: the control queue (ARP, stateless RSTs and SYN-ACKs,
-//! ICMP replies), then connections with control segments (SYN, SYN-ACK, RST), then
+//! ICMP replies, ACKs of compact TIME-WAIT connections), then connections with control
+//! segments (SYN, SYN-ACK, RST), then
 //! connections owing a pure ACK (one ACK per connection per pass: ACKs of a batch coalesce),
 //! then connections with data, one segment per turn, round robin.
 //!
