@@ -673,16 +673,7 @@ impl Endpoint {
         } = self;
         let expired = arp.handle_timeout(now, |event| match event {
             ArpEvent::SendRequest(target_ip) => {
-                let request = Control::Arp {
-                    eth_dst: EthernetAddress::BROADCAST,
-                    arp: ArpInfo {
-                        op: ArpOp::Request,
-                        sender_mac: local.mac,
-                        sender_ip: local.ip,
-                        target_mac: EthernetAddress([0; 6]),
-                        target_ip,
-                    },
-                };
+                let request = arp_request(local, target_ip);
                 push_bounded(queue, &mut counters.control_dropped, request);
             }
             // Counted below by frame, not by address: `arp_dropped` counts frames.
@@ -696,6 +687,9 @@ impl Endpoint {
             .prefetch
             .filter(|_| self.flows.len() >= WARM_MIN_FLOWS);
         for _ in 0..MAX_TIMERS_PER_CALL {
+            if self.tw.next_deadline().is_none_or(|t| t > now) {
+                break;
+            }
             if let Some(hint) = hint {
                 // Records expire in FIFO order: hint the records a few ahead, and the flow
                 // cells of those a little closer (their lookups are random misses).
@@ -967,6 +961,20 @@ impl Endpoint {
             }
         };
         written.ok()
+    }
+}
+
+/// A broadcast ARP request from `local` for `target_ip` (RFC 826).
+fn arp_request(local: &LocalAddrs, target_ip: Ipv4Address) -> Control {
+    Control::Arp {
+        eth_dst: EthernetAddress::BROADCAST,
+        arp: ArpInfo {
+            op: ArpOp::Request,
+            sender_mac: local.mac,
+            sender_ip: local.ip,
+            target_mac: EthernetAddress([0; 6]),
+            target_ip,
+        },
     }
 }
 

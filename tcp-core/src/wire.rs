@@ -50,7 +50,7 @@ use core::ops::{BitAnd, BitOr, BitOrAssign};
 
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet,
-    IpProtocol, TcpOption,
+    IpProtocol, Ipv4Packet, TcpOption, TcpPacket,
 };
 
 pub use smoltcp::wire::{EthernetAddress, Ipv4Address};
@@ -865,22 +865,23 @@ fn parse_ethernet<'a>(
     local: Option<&LocalAddrs>,
     eth: &mut EthInfo,
 ) -> Result<Option<&'a [u8]>, ParseError> {
-    // What `EthernetFrame::new_checked` checks.
+    // What `EthernetFrame::new_checked` checks; the view is then over a fixed-size array,
+    // so its accessors need no bounds checks.
     let Some((header, payload)) = frame.split_first_chunk::<ETHERNET_HEADER_LEN>() else {
         return Err(ParseError::Truncated);
     };
-    // Copied as 6-byte blocks (a 4- and a 2-byte store each), the way the receive path
-    // then reads them: assembled byte by byte, the compiler stored them in pieces that a
-    // later wider load could not take from the store buffer (a stall per frame).
-    eth.dst.0.copy_from_slice(&header[0..6]);
-    eth.src.0.copy_from_slice(&header[6..12]);
-    let [t0, t1] = [header[12], header[13]];
+    let view = EthernetFrame::new_unchecked(header);
+    // The addresses are copied as 6-byte blocks, the way the receive path then reads them:
+    // assembled byte by byte, they were stored in pieces that a later wider load could not
+    // take from the store buffer (a stall per frame).
+    eth.dst = view.dst_addr();
+    eth.src = view.src_addr();
     if let Some(local) = local {
         if eth.dst != local.mac && !eth.dst.is_broadcast() {
             return Err(ParseError::NotForUs);
         }
     }
-    match EthernetProtocol::from(u16::from_be_bytes([t0, t1])) {
+    match view.ethertype() {
         EthernetProtocol::Ipv4 => Ok(Some(payload)),
         EthernetProtocol::Arp => Ok(None),
         _ => Err(ParseError::UnsupportedEtherType),
@@ -897,24 +898,23 @@ fn parse_ipv4_header<'a>(
     mode: ChecksumMode,
     ip: &mut Ipv4Info,
 ) -> Result<&'a [u8], ParseError> {
-    // Check what smoltcp's check_len checks, but tell truncation from inconsistency.
-    let Some(&ver_ihl) = payload.first() else {
-        return Err(ParseError::Truncated);
-    };
+    // Check what smoltcp's check_len checks, but tell truncation from inconsistency. The
+    // view of the fixed part is over an array: its accessors need no bounds checks.
     let Some(fixed) = payload.first_chunk::<IPV4_HEADER_LEN>() else {
         return Err(ParseError::Truncated);
     };
-    if ver_ihl >> 4 != 4 {
+    let view = Ipv4Packet::new_unchecked(fixed);
+    if view.version() != 4 {
         return Err(ParseError::Malformed);
     }
-    let header_len = usize::from(ver_ihl & 0x0f) * 4;
+    let header_len = usize::from(view.header_len());
     if header_len < IPV4_HEADER_LEN {
         return Err(ParseError::Malformed);
     }
     if payload.len() < header_len {
         return Err(ParseError::Truncated);
     }
-    let total_len = usize::from(u16::from_be_bytes([fixed[2], fixed[3]]));
+    let total_len = usize::from(view.total_len());
     if total_len < header_len {
         return Err(ParseError::Malformed);
     }
@@ -945,21 +945,18 @@ fn parse_ipv4_header<'a>(
             return Err(ParseError::BadChecksum);
         }
     }
-    // Flags and fragment offset (RFC 791 §3.1): MF is 0x2000, the offset the low 13 bits.
-    let frag = u16::from_be_bytes([fixed[6], fixed[7]]);
-    if frag & 0x3fff != 0 {
+    if view.more_frags() || view.frag_offset() != 0 {
         return Err(ParseError::Fragment);
     }
-    let [_, tos, _, _, id0, id1, _, _, ttl, protocol, _, _, s0, s1, s2, s3, d0, d1, d2, d3] =
-        *fixed;
-    ip.src = Ipv4Address::from([s0, s1, s2, s3]);
-    ip.dst = Ipv4Address::from([d0, d1, d2, d3]);
-    ip.ttl = ttl;
-    ip.ident = u16::from_be_bytes([id0, id1]);
-    ip.dscp = tos >> 2;
-    ip.ecn = tos & 0x03;
-    ip.dont_frag = frag & 0x4000 != 0;
-    ip.protocol = protocol;
+    ip.src = view.src_addr();
+    ip.dst = view.dst_addr();
+    ip.ttl = view.hop_limit();
+    ip.ident = view.ident();
+    ip.dscp = view.dscp();
+    ip.ecn = view.ecn();
+    ip.dont_frag = view.dont_frag();
+    // The protocol byte as it is (smoltcp's `next_header` maps it through an enum).
+    ip.protocol = fixed[9];
     if let Some(local) = local {
         if ip.dst != local.ip {
             return Err(ParseError::NotForUs);
@@ -994,19 +991,21 @@ fn parse_tcp_into<'a>(
     {
         return Err(ParseError::BadChecksum);
     }
-    let [p0, p1, p2, p3, q0, q1, q2, q3, a0, a1, a2, a3, _, flags, w0, w1, _, _, u0, u1] = *fixed;
-    let (src_port, dst_port) = (u16::from_be_bytes([p0, p1]), u16::from_be_bytes([p2, p3]));
+    // The checks above are those of `TcpPacket::new_checked`; the view is over an array.
+    let view = TcpPacket::new_unchecked(fixed);
+    let (src_port, dst_port) = (view.src_port(), view.dst_port());
     if src_port == 0 || dst_port == 0 {
         return Err(ParseError::Malformed);
     }
     parse_options_into(options, &mut seg.options)?;
     seg.src_port = src_port;
     seg.dst_port = dst_port;
-    seg.seq = SeqNumber(u32::from_be_bytes([q0, q1, q2, q3]));
-    seg.ack = SeqNumber(u32::from_be_bytes([a0, a1, a2, a3]));
-    seg.flags = TcpFlags(flags);
-    seg.window = u16::from_be_bytes([w0, w1]);
-    seg.urgent = u16::from_be_bytes([u0, u1]);
+    seg.seq = SeqNumber(view.seq_number().0 as u32);
+    seg.ack = SeqNumber(view.ack_number().0 as u32);
+    // The flag byte as it is (`TcpFlags` holds any combination).
+    seg.flags = TcpFlags(fixed[13]);
+    seg.window = view.window_len();
+    seg.urgent = view.urgent_at();
     seg.payload = payload;
     Ok(())
 }
@@ -1569,8 +1568,6 @@ pub fn emit_arp_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    use smoltcp::wire::{Ipv4Packet, TcpPacket};
 
     fn parse_options(opts: &[u8]) -> Result<TcpOptions, ParseError> {
         // Start from garbage: the parser must overwrite every field.

@@ -32,20 +32,26 @@ impl Endpoint {
             return None;
         }
         self.live += 1;
-        if let Some(slot) = self.free.pop() {
-            // A freed slot holds `Body::Free` already: writing it again would copy a whole
-            // slot's worth of bytes.
-            if !matches!(body, Body::Free) {
-                self.slots[slot as usize].body = body;
-            }
-            return Some(slot);
+        let slot = self.take_slot();
+        // A freed slot holds `Body::Free` already: writing it again would copy a whole slot's
+        // worth of bytes.
+        if !matches!(body, Body::Free) {
+            self.slots[slot as usize].body = body;
         }
-        let slot = self.slots.len() as u32;
+        Some(slot)
+    }
+
+    /// A free slot (holding `Body::Free`): a freed one, else a new one. Leaves `live` to the
+    /// caller.
+    fn take_slot(&mut self) -> u32 {
+        if let Some(slot) = self.free.pop() {
+            return slot;
+        }
         self.slots.push(Slot {
             generation: 0,
-            body,
+            body: Body::Free,
         });
-        Some(slot)
+        (self.slots.len() - 1) as u32
     }
 
     fn free_slot(&mut self, slot: u32) {
@@ -412,16 +418,7 @@ impl Endpoint {
         }
         // Back into a slot in full: the record's place in `live` passes to the slot.
         self.tw.remove(idx);
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
-            None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    body: Body::Free,
-                });
-                (self.slots.len() - 1) as u32
-            }
-        };
+        let slot = self.take_slot();
         self.slots[slot as usize].body = Body::Conn(tcb);
         self.flows.replace(&tuple, slot);
         for (kind, d) in TimerKind::ALL.into_iter().zip(deadlines) {
@@ -443,43 +440,12 @@ impl Endpoint {
         buf: &mut [u8],
     ) -> Option<usize> {
         let (local, checksum) = (self.local, self.checksum);
-        let Endpoint {
-            slots,
-            timers,
-            counters,
-            challenge,
-            storage,
-            config,
-            ..
-        } = self;
-        let Some(Body::Conn(tcb)) = slots.get_mut(slot as usize).map(|s| &mut s.body) else {
-            return None;
-        };
+        let (tcb, mut env, cfg) = self.conn_env(slot, now)?;
         // Next hop cached in the TCB (always, once a segment came from the peer or went out).
         let Some(mac) = tcb.dst_mac else {
             return self.transmit_resolving(now, slot, class, buf);
         };
-        let mut env = Env {
-            now,
-            key: slot,
-            timers,
-            counters,
-            challenge,
-            storage,
-        };
-        let mut seg = TcpSegmentOut::default();
-        let (off, len) = tcb.next_segment(class, &config.tcp, &mut env, &mut seg)?;
-        let hdr = EthIpv4Header::new(local.mac, mac, local.ip, tcb.tuple.remote_addr);
-        let (a, b) = tcb.send.peek(off, len);
-        match wire::emit_tcp_parts(buf, &hdr, &seg, a, b, checksum) {
-            Ok(n) => Some(n),
-            Err(_) => {
-                // The caller's buffer is too small: the segment is lost (retransmission
-                // recovers data; a lost ACK is repeated by the peer).
-                env.counters.control_dropped += 1;
-                None
-            }
-        }
+        build_frame(tcb, class, cfg, &mut env, (local, mac), checksum, buf)
     }
 
     /// [`transmit_conn`](Self::transmit_conn) for a connection whose next hop is not known
@@ -492,8 +458,7 @@ impl Endpoint {
         class: TxClass,
         buf: &mut [u8],
     ) -> Option<usize> {
-        let local = self.local;
-        let checksum = self.checksum;
+        let (local, checksum) = (self.local, self.checksum);
         let remote = match self.slots.get(slot as usize).map(|s| &s.body) {
             Some(Body::Conn(tcb)) => tcb.tuple.remote_addr,
             _ => return None,
@@ -504,16 +469,7 @@ impl Endpoint {
             Lookup::Found(mac) => mac,
             Lookup::Pending { send_request } => {
                 if send_request {
-                    self.push(Control::Arp {
-                        eth_dst: EthernetAddress::BROADCAST,
-                        arp: ArpInfo {
-                            op: ArpOp::Request,
-                            sender_mac: local.mac,
-                            sender_ip: local.ip,
-                            target_mac: EthernetAddress([0; 6]),
-                            target_ip: hop,
-                        },
-                    });
+                    self.push(arp_request(&local, hop));
                 }
                 pending_hop = Some(hop);
                 EthernetAddress([0; 6])
@@ -523,15 +479,7 @@ impl Endpoint {
         if pending_hop.is_none() {
             tcb.dst_mac = Some(mac);
         }
-        let mut seg = TcpSegmentOut::default();
-        let (off, len) = tcb.next_segment(class, cfg, &mut env, &mut seg)?;
-        let hdr = EthIpv4Header::new(local.mac, mac, local.ip, remote);
-        let (a, b) = tcb.send.peek(off, len);
-        let written = wire::emit_tcp_parts(buf, &hdr, &seg, a, b, checksum);
-        let Ok(n) = written else {
-            self.counters.control_dropped += 1;
-            return None;
-        };
+        let n = build_frame(tcb, class, cfg, &mut env, (local, mac), checksum, buf)?;
         if let Some(hop) = pending_hop {
             if self.arp.enqueue(hop, &buf[..n], now).is_err() {
                 self.counters.arp_dropped += 1;
@@ -1292,6 +1240,32 @@ impl Endpoint {
 
 /// What a read returns when no byte is ready: end of stream (`Ok(0)`) after the peer's FIN or
 /// once closed, the connection's error, or `WouldBlock`.
+/// The next segment of `class` of `tcb` as a whole frame in `buf`, from `local` to the next
+/// hop `mac`: its length, or `None` if it had nothing of that class to send or `buf` is too
+/// small (then the segment is lost, counted in `control_dropped`: retransmission recovers
+/// data, and a lost ACK is repeated by the peer).
+fn build_frame(
+    tcb: &mut Tcb,
+    class: TxClass,
+    cfg: &TcpConfig,
+    env: &mut Env<'_>,
+    (local, mac): (LocalAddrs, EthernetAddress),
+    checksum: ChecksumMode,
+    buf: &mut [u8],
+) -> Option<usize> {
+    let mut seg = TcpSegmentOut::default();
+    let (off, len) = tcb.next_segment(class, cfg, env, &mut seg)?;
+    let hdr = EthIpv4Header::new(local.mac, mac, local.ip, tcb.tuple.remote_addr);
+    let (a, b) = tcb.send.peek(off, len);
+    match wire::emit_tcp_parts(buf, &hdr, &seg, a, b, checksum) {
+        Ok(n) => Some(n),
+        Err(_) => {
+            env.counters.control_dropped += 1;
+            None
+        }
+    }
+}
+
 fn nothing_to_read(tcb: &Tcb) -> Result<usize, SocketError> {
     if tcb.fin_received() {
         return Ok(0);
