@@ -142,6 +142,10 @@ pub(crate) struct Env<'a> {
     pub challenge: &'a mut ChallengeLimiter,
     /// Freed buffer storage for reuse.
     pub storage: &'a mut StoragePool,
+    /// [`TcpConfig::time_wait`] (the endpoint's, not copied into every connection).
+    pub time_wait: Duration,
+    /// [`TcpConfig::fin_wait2_timeout`].
+    pub fin_wait2_timeout: Duration,
 }
 
 impl Env<'_> {
@@ -259,28 +263,16 @@ impl Plan {
 }
 
 /// One connection's state.
+///
+/// Laid out in the order written (`repr(C)`), most used first: what nearly every segment
+/// reads or writes (sequence space, identity, flags, the two buffers' heads, congestion and
+/// RTT state) fills the first lines of the slot, which the endpoint hints ahead of a batch;
+/// what only loss, probes, keepalive or the end of the connection touch comes last. Rust's
+/// own order had put the sequence space at the end, past the hinted lines.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Tcb {
-    pub state: State,
-    pub tuple: FourTuple,
-    /// Next hop's MAC, once known.
-    pub dst_mac: Option<EthernetAddress>,
-    flags: Flags,
-    /// Events not yet reported (bits of [`ev`]).
-    pub events: u16,
-    /// Why the connection ended, once it has.
-    pub error: Option<CloseReason>,
-    /// The application holds a handle to it (false for embryonic and orphaned connections).
-    pub app_owned: bool,
-    /// The listener (slot, generation) of a passively opened connection not yet accepted.
-    pub listener: Option<(u32, u32)>,
-    /// Which transmit queues hold this slot (bit per [`TxClass`]), and the event queue (bit 3).
-    pub queued: u8,
-    /// A passive open still counted in its listener's SYN queue.
-    pub embryonic: bool,
-
     // Send sequence space (RFC 9293 §3.3.1).
-    iss: SeqNumber,
     snd_una: SeqNumber,
     snd_nxt: SeqNumber,
     snd_max: SeqNumber,
@@ -288,51 +280,69 @@ pub(crate) struct Tcb {
     max_snd_wnd: u32,
     snd_wl1: SeqNumber,
     snd_wl2: SeqNumber,
-    snd_wscale: u8,
-    /// Send MSS: payload bytes per segment without options.
-    smss: u16,
     fin_seq: SeqNumber,
+    iss: SeqNumber,
 
     // Receive sequence space.
     irs: SeqNumber,
-    rcv_wscale: u8,
     /// Right edge of the window last advertised.
     rcv_adv: SeqNumber,
     last_ack_sent: SeqNumber,
-    /// A FIN received out of order, at this sequence number.
-    peer_fin: Option<SeqNumber>,
-    /// RFC 2883 D-SACK block to report in the next ACK.
-    dsack: Option<(SeqNumber, SeqNumber)>,
 
     // Timestamps (RFC 7323).
     ts_recent: u32,
-    ts_recent_at: Instant,
     ts_offset: u32,
+    high_rxt: SeqNumber,
+    /// Consecutive unanswered retransmissions (of SYN, data or FIN) or probes.
+    retries: u32,
+
+    pub tuple: FourTuple,
+    /// The listener (slot, generation) of a passively opened connection not yet accepted.
+    pub listener: Option<(u32, u32)>,
+    flags: Flags,
+    /// Events not yet reported (bits of [`ev`]).
+    pub events: u16,
+    /// Send MSS: payload bytes per segment without options.
+    smss: u16,
+    /// Next hop's MAC, once known.
+    pub dst_mac: Option<EthernetAddress>,
+    pub state: State,
+    /// Which transmit queues hold this slot (bit per [`TxClass`]), and the event queue (bit 3).
+    pub queued: u8,
+    /// The application holds a handle to it (false for embryonic and orphaned connections).
+    pub app_owned: bool,
+    /// A passive open still counted in its listener's SYN queue.
+    pub embryonic: bool,
+    /// Why the connection ended, once it has.
+    pub error: Option<CloseReason>,
+    snd_wscale: u8,
+    rcv_wscale: u8,
+    /// Full-sized segments received since the last ACK we sent.
+    delack_segs: u8,
 
     pub send: SendBuffer,
     pub recv: RecvBuffer,
-    sb: Scoreboard,
-    rtt: RttEstimator,
     cc: NewReno,
-    high_rxt: SeqNumber,
-    rescue_rxt: Option<SeqNumber>,
-
-    /// Consecutive unanswered retransmissions (of SYN, data or FIN) or probes.
-    retries: u32,
-    /// Full-sized segments received since the last ACK we sent.
-    delack_segs: u8,
+    rtt: RttEstimator,
+    ts_recent_at: Instant,
     /// The RTO deadline when restarted lazily (see `restart_rto_lazily`); at or before the
     /// wheel's entry otherwise.
     rto_at: Instant,
-    keepalive: Option<Keepalive>,
     /// When the last segment arrived from the peer.
     last_rcv: Instant,
     /// When we last sent data (for RFC 5681 §4.1 restart after idle).
     last_snd: Instant,
+
+    // Rarely used: loss recovery, out-of-order FIN, keepalive, per-connection timeouts.
+    sb: Scoreboard,
+    rescue_rxt: Option<SeqNumber>,
+    /// A FIN received out of order, at this sequence number.
+    peer_fin: Option<SeqNumber>,
+    /// RFC 2883 D-SACK block to report in the next ACK.
+    dsack: Option<(SeqNumber, SeqNumber)>,
+    keepalive: Option<Keepalive>,
     /// Delayed-ACK timeout; `None` acknowledges every segment at once.
     delayed_ack: Option<Duration>,
-    time_wait: Duration,
-    fin_wait2_timeout: Duration,
 }
 
 /// A connection in TIME-WAIT that the application no longer holds, in compact form: what
@@ -478,8 +488,6 @@ impl Tcb {
             last_rcv: now,
             last_snd: now,
             delayed_ack: cfg.delayed_ack,
-            time_wait: cfg.time_wait,
-            fin_wait2_timeout: cfg.fin_wait2_timeout,
         }
     }
 
@@ -902,7 +910,7 @@ impl Tcb {
     /// The application closed the socket: orphaned connections time out in FIN-WAIT-2.
     pub fn on_app_close(&mut self, env: &mut Env<'_>) {
         if self.state == State::FinWait2 {
-            env.set_timer(TimerKind::FinWait2, self.fin_wait2_timeout);
+            env.set_timer(TimerKind::FinWait2, env.fin_wait2_timeout);
         }
     }
 
@@ -1288,7 +1296,7 @@ impl Tcb {
                 State::FinWait1 => {
                     self.state = State::FinWait2;
                     if !self.app_owned {
-                        env.set_timer(TimerKind::FinWait2, self.fin_wait2_timeout);
+                        env.set_timer(TimerKind::FinWait2, env.fin_wait2_timeout);
                     }
                 }
                 // "CLOSING: ... if the ACK acknowledges our FIN, then enter the TIME-WAIT
@@ -1419,11 +1427,11 @@ impl Tcb {
         ] {
             env.cancel(kind);
         }
-        if self.time_wait == Duration::ZERO {
+        if env.time_wait == Duration::ZERO {
             self.close_with(CloseReason::Normal, env);
             return;
         }
-        env.set_timer(TimerKind::TimeWait, self.time_wait);
+        env.set_timer(TimerKind::TimeWait, env.time_wait);
         self.send.shrink_into(env.storage);
         self.recv.shrink_into(env.storage);
     }

@@ -185,11 +185,18 @@ enum Body {
     Conn(Tcb),
 }
 
+/// A slot of the connection table: one TCB (or listener), aligned to a cache line so that a
+/// connection's state covers as few lines as possible, its most used lines first.
 #[derive(Debug)]
+#[repr(C, align(64))]
 struct Slot {
-    generation: u32,
     body: Body,
+    generation: u32,
 }
+
+// Nine cache lines per slot: growing the TCB past 568 bytes would add a tenth to every
+// connection.
+const _: () = assert!(core::mem::size_of::<Slot>() == 9 * 64);
 
 /// Frames per group in [`Endpoint::handle_frames`]: enough lookups in flight to overlap their
 /// cache misses, few enough that what they bring in is still cached when the group is

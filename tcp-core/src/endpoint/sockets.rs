@@ -116,6 +116,8 @@ impl Endpoint {
             counters,
             challenge,
             storage,
+            time_wait: config.tcp.time_wait,
+            fin_wait2_timeout: config.tcp.fin_wait2_timeout,
         };
         Some((tcb, env, &config.tcp))
     }
@@ -133,9 +135,12 @@ impl Endpoint {
             tx_q,
             now,
             storage,
-            config: EndpointConfig {
-                compact_time_wait, ..
-            },
+            config:
+                EndpointConfig {
+                    compact_time_wait,
+                    tcp,
+                    ..
+                },
             ..
         } = self;
         let Some(Slot {
@@ -156,6 +161,8 @@ impl Endpoint {
                 counters,
                 challenge,
                 storage,
+                time_wait: tcp.time_wait,
+                fin_wait2_timeout: tcp.fin_wait2_timeout,
             };
             tcb.maintain(data, &mut env);
         }
@@ -377,6 +384,8 @@ impl Endpoint {
             counters,
             challenge,
             storage,
+            time_wait: config.tcp.time_wait,
+            fin_wait2_timeout: config.tcp.fin_wait2_timeout,
         };
         let reply = tcb.on_segment(&config.tcp, seg, &mut env);
         let wants = tcb.wants_mask(0);
