@@ -1182,20 +1182,37 @@ mod checksum {
     pub(super) const LANES_MIN: usize = 160;
 
     /// [`sum`] from 0 for up to a few hundred bytes: native-endian 64-bit words added with
-    /// end-around carry (an add and an add-with-carry per word), folded to 32 bits, then
-    /// the tail as in [`sum`].
+    /// end-around carry (an add and an add-with-carry per word) into four independent
+    /// accumulators, so that four carry chains run side by side instead of one long chain
+    /// (a chain adds 8 bytes per two cycles; a 100-byte segment waited ~25 cycles on it).
+    /// Each accumulator is folded to 33 bits (2^32 = 1 mod 0xffff), then the tail as in
+    /// [`sum`].
     #[inline]
     pub(super) fn sum_small(data: &[u8]) -> u64 {
-        let mut acc = 0u64;
-        let mut words = data.chunks_exact(8);
-        for w in &mut words {
-            let x = u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        #[inline(always)]
+        fn add_carry(acc: u64, x: u64) -> u64 {
             let (t, c) = acc.overflowing_add(x);
-            acc = t + u64::from(c);
+            t + u64::from(c)
         }
-        // 64 -> 33 bits: the halves are 32-bit words of the same sum (2^32 = 1 mod 0xffff).
-        let native = (acc & 0xffff_ffff) + (acc >> 32);
-        words_then_fold(words.remainder(), native, 0)
+        #[inline(always)]
+        fn word(w: &[u8; 8]) -> u64 {
+            u64::from_ne_bytes(*w)
+        }
+        let mut acc = [0u64; 4];
+        let (blocks, rest) = data.as_chunks::<32>();
+        for b in blocks {
+            let (w, _) = b.as_chunks::<8>();
+            for (a, w) in acc.iter_mut().zip(w) {
+                *a = add_carry(*a, word(w));
+            }
+        }
+        let (words, tail) = rest.as_chunks::<8>();
+        for (a, w) in acc.iter_mut().zip(words) {
+            *a = add_carry(*a, word(w));
+        }
+        // 64 -> 33 bits each: the halves are 32-bit words of the same sum.
+        let native = acc.iter().map(|&a| (a & 0xffff_ffff) + (a >> 32)).sum();
+        words_then_fold(tail, native, 0)
     }
 
     /// Adds `data`'s native-endian 32-bit words to the plain sum `native`, folds it to 16

@@ -574,19 +574,18 @@ impl Endpoint {
     fn install(
         &mut self,
         slot: u32,
-        tcb: Tcb,
+        mut tcb: Tcb,
         listener: Option<(u32, u32)>,
         mac: Option<EthernetAddress>,
     ) {
         // The tuple is free (the caller looked it up); a full table was checked by alloc_slot.
         let _ = self.flows.insert(tcb.tuple, slot);
-        let body = &mut self.slots[slot as usize].body;
-        *body = Body::Conn(tcb);
-        if let Body::Conn(tcb) = body {
-            tcb.listener = listener;
-            tcb.embryonic = listener.is_some() && tcb.state == State::SynReceived;
-            tcb.dst_mac = mac;
-        }
+        // Set before the move: read back right after the block copy that fills the slot, the
+        // fields could not be forwarded from the copy's wide stores (a stall seen in perf).
+        tcb.listener = listener;
+        tcb.embryonic = listener.is_some() && tcb.state == State::SynReceived;
+        tcb.dst_mac = mac;
+        self.slots[slot as usize].body = Body::Conn(tcb);
         if let Some((lslot, _)) = listener {
             if let Some(Body::Listener(l)) = self.slots.get_mut(lslot as usize).map(|s| &mut s.body)
             {
