@@ -158,37 +158,51 @@ impl Wire {
 }
 
 /// Per-connection application state, indexed by handle slot and checked by generation.
+///
+/// Entries are reused in place (as the smoltcp side reuses its socket records): building a
+/// record on the stack and copying it in cost a store-forwarding stall per connection.
 struct Slots<T> {
-    v: Vec<Option<(u32, T)>>,
+    v: Vec<Entry<T>>,
 }
 
-impl<T> Slots<T> {
+#[derive(Default)]
+struct Entry<T> {
+    generation: u32,
+    live: bool,
+    t: T,
+}
+
+impl<T: Default> Slots<T> {
     /// `n` empty entries, written now (so their pages are resident before a memory baseline).
     fn new(n: usize) -> Slots<T> {
         Slots {
-            v: (0..n).map(|_| None).collect(),
+            v: (0..n).map(|_| Entry::default()).collect(),
         }
     }
 
-    fn insert(&mut self, h: Handle, t: T) {
+    /// Makes `h`'s entry live and lets `init` set its fields.
+    fn insert(&mut self, h: Handle, init: impl FnOnce(&mut T)) {
         let i = h.slot as usize;
         if i >= self.v.len() {
-            self.v.resize_with(i + 1, || None);
+            self.v.resize_with(i + 1, Entry::default);
         }
-        self.v[i] = Some((h.generation, t));
+        let e = &mut self.v[i];
+        e.generation = h.generation;
+        e.live = true;
+        init(&mut e.t);
     }
 
     fn get_mut(&mut self, h: Handle) -> Option<&mut T> {
         match self.v.get_mut(h.slot as usize) {
-            Some(Some((g, t))) if *g == h.generation => Some(t),
+            Some(e) if e.live && e.generation == h.generation => Some(&mut e.t),
             _ => None,
         }
     }
 
     fn remove(&mut self, h: Handle) {
         if let Some(e) = self.v.get_mut(h.slot as usize) {
-            if e.as_ref().is_some_and(|(g, _)| *g == h.generation) {
-                *e = None;
+            if e.generation == h.generation {
+                e.live = false;
             }
         }
     }
@@ -206,6 +220,28 @@ struct ServerConn {
     got: u8,
     responded: bool,
     req: [u8; MSG_LEN],
+}
+
+impl Default for ClientConn {
+    fn default() -> ClientConn {
+        ClientConn {
+            port: 0,
+            token: 0,
+            got: 0,
+            resp: [0; MSG_LEN],
+        }
+    }
+}
+
+impl Default for ServerConn {
+    fn default() -> ServerConn {
+        ServerConn {
+            port: 0,
+            got: 0,
+            responded: false,
+            req: [0; MSG_LEN],
+        }
+    }
 }
 
 fn err(what: &str, h: Handle, e: SocketError) -> String {
@@ -350,15 +386,12 @@ impl ShortPair {
         loop {
             match self.wire.server.accept(listener) {
                 Ok(h) => {
-                    self.servers.insert(
-                        h,
-                        ServerConn {
-                            port: port as u32,
-                            got: 0,
-                            responded: false,
-                            req: [0; MSG_LEN],
-                        },
-                    );
+                    // The request buffer keeps old bytes: `got` says how many are new.
+                    self.servers.insert(h, |c| {
+                        c.port = port as u32;
+                        c.got = 0;
+                        c.responded = false;
+                    });
                     // Data may have come with the handshake's last ACK.
                     self.serve(h)?;
                 }
@@ -433,15 +466,11 @@ impl ShortPair {
                     .client
                     .connect(now, remote)
                     .map_err(|e| format!("connect to {remote}: {e}"))?;
-                self.clients.insert(
-                    h,
-                    ClientConn {
-                        port: j as u32,
-                        token,
-                        got: 0,
-                        resp: [0; MSG_LEN],
-                    },
-                );
+                self.clients.insert(h, |c| {
+                    c.port = j as u32;
+                    c.token = token;
+                    c.got = 0;
+                });
                 acted = true;
             }
         }
