@@ -522,9 +522,21 @@ fn measure(
 /// stack not running is paused (its clock stops). `units` is `warmup_units` and
 /// `min_units` of [`measure`] for both; errors name the stack.
 fn measure_interleaved(
+    a: (&mut impl Driver, &str),
+    b: (&mut impl Driver, &str),
+    units: u64,
+    seconds: f64,
+    runs: usize,
+) -> Result<(Vec<Window>, Vec<Window>), String> {
+    measure_alternating(a, b, (units, units), seconds, runs)
+}
+
+/// [`measure_interleaved`] with each driver's own `units` (two loads of different sizes:
+/// the same stack at two concurrency levels).
+fn measure_alternating(
     (a, a_name): (&mut impl Driver, &str),
     (b, b_name): (&mut impl Driver, &str),
-    units: u64,
+    (units_a, units_b): (u64, u64),
     seconds: f64,
     runs: usize,
 ) -> Result<(Vec<Window>, Vec<Window>), String> {
@@ -533,18 +545,18 @@ fn measure_interleaved(
         move |e| format!("{name}: {e}")
     }
     rb.pause();
-    warm_up(&mut ra, a, units, seconds).map_err(tag(a_name))?;
+    warm_up(&mut ra, a, units_a, seconds).map_err(tag(a_name))?;
     ra.pause();
     rb.resume();
-    warm_up(&mut rb, b, units, seconds).map_err(tag(b_name))?;
+    warm_up(&mut rb, b, units_b, seconds).map_err(tag(b_name))?;
     rb.pause();
     let (mut wa, mut wb) = (Vec::new(), Vec::new());
     for _ in 0..runs.max(1) {
         ra.resume();
-        wa.push(window(&mut ra, a, units, seconds).map_err(tag(a_name))?);
+        wa.push(window(&mut ra, a, units_a, seconds).map_err(tag(a_name))?);
         ra.pause();
         rb.resume();
-        wb.push(window(&mut rb, b, units, seconds).map_err(tag(b_name))?);
+        wb.push(window(&mut rb, b, units_b, seconds).map_err(tag(b_name))?);
         rb.pause();
     }
     Ok((wa, wb))
@@ -708,6 +720,9 @@ pub fn run(opts: &Options) -> Result<Vec<Record>, String> {
         for &c in &levels {
             let mtcp_fits = opts.mtcp && memory_check(c, idle_mtcp).is_ok();
             let smol_runs = opts.smoltcp && c <= opts.smoltcp_max;
+            // Levels above the base without smoltcp alternate with the base instead.
+            let paired = mtcp_fits && !smol_runs && c > PAIR_BASE && levels.contains(&PAIR_BASE);
+            let mut paired_base = None;
             let (mtcp, smol) = if mtcp_fits && smol_runs {
                 let mut m = mtcp_side::ShortPair::new(c, opts.buffer)?;
                 let mut sm = smoltcp_side::ShortPair::new(c, opts.buffer)?;
@@ -724,10 +739,23 @@ pub fn run(opts: &Options) -> Result<Vec<Record>, String> {
                     Some(short_record(MTCP, c, &wm)),
                     Some(short_record(SMOLTCP, c, &ws)),
                 )
+            } else if paired {
+                let (big, base) = short_paired(c, opts)?;
+                // Only smoltcp's note (it does not run at this level).
+                let smol_only = Options {
+                    mtcp: false,
+                    ..opts.clone()
+                };
+                let (_, smol) = short_alone(c, &smol_only, None)?;
+                paired_base = Some(base);
+                (Some(big), smol)
             } else {
                 short_alone(c, opts, idle_mtcp)?
             };
             print_short_row(c, mtcp.as_ref(), smol.as_ref());
+            if let (Some(big), Some(base)) = (&mtcp, paired_base.take()) {
+                print_paired(c, big, &base);
+            }
             if opts.mtcp {
                 out.push(match mtcp {
                     Some(r) => Record {
@@ -778,6 +806,44 @@ pub fn run(opts: &Options) -> Result<Vec<Record>, String> {
 
 /// The short workload at `c` for the stacks selected, one after the other (when only one is
 /// measured, or tcp-core alone at concurrencies smoltcp skips).
+/// The level that high concurrency levels are compared with, in alternating windows.
+const PAIR_BASE: usize = 64;
+
+/// tcp-core at `c` connections, its windows alternating with those of a second pair of
+/// endpoints at [`PAIR_BASE`] connections: the ratio of their rates is then measured on the
+/// same machine state (this host's speed drifts by up to 2x over minutes, more than the
+/// effect measured). Returns the records at `c` and at the base.
+fn short_paired(c: usize, opts: &Options) -> Result<(Record, Record), String> {
+    let mut big = mtcp_side::ShortPair::new(c, opts.buffer)?;
+    let mut base = mtcp_side::ShortPair::new(PAIR_BASE, opts.buffer)?;
+    let (wb, w0) = measure_alternating(
+        (&mut big, MTCP),
+        (&mut base, MTCP),
+        (c as u64, PAIR_BASE as u64),
+        opts.seconds,
+        opts.runs,
+    )
+    .map_err(|e| format!("short at {c} paired with {PAIR_BASE}: {e}"))?;
+    big.warn_on_anomalies();
+    Ok((
+        short_record(MTCP, c, &wb),
+        short_record(MTCP, PAIR_BASE, &w0),
+    ))
+}
+
+/// One line: the rate at `c` as a share of the rate at the base, from CPU per transaction
+/// (medians of the alternating windows).
+fn print_paired(c: usize, big: &Record, base: &Record) {
+    if let (Some(b), Some(s)) = (big.cpu_us_per_tx, base.cpu_us_per_tx) {
+        println!(
+            "{:>9}   {MTCP} at {c}: {:.0}% of its rate at {PAIR_BASE} in alternating windows \
+             ({b:.2} against {s:.2} µs CPU/tx)",
+            "",
+            100.0 * s / b
+        );
+    }
+}
+
 fn short_alone(
     c: usize,
     opts: &Options,

@@ -12,7 +12,8 @@ benchmarks:
   core    tcp-core (mtcp-rs) against smoltcp, two stacks in one thread over an in-memory link:
           short transactions (connect, 64 B request, 64 B response, close) at 1, 64, 1024, 4096,
           65536 and 1000000 concurrent connections, one-connection bulk at MTU 1500, and
-          resident memory per idle connection
+          resident memory per idle connection; levels above 64 where smoltcp does not run
+          alternate their windows with a second pair at 64 and print the ratio of the rates
           options: --runs R (default 3, medians)  --seconds S (per window, default 1)
                    --concurrency N,N,...  --max-concurrency N  --buffer BYTES (default 2048)
                    --no-smoltcp  --no-mtcp-rs  --smoltcp-max N (default 4096)
