@@ -808,10 +808,12 @@ pub fn parse_frame_for<'a>(
 }
 
 /// [`parse_frame_for`] for the frames a TCP endpoint lives on: a valid TCP segment for
-/// `local` is written into `out` and reported as `Ok(true)`. Any other valid frame (ARP,
-/// ICMP, another IPv4 protocol) is `Ok(false)`, to be parsed by [`parse_frame_for`]; errors
-/// are those [`parse_frame_for`] reports for the same bytes. `out` is only meaningful after
-/// `Ok(true)`.
+/// `local` is written into `out` and reported as `Ok(true)`. A frame for `local` that is not
+/// TCP is `Ok(false)` once its Ethernet header (ARP) or its Ethernet and IPv4 headers (ICMP,
+/// another protocol) are valid: its body is not looked at here but by [`parse_frame_for`],
+/// which the caller then runs and which reports what is wrong with the body. Every other
+/// error is the one [`parse_frame_for`] reports for the same bytes. `out` is only
+/// meaningful after `Ok(true)`.
 ///
 /// Never panics, whatever `frame` holds.
 #[inline]
@@ -2501,7 +2503,36 @@ mod tests {
                 );
             }
             Ok(_) => assert_eq!(got, Ok(false)),
+            // A broken body of a non-TCP frame is left to the general parser.
+            Err(_) if non_tcp_headers_valid(frame, local, mode) => assert_eq!(got, Ok(false)),
             Err(e) => assert_eq!(got, Err(e)),
+        }
+    }
+
+    /// The frame is for `local` and not TCP, and what `parse_tcp_frame` reads of it is valid
+    /// (judged with smoltcp's checks): the Ethernet header of an ARP frame, or the Ethernet
+    /// and IPv4 headers of a non-TCP IPv4 packet.
+    fn non_tcp_headers_valid(frame: &[u8], local: &LocalAddrs, mode: ChecksumMode) -> bool {
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return false;
+        };
+        if eth.dst_addr() != local.mac && !eth.dst_addr().is_broadcast() {
+            return false;
+        }
+        match eth.ethertype() {
+            EthernetProtocol::Arp => true,
+            EthernetProtocol::Ipv4 => {
+                let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+                    return false;
+                };
+                ip.version() == 4
+                    && ip.next_header() != IpProtocol::Tcp
+                    && (!mode.verify_rx || ip.verify_checksum())
+                    && !ip.more_frags()
+                    && ip.frag_offset() == 0
+                    && ip.dst_addr() == local.ip
+            }
+            _ => false,
         }
     }
 
