@@ -868,7 +868,8 @@ impl Tcb {
                 self.receive_data(seg, env);
             }
             if fl.fin() {
-                self.receive_fin(seg.seq + seg.payload.len() + 1u32, env);
+                // The FIN follows the SYN's sequence number and the data.
+                self.receive_fin(seg.seq + 1u32 + seg.payload.len() + 1u32, env);
             }
         } else {
             // "Otherwise, enter SYN-RECEIVED, form a SYN,ACK segment
@@ -1577,7 +1578,10 @@ impl Tcb {
     }
 
     fn on_persist(&mut self, cfg: &TcpConfig, env: &mut Env<'_>) {
-        if !self.state.is_synchronized() || self.unsent() == 0 && !self.has(f::PROBE) {
+        // Nothing buffered: nothing to probe with. (A probe octet already out is still
+        // buffered: when it was all the data, nothing is "unsent", yet it must be probed
+        // again — or, the RTO not owning it, no timer would be left at all.)
+        if !self.state.is_synchronized() || self.send.is_empty() && !self.has(f::PROBE) {
             return;
         }
         if self.snd_wnd > 0 {

@@ -224,6 +224,28 @@ proptest! {
     }
 }
 
+/// Inputs the fuzz target (`fuzz/`, `cargo +nightly fuzz run endpoint`) found breaking a
+/// rule, minimized, replayed on every test run.
+#[test]
+fn fuzz_regressions() {
+    let cases: &[(&str, &[u8])] = &[(
+        // A SYN-SENT connection with one byte queued gets a SYN-ACK with FIN and window 0;
+        // the byte goes out as a zero-window probe, the application writes more and closes.
+        // The FIN was dropped as out of order, and the persist timer stopped once the probe
+        // octet was all that was unsent: an orphan in FIN-WAIT-1 with no timer, forever.
+        "probe octet alone, FIN in the SYN-ACK",
+        &[
+            0xff, 0xff, 0xff, 0xff, 0x02, 0x01, 0x00, 0x38, 0x38, 0x38, 0x38, 0x38, 0x13, 0x13,
+            0x11, 0x38, 0x3d, 0x00, 0x00, 0x38, 0xff, 0x38, 0x38, 0x9b, 0x38,
+        ],
+    )];
+    for (what, data) in cases {
+        if let Err(v) = run_fuzz_input(data) {
+            panic!("{what}: {v}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scripted checks of single rules in every state
 // ---------------------------------------------------------------------------------------------

@@ -777,6 +777,34 @@ fn data_in_the_syn_ack_is_delivered() {
     assert_eq!(h.read(), b"banner");
 }
 
+/// RFC 9293 §3.10.7.3: "If there are other controls or text in the segment, then continue
+/// processing at the sixth step" — a FIN in the SYN-ACK closes the peer's side at once
+/// (its sequence number follows the SYN's and the data's). It was taken for an
+/// out-of-order FIN and dropped (found by fuzzing).
+#[test]
+fn fin_in_the_syn_ack_enters_close_wait() {
+    let mut h = H::plain();
+    h.connect(0);
+    h.send(
+        1,
+        Seg::synack(0, 1).flags(TcpFlags::SYN | TcpFlags::ACK | TcpFlags::FIN),
+    );
+    h.expect(&[Exp::ack(1, 2)]);
+    assert_eq!(h.state(), State::CloseWait);
+    assert_eq!(h.read(), b"");
+    let mut h = H::plain();
+    h.connect(0);
+    h.send(
+        1,
+        Seg::synack(0, 1)
+            .payload(b"bye")
+            .flags(TcpFlags::SYN | TcpFlags::ACK | TcpFlags::FIN),
+    );
+    h.expect(&[Exp::ack(1, 5)]);
+    assert_eq!(h.state(), State::CloseWait);
+    assert_eq!(h.read(), b"bye");
+}
+
 /// RFC 9293 §3.10.4 CLOSE in SYN-SENT/SYN-RECEIVED: "queue for processing after entering
 /// ESTABLISHED state": the FIN follows the handshake.
 #[test]

@@ -159,6 +159,32 @@ fn persist_timer_sends_zero_window_probes_with_backoff() {
     assert_eq!(h.state(), State::Established);
 }
 
+/// The probe octet may be all the data there is: with it out, nothing is unsent, yet it is
+/// probed again (with backoff) until the window opens. (A fuzz input found the persist timer
+/// giving up here, leaving a connection with no timer at all: an orphan in FIN-WAIT-1 never
+/// ended.)
+#[test]
+fn persist_keeps_probing_when_the_probe_octet_is_all_the_data() {
+    let mut h = H::plain();
+    h.passive_open(0, PeerOpts::plain());
+    h.send(1, Seg::ack(1, 1).win(0));
+    h.write(b"x");
+    h.expect_nothing();
+    assert_eq!(h.wake(), 1001);
+    h.expect(&[Exp::data(1, 1, b"x")]);
+    h.send(1010, Seg::ack(1, 1).win(0));
+    h.expect_nothing();
+    assert_eq!(h.wake(), 3001);
+    h.expect(&[Exp::data(1, 1, b"x")]);
+    // Unanswered: probed again after the next backoff.
+    assert_eq!(h.wake(), 7001);
+    h.expect(&[Exp::data(1, 1, b"x")]);
+    // Taken, window open: nothing left to send, no timer left.
+    h.send(7010, Seg::ack(1, 2).win(1000));
+    h.expect_nothing();
+    assert_eq!(h.info().send_buffered, 0);
+}
+
 /// A window update ends the persist state without waiting for the next probe.
 #[test]
 fn persist_ends_when_a_window_update_arrives() {
