@@ -9,5 +9,10 @@
 //! What it leaves to others: wire formats and TCP behaviour (`tcp-core`), frame movement
 //! (`psio`), epoll bookkeeping (`event`).
 //!
-//! This foundation commit only establishes the crate; the API arrives with its own issue.
+//! Built so far: [`Config`], the configuration every context starts from (TOML or code).
+//! Contexts, sockets and epoll arrive next (issue "event + mtcp-api").
 #![forbid(unsafe_code)]
+
+pub mod config;
+
+pub use config::{Config, ConfigError};
