@@ -1653,6 +1653,13 @@ impl Tcb {
         n
     }
 
+    /// Report the next room freed by an acknowledgment ([`Endpoint::want_writable`]).
+    ///
+    /// [`Endpoint::want_writable`]: crate::Endpoint::want_writable
+    pub fn want_writable(&mut self) {
+        self.flags.insert(f::WANT_WRITABLE);
+    }
+
     /// The application read `n` bytes: open the window and say so if it grew enough.
     /// Returns whether that made an ACK (a window update) due.
     #[must_use = "a due ACK must be queued (Endpoint::after)"]

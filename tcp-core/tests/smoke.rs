@@ -62,3 +62,29 @@ fn handshake_transfer_close() {
     p.advance(Duration::from_secs(61));
     assert_eq!(p.a.connection_count(), 0);
 }
+
+/// `want_writable` asks for a Writable event when an acknowledgment frees room, though no
+/// `send` fell short; without it, a send that fit reports nothing.
+#[test]
+fn want_writable_reports_room_freed_by_an_ack() {
+    for want in [false, true] {
+        let mut p = Pair::default_pair();
+        let l = p.b.listen(80, 16).unwrap();
+        let c =
+            p.a.connect(p.now, SocketAddrV4::new(pair_addr(1).1, 80))
+                .unwrap();
+        p.advance(Duration::from_millis(10));
+        while p.a.poll_event().is_some() {}
+        let _s = p.b.accept(l).unwrap();
+        assert_eq!(p.a.send(c, &[7u8; 1000]), Ok(1000));
+        if want {
+            p.a.want_writable(c).unwrap();
+        }
+        p.advance(Duration::from_millis(100));
+        let mut evs = vec![];
+        while let Some(e) = p.a.poll_event() {
+            evs.push(e);
+        }
+        assert_eq!(evs.contains(&Event::Writable(c)), want, "want {want}: {evs:?}");
+    }
+}

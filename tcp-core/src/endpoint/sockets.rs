@@ -1178,6 +1178,15 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Asks for one [`Event::Writable`] the next time acknowledged data frees room in the
+    /// send buffer, even though no `send` fell short. A layer that mirrors the buffer's fill
+    /// level (mtcp-api gives its application send credit back as data is acknowledged)
+    /// needs every such moment, not only those after a short `send`.
+    pub fn want_writable(&mut self, h: Handle) -> Result<(), SocketError> {
+        self.tcb_mut(h)?.want_writable();
+        Ok(())
+    }
+
     /// Whether Nagle's algorithm is disabled.
     pub fn nodelay(&self, h: Handle) -> Result<bool, SocketError> {
         Ok(self.tcb(h)?.nodelay())
