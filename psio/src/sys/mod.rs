@@ -13,5 +13,6 @@
 //! [`Error::NetmapMissing`](crate::Error::NetmapMissing).
 
 pub mod af_packet;
+pub mod affinity;
 pub mod netmap;
 pub mod shm;
