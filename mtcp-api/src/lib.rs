@@ -14,5 +14,15 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod error;
 
 pub use config::{Config, ConfigError};
+pub use error::Error;
+
+pub mod context;
+pub mod proto;
+pub mod stack;
+
+pub use context::{init, Context, EpollOp, InitError, Mtcp, Shutdown};
+pub use event::{EpollEvent, Events};
+pub use proto::Fd;

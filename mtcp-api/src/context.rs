@@ -1,0 +1,1194 @@
+//! Per-core contexts: the stack threads ([`Mtcp`]) and the application's side of each core
+//! ([`Context`]), with BSD-like socket calls and epoll.
+//!
+//! ```text
+//!  application thread (core i)                 stack thread (core i, pinned)
+//!  ┌───────────────────────────────┐  Cmd     ┌──────────────────────────────────────┐
+//!  │ Context: descriptors, epolls, │ ───────► │ StackCore: tcp-core Endpoint, psio   │
+//!  │ per-socket receive queues and │ (bounded │ queue i; loop: select → RX → commands │
+//!  │ send credit; calls never lock │ channel) │ → timers → events → TX                │
+//!  │ and make no system call on    │ ◄─────── │                                      │
+//!  │ the fast path                 │  Msg     └──────────────────────────────────────┘
+//!  └───────────────────────────────┘  (the doorbell wakes a sleeping stack thread;
+//!                                      a blocked epoll_wait wakes on the next Msg)
+//! ```
+//!
+//! Every socket is non-blocking: calls that cannot complete return
+//! [`Error::WouldBlock`]/[`Error::InProgress`], and applications wait in
+//! [`Context::epoll_wait`], as mTCP applications do.
+//!
+//! In run-to-completion mode ([`Context::run_to_completion`]) the same calls drive the stack
+//! in the calling thread: commands and messages pass through in-process queues and
+//! `epoll_wait` runs the stack's loop itself.
+
+use crate::config::Config;
+use crate::proto::{Cmd, Fd, Msg, SockOpts};
+use crate::stack::{StackCore, StackStats};
+use crate::Error;
+use core::net::{Ipv4Addr, SocketAddrV4};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use event::{Epoll, EpollEvent, Events};
+use psio::{Doorbell, Port};
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tcp_core::config::Keepalive;
+use tcp_core::{CloseReason, Endpoint, Handle};
+
+/// Most descriptors of one context (sockets and epolls).
+pub const MAX_FDS: usize = 1 << 22;
+
+/// Why [`init`] or [`Context::run_to_completion`] failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum InitError {
+    /// The configuration is not usable.
+    Config(crate::ConfigError),
+    /// A port could not be opened (or has too few queues).
+    Port {
+        /// The core whose port it is.
+        core: usize,
+        /// The port name.
+        name: String,
+        /// What psio said.
+        err: psio::Error,
+    },
+    /// The endpoint refused its configuration.
+    Endpoint(tcp_core::config::ConfigError),
+    /// A stack thread could not be started.
+    Thread(std::io::Error),
+}
+
+impl fmt::Display for InitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InitError::Config(e) => write!(f, "{e}"),
+            InitError::Port { core, name, err } => write!(f, "core {core}: port {name}: {err}"),
+            InitError::Endpoint(e) => write!(f, "endpoint configuration: {e}"),
+            InitError::Thread(e) => write!(f, "starting a stack thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for InitError {}
+
+/// What the application side of a core talks to.
+enum Link {
+    /// A stack thread.
+    Thread {
+        cmds: Sender<Cmd>,
+        msgs: Receiver<Msg>,
+        bell: Doorbell,
+    },
+    /// The stack itself, run by the application's thread.
+    Local {
+        core: Box<StackCore>,
+        cmds: VecDeque<Cmd>,
+    },
+}
+
+/// One running core of [`Mtcp`].
+struct Core {
+    thread: Option<JoinHandle<Result<StackStats, String>>>,
+    stop: Arc<AtomicBool>,
+    bell: Doorbell,
+    app: Option<Context>,
+    stats: Arc<Mutex<StackStats>>,
+}
+
+/// The running stack: one stack thread per configured core (mTCP's `mtcp_init`).
+pub struct Mtcp {
+    cores: Vec<Core>,
+}
+
+impl fmt::Debug for Mtcp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mtcp")
+            .field("cores", &self.cores.len())
+            .finish()
+    }
+}
+
+/// One queue of a port, whatever its backend.
+type Queue = Box<dyn psio::QueueIo>;
+
+/// Opens every core's queue: each distinct port once, core `i` taking its queue (with the
+/// port's name).
+fn open_queues(config: &Config) -> Result<Vec<(String, Queue)>, InitError> {
+    let mut opened: Vec<(String, Vec<Option<Queue>>)> = Vec::new();
+    let mut out = Vec::with_capacity(config.cores);
+    for i in 0..config.cores {
+        let (name, queue) = config.port_of(i);
+        let err = |err| InitError::Port {
+            core: i,
+            name: name.clone(),
+            err,
+        };
+        let idx = match opened.iter().position(|(n, _)| *n == name) {
+            Some(idx) => idx,
+            None => {
+                let port = Port::open(&name).map_err(err)?;
+                opened.push((
+                    name.clone(),
+                    port.into_queues().into_iter().map(Some).collect(),
+                ));
+                opened.len() - 1
+            }
+        };
+        let q = opened[idx]
+            .1
+            .get_mut(queue)
+            .and_then(Option::take)
+            .ok_or_else(|| {
+                err(psio::Error::InvalidConfig(format!(
+                    "queue {queue} is missing or taken by another core"
+                )))
+            })?;
+        out.push((name, q));
+    }
+    Ok(out)
+}
+
+/// A secret for one process: from the configuration, else random.
+fn secret_of(config: &Config) -> [u8; 16] {
+    config.secret.unwrap_or_else(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut out = [0u8; 16];
+        for (i, chunk) in out.chunks_mut(8).enumerate() {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_usize(i);
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            chunk.copy_from_slice(&h.finish().to_le_bytes());
+        }
+        out
+    })
+}
+
+fn stack_core(
+    config: &Config,
+    core: usize,
+    port: &str,
+    queue: Queue,
+    secret: [u8; 16],
+) -> Result<StackCore, InitError> {
+    let mut ec = config.endpoint_config(core);
+    ec.secret = secret;
+    ec.prefetch = Some(tcp_core::Prefetch(psio::prefetch));
+    ec.checksum_accel = Some(tcp_core::ChecksumAccel(psio::checksum_sum));
+    let ep = Endpoint::new(ec).map_err(InitError::Endpoint)?;
+    StackCore::new(
+        ep,
+        port,
+        queue,
+        config.run_loop.rx_batch,
+        Duration::from_micros(config.run_loop.busy_poll_us),
+    )
+    .map_err(|err| InitError::Port {
+        core,
+        name: port.into(),
+        err,
+    })
+}
+
+/// Starts one stack thread per configured core (mTCP's `mtcp_init` plus
+/// `mtcp_create_context`): take each core's application side with [`Mtcp::context`].
+pub fn init(config: Config) -> Result<Mtcp, InitError> {
+    config.validate().map_err(InitError::Config)?;
+    let secret = secret_of(&config);
+    let queues = open_queues(&config)?;
+    let mut cores = Vec::with_capacity(config.cores);
+    for (i, (port, queue)) in queues.into_iter().enumerate() {
+        let mut sc = stack_core(&config, i, &port, queue, secret)?;
+        let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(config.run_loop.command_queue);
+        let (msg_tx, msg_rx) = crossbeam_channel::bounded(config.run_loop.command_queue);
+        let bell = sc.doorbell();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(Mutex::new(StackStats::default()));
+        let cpu = config.cpu_of(i);
+        let batch = config.run_loop.command_batch;
+        let (stop2, stats2) = (stop.clone(), stats.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("mtcp-stack-{i}"))
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    // Pinning is a performance matter: an error leaves the thread unpinned.
+                    let _ = psio::sys::affinity::pin_current_thread(cpu);
+                }
+                stack_loop(&mut sc, &cmd_rx, &msg_tx, &stop2, &stats2, batch)
+            })
+            .map_err(InitError::Thread)?;
+        let local_ip = config.interface.address.0;
+        let buffers = (config.tcp.send_buffer, config.tcp.recv_buffer);
+        cores.push(Core {
+            thread: Some(thread),
+            stop,
+            bell: bell.clone(),
+            app: Some(Context::new(
+                i,
+                Link::Thread {
+                    cmds: cmd_tx,
+                    msgs: msg_rx,
+                    bell,
+                },
+                local_ip,
+                buffers,
+            )),
+            stats,
+        });
+    }
+    Ok(Mtcp { cores })
+}
+
+/// The stack thread: passes until told to stop, sleeping in `select` when idle.
+fn stack_loop(
+    sc: &mut StackCore,
+    cmds: &Receiver<Cmd>,
+    msgs: &Sender<Msg>,
+    stop: &AtomicBool,
+    stats: &Mutex<StackStats>,
+    batch: usize,
+) -> Result<StackStats, String> {
+    let mut passes_since_stats = 0u32;
+    loop {
+        let busy = sc
+            .pass(cmds.try_iter().take(batch))
+            .map_err(|e| e.to_string())?;
+        let mut blocked = false;
+        while let Some(m) = sc.take_msg() {
+            match msgs.try_send(m) {
+                Ok(()) => {}
+                Err(TrySendError::Full(m)) => {
+                    sc.untake_msg(m);
+                    blocked = true;
+                    break;
+                }
+                // The application side is gone: nothing left to tell.
+                Err(TrySendError::Disconnected(_)) => break,
+            }
+        }
+        passes_since_stats += 1;
+        if passes_since_stats >= 64 || !busy {
+            passes_since_stats = 0;
+            if let Ok(mut s) = stats.lock() {
+                *s = sc.stats();
+            }
+        }
+        if stop.load(Ordering::Acquire) {
+            return Ok(sc.stats());
+        }
+        if !busy && cmds.is_empty() {
+            // Messages the application has not taken yet: look again soon.
+            let limit = blocked.then_some(1000);
+            sc.select(limit).map_err(|e| e.to_string())?;
+        }
+    }
+}
+
+impl Mtcp {
+    /// The application side of core `core` (once: `None` if taken or out of range).
+    pub fn context(&mut self, core: usize) -> Option<Context> {
+        self.cores.get_mut(core)?.app.take()
+    }
+
+    /// Number of cores.
+    pub fn cores(&self) -> usize {
+        self.cores.len()
+    }
+
+    /// Statistics of core `core`'s stack, as of its last idle moment (or 64 passes).
+    pub fn stats(&self, core: usize) -> Option<StackStats> {
+        let c = self.cores.get(core)?;
+        c.stats.lock().ok().map(|s| *s)
+    }
+
+    /// Stops every stack thread and waits for them; the final statistics per core.
+    /// Contexts still held by applications become unusable ([`Error::ContextGone`]).
+    pub fn destroy(mut self) -> Vec<Result<StackStats, String>> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Vec<Result<StackStats, String>> {
+        for c in &self.cores {
+            c.stop.store(true, Ordering::Release);
+            c.bell.ring();
+        }
+        self.cores
+            .iter_mut()
+            .filter_map(|c| c.thread.take())
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err("stack thread panicked".into()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Mtcp {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A socket's options, as the application set them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Opts {
+    nodelay: bool,
+    keepalive: bool,
+    keepalive_params: Keepalive,
+    linger: Option<u32>,
+    reuse_addr: bool,
+}
+
+impl Opts {
+    fn for_stack(&self) -> SockOpts {
+        SockOpts {
+            nodelay: self.nodelay,
+            keepalive: self.keepalive.then_some(self.keepalive_params),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Created, maybe bound.
+    Fresh,
+    /// Listen sent, answer pending.
+    ListenPending,
+    Listening,
+    Connecting,
+    Connected,
+}
+
+struct Sock {
+    phase: Phase,
+    bound_port: Option<u16>,
+    local: Option<SocketAddrV4>,
+    peer: Option<SocketAddrV4>,
+    backlog: usize,
+    accept_q: VecDeque<(Handle, SocketAddrV4, SocketAddrV4)>,
+    rx: VecDeque<Vec<u8>>,
+    rx_off: usize,
+    rx_bytes: usize,
+    /// Bytes read and not yet reported to the stack.
+    unreported: usize,
+    credit: usize,
+    rd_closed: bool,
+    wr_shut: bool,
+    ended: Option<CloseReason>,
+    error: Option<Error>,
+    /// Epoll descriptors this socket is registered with.
+    watchers: Vec<Fd>,
+    opts: Opts,
+}
+
+enum Obj {
+    /// A free descriptor number.
+    Free,
+    Sock(Box<Sock>),
+    Epoll(Box<Epoll>),
+    /// Closed by the application; the number returns once the stack released it.
+    Closing,
+}
+
+/// The application side of one core: its descriptors and the calls on them. Owned by one
+/// application thread (it is `Send`, not `Sync`).
+pub struct Context {
+    core: usize,
+    link: Link,
+    objs: Vec<Obj>,
+    free: Vec<Fd>,
+    local_ip: Ipv4Addr,
+    sndbuf: usize,
+    rcvbuf: usize,
+    gone: bool,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("core", &self.core)
+            .field("descriptors", &(self.objs.len() - self.free.len()))
+            .finish()
+    }
+}
+
+/// `epoll_ctl` operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpollOp {
+    /// `EPOLL_CTL_ADD`.
+    Add,
+    /// `EPOLL_CTL_MOD`.
+    Mod,
+    /// `EPOLL_CTL_DEL`.
+    Del,
+}
+
+/// `shutdown` directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// `SHUT_RD`: reads return end of stream (data keeps arriving and is discarded).
+    Read,
+    /// `SHUT_WR`: FIN after the data written.
+    Write,
+    /// `SHUT_RDWR`.
+    Both,
+}
+
+impl Context {
+    fn new(core: usize, link: Link, local_ip: Ipv4Addr, (sndbuf, rcvbuf): (usize, usize)) -> Self {
+        Context {
+            core,
+            link,
+            objs: Vec::new(),
+            free: Vec::new(),
+            local_ip,
+            sndbuf,
+            rcvbuf,
+            gone: false,
+        }
+    }
+
+    /// A context whose stack runs in the calling thread (no stack thread, no queues between
+    /// threads): core `core` of `config`. Its `epoll_wait` and [`poll`](Self::poll) run the
+    /// stack.
+    pub fn run_to_completion(config: &Config, core: usize) -> Result<Context, InitError> {
+        config.validate().map_err(InitError::Config)?;
+        let secret = secret_of(config);
+        let mut queues = open_queues(config)?;
+        if core >= queues.len() {
+            return Err(InitError::Config(crate::ConfigError {
+                source: "configuration".into(),
+                line: None,
+                field: "cores".into(),
+                message: format!("core {core} is not configured"),
+            }));
+        }
+        let (port, queue) = queues.swap_remove(core);
+        let sc = stack_core(config, core, &port, queue, secret)?;
+        Ok(Context::new(
+            core,
+            Link::Local {
+                core: Box::new(sc),
+                cmds: VecDeque::new(),
+            },
+            config.interface.address.0,
+            (config.tcp.send_buffer, config.tcp.recv_buffer),
+        ))
+    }
+
+    /// The core this context belongs to.
+    pub fn core(&self) -> usize {
+        self.core
+    }
+
+    // ----- plumbing -------------------------------------------------------------------
+
+    fn send(&mut self, cmd: Cmd) -> Result<(), Error> {
+        match &mut self.link {
+            Link::Thread { cmds, bell, .. } => {
+                let r = cmds.try_send(cmd);
+                bell.ring();
+                match r {
+                    Ok(()) => Ok(()),
+                    Err(TrySendError::Full(cmd)) => {
+                        // The stack thread is behind: wait for room (it drains every pass).
+                        cmds.send(cmd).map_err(|_| Error::ContextGone)
+                    }
+                    Err(TrySendError::Disconnected(_)) => {
+                        self.gone = true;
+                        Err(Error::ContextGone)
+                    }
+                }
+            }
+            Link::Local { cmds, .. } => {
+                cmds.push_back(cmd);
+                Ok(())
+            }
+        }
+    }
+
+    /// Applies every message already there; in run-to-completion mode, runs one pass of the
+    /// stack first. Returns whether anything arrived.
+    pub fn poll(&mut self) -> Result<bool, Error> {
+        let mut any = false;
+        if let Link::Local { core, cmds } = &mut self.link {
+            core.pass(cmds.drain(..)).map_err(|_| Error::ContextGone)?;
+        }
+        while let Some(m) = self.try_msg()? {
+            any = true;
+            self.apply(m);
+        }
+        Ok(any)
+    }
+
+    fn try_msg(&mut self) -> Result<Option<Msg>, Error> {
+        match &mut self.link {
+            Link::Thread { msgs, .. } => match msgs.try_recv() {
+                Ok(m) => Ok(Some(m)),
+                Err(TryRecvError::Empty) => Ok(None),
+                Err(TryRecvError::Disconnected) => {
+                    self.gone = true;
+                    Err(Error::ContextGone)
+                }
+            },
+            Link::Local { core, .. } => Ok(core.take_msg()),
+        }
+    }
+
+    /// Waits for something to happen, at most until `deadline`; applies what arrived.
+    fn block(&mut self, deadline: Option<Instant>) -> Result<(), Error> {
+        match &mut self.link {
+            Link::Thread { msgs, .. } => {
+                let r = match deadline {
+                    Some(d) => msgs.recv_deadline(d),
+                    None => msgs.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                };
+                match r {
+                    Ok(m) => {
+                        self.apply(m);
+                        Ok(())
+                    }
+                    Err(RecvTimeoutError::Timeout) => Ok(()),
+                    Err(RecvTimeoutError::Disconnected) => {
+                        self.gone = true;
+                        Err(Error::ContextGone)
+                    }
+                }
+            }
+            Link::Local { core, cmds } => {
+                let busy = core.pass(cmds.drain(..)).map_err(|_| Error::ContextGone)?;
+                if !busy && core.pending_msgs() == 0 {
+                    let limit = deadline
+                        .map(|d| d.saturating_duration_since(Instant::now()).as_micros() as u64);
+                    core.select(limit).map_err(|_| Error::ContextGone)?;
+                }
+                while let Some(m) = self.try_msg()? {
+                    self.apply(m);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn alloc(&mut self, obj: Obj) -> Result<Fd, Error> {
+        if self.gone {
+            return Err(Error::ContextGone);
+        }
+        if let Some(fd) = self.free.pop() {
+            self.objs[fd as usize] = obj;
+            return Ok(fd);
+        }
+        if self.objs.len() >= MAX_FDS {
+            return Err(Error::TooManySockets);
+        }
+        self.objs.push(obj);
+        Ok((self.objs.len() - 1) as Fd)
+    }
+
+    fn sock(&self, fd: Fd) -> Result<&Sock, Error> {
+        match self.objs.get(fd as usize) {
+            Some(Obj::Sock(s)) => Ok(s),
+            Some(Obj::Epoll(_)) => Err(Error::NotSocket),
+            _ => Err(Error::BadDescriptor),
+        }
+    }
+
+    fn sock_mut(&mut self, fd: Fd) -> Result<&mut Sock, Error> {
+        match self.objs.get_mut(fd as usize) {
+            Some(Obj::Sock(s)) => Ok(s),
+            Some(Obj::Epoll(_)) => Err(Error::NotSocket),
+            _ => Err(Error::BadDescriptor),
+        }
+    }
+
+    /// Tells every epoll watching `fd` about a change with these flags.
+    fn notify(&mut self, fd: Fd, flags: Events) {
+        let watchers = match self.objs.get(fd as usize) {
+            Some(Obj::Sock(s)) if !s.watchers.is_empty() => s.watchers.clone(),
+            _ => return,
+        };
+        for ep in watchers {
+            if let Some(Obj::Epoll(e)) = self.objs.get_mut(ep as usize) {
+                e.notify(fd, flags);
+            }
+        }
+    }
+
+    /// Applies one message from the stack.
+    fn apply(&mut self, m: Msg) {
+        if std::env::var_os("MTCP_TRACE").is_some() {
+            eprintln!("[{}] {:?}", self.local_ip, m);
+        }
+        let (fd, flags) = match m {
+            Msg::Released { fd } => {
+                if let Some(o @ Obj::Closing) = self.objs.get_mut(fd as usize) {
+                    *o = Obj::Free;
+                    self.free.push(fd);
+                }
+                return;
+            }
+            Msg::Listening { fd } => {
+                if let Ok(s) = self.sock_mut(fd) {
+                    s.phase = Phase::Listening;
+                }
+                return;
+            }
+            Msg::Failed { fd, err } => {
+                let Ok(s) = self.sock_mut(fd) else { return };
+                if s.phase == Phase::ListenPending {
+                    s.phase = Phase::Fresh;
+                    s.error = Some(err);
+                    return;
+                }
+                s.error = Some(err);
+                s.ended = Some(CloseReason::Aborted);
+                (fd, Events::ERR | Events::HUP | Events::OUT | Events::IN)
+            }
+            Msg::Connecting { fd, local } => {
+                if let Ok(s) = self.sock_mut(fd) {
+                    s.local = Some(local);
+                }
+                return;
+            }
+            Msg::Connected { fd } => {
+                let Ok(s) = self.sock_mut(fd) else { return };
+                s.phase = Phase::Connected;
+                (fd, Events::OUT)
+            }
+            Msg::Accepted {
+                fd,
+                handle,
+                local,
+                peer,
+            } => {
+                let Ok(s) = self.sock_mut(fd) else { return };
+                s.accept_q.push_back((handle, local, peer));
+                (fd, Events::IN)
+            }
+            Msg::Data { fd, buf } => {
+                let Ok(s) = self.sock_mut(fd) else { return };
+                s.rx_bytes += buf.len();
+                s.rx.push_back(buf);
+                (fd, Events::IN)
+            }
+            Msg::Credit { fd, n } => {
+                let Ok(s) = self.sock_mut(fd) else { return };
+                s.credit += n;
+                (fd, Events::OUT)
+            }
+            Msg::PeerClosed { fd } => {
+                let Ok(s) = self.sock_mut(fd) else { return };
+                s.rd_closed = true;
+                (fd, Events::IN | Events::RDHUP)
+            }
+            Msg::Ended { fd, reason } => {
+                let Ok(s) = self.sock_mut(fd) else { return };
+                s.ended = Some(reason);
+                s.error = match reason {
+                    CloseReason::Reset => Some(Error::ConnectionReset),
+                    CloseReason::Refused => Some(Error::ConnectionRefused),
+                    CloseReason::TimedOut => Some(Error::TimedOut),
+                    _ => s.error,
+                };
+                (
+                    fd,
+                    Events::ERR | Events::HUP | Events::IN | Events::OUT | Events::RDHUP,
+                )
+            }
+        };
+        self.notify(fd, flags);
+    }
+
+    /// What `poll` would say of descriptor `fd` (modelled on Linux's `tcp_poll`).
+    fn level(objs: &[Obj], fd: Fd) -> Events {
+        let Some(Obj::Sock(s)) = objs.get(fd as usize) else {
+            return Events::empty();
+        };
+        let mut m = Events::empty();
+        match s.phase {
+            Phase::Listening | Phase::ListenPending => {
+                if !s.accept_q.is_empty() {
+                    m |= Events::IN | Events::RDNORM;
+                }
+                return m;
+            }
+            Phase::Fresh if s.ended.is_none() => {
+                // An unconnected TCP socket is in CLOSE: Linux reports OUT|HUP.
+                return Events::OUT | Events::WRNORM | Events::HUP;
+            }
+            _ => {}
+        }
+        let rd_shut = s.rd_closed || s.ended.is_some();
+        let wr_shut = s.wr_shut || s.ended.is_some();
+        if (rd_shut && wr_shut) || s.ended.is_some() {
+            m |= Events::HUP;
+        }
+        if rd_shut {
+            m |= Events::IN | Events::RDNORM | Events::RDHUP;
+        }
+        if s.phase != Phase::Connecting || s.ended.is_some() {
+            if s.rx_bytes > 0 {
+                m |= Events::IN | Events::RDNORM;
+            }
+            if wr_shut || s.credit > 0 {
+                m |= Events::OUT | Events::WRNORM;
+            }
+        }
+        if s.error.is_some() {
+            m |= Events::ERR;
+        }
+        m
+    }
+
+    // ----- socket calls --------------------------------------------------------------
+
+    /// `socket(AF_INET, SOCK_STREAM, 0)`: a new (non-blocking) TCP socket.
+    pub fn socket(&mut self) -> Result<Fd, Error> {
+        let sock = Sock {
+            phase: Phase::Fresh,
+            bound_port: None,
+            local: None,
+            peer: None,
+            backlog: 0,
+            accept_q: VecDeque::new(),
+            rx: VecDeque::new(),
+            rx_off: 0,
+            rx_bytes: 0,
+            unreported: 0,
+            credit: 0,
+            rd_closed: false,
+            wr_shut: false,
+            ended: None,
+            error: None,
+            watchers: Vec::new(),
+            opts: Opts {
+                nodelay: false,
+                keepalive: false,
+                keepalive_params: Keepalive::default(),
+                linger: None,
+                reuse_addr: false,
+            },
+        };
+        self.alloc(Obj::Sock(Box::new(sock)))
+    }
+
+    /// `bind`: the local address (ours or 0.0.0.0) and port (0: chosen at connect).
+    pub fn bind(&mut self, fd: Fd, addr: SocketAddrV4) -> Result<(), Error> {
+        let local_ip = self.local_ip;
+        let s = self.sock_mut(fd)?;
+        if s.phase != Phase::Fresh || s.bound_port.is_some() {
+            return Err(Error::InvalidInput);
+        }
+        if !addr.ip().is_unspecified() && *addr.ip() != local_ip {
+            return Err(Error::AddrNotAvailable);
+        }
+        s.bound_port = (addr.port() != 0).then_some(addr.port());
+        s.local = Some(SocketAddrV4::new(local_ip, addr.port()));
+        Ok(())
+    }
+
+    /// `listen`: waits for the stack's answer (a port taken is [`Error::AddrInUse`]).
+    pub fn listen(&mut self, fd: Fd, backlog: usize) -> Result<(), Error> {
+        let s = self.sock_mut(fd)?;
+        if s.phase == Phase::Listening {
+            s.backlog = backlog.max(1);
+            return Ok(());
+        }
+        if s.phase != Phase::Fresh {
+            return Err(Error::InvalidInput);
+        }
+        let port = s.bound_port.ok_or(Error::InvalidInput)?;
+        s.phase = Phase::ListenPending;
+        s.backlog = backlog.max(1);
+        s.error = None;
+        self.send(Cmd::Listen {
+            fd,
+            port,
+            backlog: backlog.max(1),
+        })?;
+        loop {
+            let s = self.sock_mut(fd)?;
+            match s.phase {
+                Phase::Listening => return Ok(()),
+                Phase::Fresh => return Err(s.error.take().unwrap_or(Error::InvalidInput)),
+                _ => self.block(Some(Instant::now() + Duration::from_secs(5)))?,
+            }
+        }
+    }
+
+    /// `accept`: a waiting connection's descriptor and peer, or [`Error::WouldBlock`].
+    pub fn accept(&mut self, fd: Fd) -> Result<(Fd, SocketAddrV4), Error> {
+        let s = self.sock_mut(fd)?;
+        if s.phase != Phase::Listening {
+            return Err(Error::InvalidInput);
+        }
+        let (handle, local, peer) = s.accept_q.pop_front().ok_or(Error::WouldBlock)?;
+        let opts = s.opts;
+        let new = self.socket()?;
+        let sndbuf = self.sndbuf;
+        if let Ok(c) = self.sock_mut(new) {
+            c.phase = Phase::Connected;
+            c.local = Some(local);
+            c.peer = Some(peer);
+            c.credit = sndbuf;
+            c.opts = opts;
+        }
+        self.send(Cmd::Adopt {
+            fd: new,
+            handle,
+            opts: opts.for_stack(),
+        })?;
+        Ok((new, peer))
+    }
+
+    /// `connect`: starts the handshake and returns [`Error::InProgress`]; OUT (connected) or
+    /// ERR (with the reason in `SO_ERROR`) follows.
+    pub fn connect(&mut self, fd: Fd, remote: SocketAddrV4) -> Result<(), Error> {
+        let sndbuf = self.sndbuf;
+        let s = self.sock_mut(fd)?;
+        match s.phase {
+            Phase::Connecting => return Err(Error::Already),
+            Phase::Connected => return Err(Error::IsConnected),
+            Phase::Listening | Phase::ListenPending => return Err(Error::InvalidInput),
+            Phase::Fresh if s.ended.is_some() => return Err(Error::InvalidInput),
+            Phase::Fresh => {}
+        }
+        s.phase = Phase::Connecting;
+        s.peer = Some(remote);
+        s.credit = sndbuf;
+        let (local_port, opts) = (s.bound_port, s.opts.for_stack());
+        self.send(Cmd::Connect {
+            fd,
+            remote,
+            local_port,
+            opts,
+        })?;
+        Err(Error::InProgress)
+    }
+
+    /// `read`/`recv`: bytes received, `Ok(0)` at end of stream, or [`Error::WouldBlock`].
+    pub fn read(&mut self, fd: Fd, buf: &mut [u8]) -> Result<usize, Error> {
+        self.recv(fd, buf, false)
+    }
+
+    /// `recv` with `MSG_PEEK` when `peek`: the bytes stay to be read again.
+    pub fn recv(&mut self, fd: Fd, buf: &mut [u8], peek: bool) -> Result<usize, Error> {
+        let rcvbuf = self.rcvbuf;
+        let s = self.sock_mut(fd)?;
+        if s.rx_bytes == 0 {
+            if let Some(e) = s.error.take() {
+                return Err(e);
+            }
+            if s.rd_closed || s.ended.is_some() {
+                return Ok(0);
+            }
+            return Err(match s.phase {
+                Phase::Connected | Phase::Connecting => Error::WouldBlock,
+                _ => Error::NotConnected,
+            });
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        let mut off = s.rx_off;
+        let mut chunks = 0;
+        for chunk in s.rx.iter() {
+            let part = &chunk[off..];
+            let k = part.len().min(buf.len() - n);
+            buf[n..n + k].copy_from_slice(&part[..k]);
+            n += k;
+            if k < part.len() {
+                off += k;
+                break;
+            }
+            off = 0;
+            chunks += 1;
+            if n == buf.len() {
+                break;
+            }
+        }
+        if peek {
+            return Ok(n);
+        }
+        s.rx.drain(..chunks);
+        s.rx_off = off;
+        s.rx_bytes -= n;
+        s.unreported += n;
+        // Report reads when the queue empties or a quarter of the window was read, so the
+        // stack can deliver more without a command per read.
+        if s.rx_bytes == 0 || s.unreported >= rcvbuf / 4 {
+            let k = std::mem::take(&mut s.unreported);
+            self.send(Cmd::Consumed { fd, n: k })?;
+        }
+        Ok(n)
+    }
+
+    /// `readv`: fills `bufs` in order.
+    pub fn readv(&mut self, fd: Fd, bufs: &mut [&mut [u8]]) -> Result<usize, Error> {
+        let mut total = 0;
+        for b in bufs.iter_mut() {
+            if b.is_empty() {
+                continue;
+            }
+            match self.read(fd, b) {
+                Ok(0) => break,
+                Ok(n) => {
+                    total += n;
+                    if n < b.len() {
+                        break;
+                    }
+                }
+                Err(e) if total == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(total)
+    }
+
+    /// `write`/`send`: how many bytes were taken (all or part), or [`Error::WouldBlock`]
+    /// when the send buffer is full.
+    pub fn write(&mut self, fd: Fd, data: &[u8]) -> Result<usize, Error> {
+        let s = self.sock_mut(fd)?;
+        if let Some(e) = s.error.take() {
+            return Err(e);
+        }
+        if s.wr_shut || s.ended.is_some() {
+            return Err(Error::BrokenPipe);
+        }
+        match s.phase {
+            Phase::Connected => {}
+            Phase::Connecting => return Err(Error::WouldBlock),
+            _ => return Err(Error::NotConnected),
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let n = data.len().min(s.credit);
+        if n == 0 {
+            return Err(Error::WouldBlock);
+        }
+        s.credit -= n;
+        self.send(Cmd::Write {
+            fd,
+            buf: data[..n].to_vec(),
+        })?;
+        Ok(n)
+    }
+
+    /// `writev`: writes `bufs` in order, as one call.
+    pub fn writev(&mut self, fd: Fd, bufs: &[&[u8]]) -> Result<usize, Error> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut joined = Vec::with_capacity(total);
+        for b in bufs {
+            joined.extend_from_slice(b);
+        }
+        self.write(fd, &joined)
+    }
+
+    /// `shutdown`.
+    pub fn shutdown(&mut self, fd: Fd, how: Shutdown) -> Result<(), Error> {
+        let s = self.sock_mut(fd)?;
+        if !matches!(s.phase, Phase::Connected | Phase::Connecting) {
+            return Err(Error::NotConnected);
+        }
+        if matches!(how, Shutdown::Read | Shutdown::Both) {
+            s.rd_closed = true;
+            let n = s.rx_bytes + std::mem::take(&mut s.unreported);
+            s.rx.clear();
+            s.rx_off = 0;
+            s.rx_bytes = 0;
+            if n > 0 {
+                self.send(Cmd::Consumed { fd, n })?;
+            }
+        }
+        let s = self.sock_mut(fd)?;
+        if matches!(how, Shutdown::Write | Shutdown::Both) && !s.wr_shut {
+            s.wr_shut = true;
+            self.send(Cmd::Shutdown { fd })?;
+        }
+        self.notify(fd, Events::OUT | Events::IN | Events::HUP);
+        Ok(())
+    }
+
+    /// `close`: graceful (FIN after the data written), or a reset when received data was
+    /// left unread or `SO_LINGER` is zero (as Linux).
+    pub fn close(&mut self, fd: Fd) -> Result<(), Error> {
+        match self.objs.get(fd as usize) {
+            Some(Obj::Epoll(_)) => {
+                self.objs[fd as usize] = Obj::Free;
+                self.free.push(fd);
+                for o in &mut self.objs {
+                    if let Obj::Sock(s) = o {
+                        s.watchers.retain(|&w| w != fd);
+                    }
+                }
+                return Ok(());
+            }
+            Some(Obj::Sock(_)) => {}
+            _ => return Err(Error::BadDescriptor),
+        }
+        let Obj::Sock(s) = std::mem::replace(&mut self.objs[fd as usize], Obj::Closing) else {
+            return Err(Error::BadDescriptor);
+        };
+        for ep in &s.watchers {
+            if let Some(Obj::Epoll(e)) = self.objs.get_mut(*ep as usize) {
+                let _ = e.delete(fd);
+            }
+        }
+        let talked = !matches!(s.phase, Phase::Fresh) || s.ended.is_some();
+        if !talked {
+            // The stack never heard of it.
+            self.objs[fd as usize] = Obj::Free;
+            self.free.push(fd);
+            return Ok(());
+        }
+        let abort = s.rx_bytes > 0 || s.opts.linger == Some(0);
+        self.send(Cmd::Close { fd, abort })
+    }
+
+    /// Resets the connection (RST) and closes the descriptor.
+    pub fn abort(&mut self, fd: Fd) -> Result<(), Error> {
+        self.sock_mut(fd)?.opts.linger = Some(0);
+        self.close(fd)
+    }
+
+    /// `getsockname`.
+    pub fn local_addr(&self, fd: Fd) -> Result<SocketAddrV4, Error> {
+        let s = self.sock(fd)?;
+        Ok(s.local
+            .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)))
+    }
+
+    /// `getpeername`.
+    pub fn peer_addr(&self, fd: Fd) -> Result<SocketAddrV4, Error> {
+        let s = self.sock(fd)?;
+        match (s.phase, s.peer) {
+            (Phase::Connected, Some(p)) => Ok(p),
+            _ => Err(Error::NotConnected),
+        }
+    }
+
+    /// `getsockopt(SO_ERROR)`: the pending error, cleared by reading it.
+    pub fn take_error(&mut self, fd: Fd) -> Result<Option<Error>, Error> {
+        Ok(self.sock_mut(fd)?.error.take())
+    }
+
+    /// `ioctl(FIONREAD)`: bytes ready to read.
+    pub fn bytes_readable(&self, fd: Fd) -> Result<usize, Error> {
+        Ok(self.sock(fd)?.rx_bytes)
+    }
+
+    /// `setsockopt(TCP_NODELAY)`.
+    pub fn set_nodelay(&mut self, fd: Fd, on: bool) -> Result<(), Error> {
+        let s = self.sock_mut(fd)?;
+        s.opts.nodelay = on;
+        let (talked, opts) = (s.phase != Phase::Fresh, s.opts.for_stack());
+        if talked {
+            self.send(Cmd::SetOpts { fd, opts })?;
+        }
+        Ok(())
+    }
+
+    /// `getsockopt(TCP_NODELAY)`.
+    pub fn nodelay(&self, fd: Fd) -> Result<bool, Error> {
+        Ok(self.sock(fd)?.opts.nodelay)
+    }
+
+    // ----- epoll ---------------------------------------------------------------------
+
+    /// `epoll_create`: an epoll instance for at most `size` registrations.
+    pub fn epoll_create(&mut self, size: usize) -> Result<Fd, Error> {
+        if size == 0 {
+            return Err(Error::InvalidInput);
+        }
+        self.alloc(Obj::Epoll(Box::new(Epoll::new(size, MAX_FDS as u32))))
+    }
+
+    /// `epoll_ctl`.
+    pub fn epoll_ctl(
+        &mut self,
+        ep: Fd,
+        op: EpollOp,
+        fd: Fd,
+        events: Events,
+        data: u64,
+    ) -> Result<(), Error> {
+        if !matches!(self.objs.get(ep as usize), Some(Obj::Epoll(_))) {
+            return Err(Error::BadDescriptor);
+        }
+        if ep == fd {
+            return Err(Error::InvalidInput);
+        }
+        self.sock(fd)?;
+        let level = Self::level(&self.objs, fd);
+        let Some(Obj::Epoll(e)) = self.objs.get_mut(ep as usize) else {
+            return Err(Error::BadDescriptor);
+        };
+        let r = match op {
+            EpollOp::Add => e.add(fd, events, data, level),
+            EpollOp::Mod => e.modify(fd, events, data, level),
+            EpollOp::Del => e.delete(fd),
+        };
+        r.map_err(|e| match e {
+            event::CtlError::Exists => Error::Exists,
+            event::CtlError::NotFound => Error::NotFound,
+            event::CtlError::Full => Error::NoBufferSpace,
+            _ => Error::InvalidInput,
+        })?;
+        let s = self.sock_mut(fd)?;
+        match op {
+            EpollOp::Add => s.watchers.push(ep),
+            EpollOp::Del => s.watchers.retain(|&w| w != ep),
+            EpollOp::Mod => {}
+        }
+        Ok(())
+    }
+
+    /// `epoll_wait`: fills `out` with ready sockets; waits up to `timeout_ms` (negative:
+    /// forever) when none is ready. Never spins: it sleeps until the stack has news.
+    pub fn epoll_wait(
+        &mut self,
+        ep: Fd,
+        out: &mut [EpollEvent],
+        timeout_ms: i32,
+    ) -> Result<usize, Error> {
+        if !matches!(self.objs.get(ep as usize), Some(Obj::Epoll(_))) {
+            return Err(Error::BadDescriptor);
+        }
+        if out.is_empty() {
+            return Err(Error::InvalidInput);
+        }
+        let deadline =
+            (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+        loop {
+            self.poll()?;
+            let n = self.collect(ep, out);
+            if n > 0 || deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(n);
+            }
+            self.block(deadline)?;
+        }
+    }
+
+    fn collect(&mut self, ep: Fd, out: &mut [EpollEvent]) -> usize {
+        let Some(Obj::Epoll(mut e)) = self
+            .objs
+            .get_mut(ep as usize)
+            .map(|o| std::mem::replace(o, Obj::Closing))
+        else {
+            return 0;
+        };
+        let objs = &self.objs;
+        let n = e.wait(out, |fd| Self::level(objs, fd));
+        self.objs[ep as usize] = Obj::Epoll(e);
+        n
+    }
+}

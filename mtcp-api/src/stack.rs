@@ -1,0 +1,648 @@
+//! The stack side of one core: a tcp-core endpoint on one psio queue, the descriptors of its
+//! application, and the translation between commands/messages and endpoint calls/events.
+//!
+//! [`StackCore::pass`] is one pass of the loop `RX batch → commands → timers → events → TX
+//! batch`; the stack thread (or, in run-to-completion mode, the application's own thread)
+//! calls it after `select` said something is ready.
+//!
+//! Flow control between the two sides: the application may hold at most `recv_buffer` bytes
+//! it has been sent and not read (it reports reads with `Consumed`), and may write at most
+//! `send_buffer` bytes that are not yet acknowledged (it is given `Credit` back as they are).
+//! Everything beyond stays in tcp-core's buffers, whose windows then push back on the peer.
+
+use crate::proto::{Cmd, Fd, Msg, SockOpts};
+use core::net::SocketAddrV4;
+use psio::{Doorbell, Interest, Port, PortSet, QueueIo, SelectOutcome};
+use std::collections::{HashMap, VecDeque};
+use tcp_core::{CloseReason, Endpoint, Event, Handle, Instant, State};
+
+/// Largest `Data` message.
+const DATA_CHUNK: usize = 16 * 1024;
+
+/// Per-core statistics, as mTCP's `stat_print` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StackStats {
+    /// Frames received.
+    pub frames_in: u64,
+    /// Frames sent.
+    pub frames_out: u64,
+    /// Bytes of frames received.
+    pub bytes_in: u64,
+    /// Bytes of frames sent.
+    pub bytes_out: u64,
+    /// Connections accepted (handed to the application's accept queue).
+    pub accepted: u64,
+    /// Active opens started.
+    pub connects: u64,
+    /// Connections that ended normally.
+    pub closed: u64,
+    /// Connections that ended by a reset (sent or received) or were refused.
+    pub reset: u64,
+    /// Connections that timed out.
+    pub timed_out: u64,
+    /// Commands handled.
+    pub commands: u64,
+    /// Passes of the loop.
+    pub passes: u64,
+}
+
+struct Listener {
+    backlog: usize,
+    /// Accepted by the stack, not yet adopted by the application.
+    waiting: usize,
+    opts: SockOpts,
+}
+
+struct Sock {
+    handle: Handle,
+    listener: Option<Listener>,
+    tx: VecDeque<Vec<u8>>,
+    tx_off: usize,
+    tx_pending: usize,
+    /// Bytes the application was charged for and not yet given back.
+    charged: usize,
+    /// Bytes the application may still be sent.
+    rx_credit: usize,
+    peer_closed: bool,
+    peer_closed_sent: bool,
+    shutdown_pending: bool,
+    close_pending: bool,
+}
+
+/// A connection the stack accepted that has no descriptor yet.
+struct Waiting {
+    listener: Fd,
+    peer_closed: bool,
+    ended: Option<CloseReason>,
+}
+
+/// One core's stack state. See the module doc.
+pub struct StackCore {
+    ep: Endpoint,
+    /// The one port (with the one queue) of this core, for `select`.
+    set: PortSet,
+    epoch: std::time::Instant,
+    socks: Vec<Option<Sock>>,
+    /// tcp-core handle slot → (generation, descriptor).
+    by_slot: HashMap<u32, (u32, Fd)>,
+    waiting: HashMap<Handle, Waiting>,
+    out: VecDeque<Msg>,
+    send_buffer: usize,
+    recv_buffer: usize,
+    rx_batch: usize,
+    stats: StackStats,
+}
+
+impl StackCore {
+    /// A stack side over `ep` and `queue` (of the port named `port`), which waits in `select`
+    /// at most after `busy_poll` of polling.
+    pub fn new(
+        ep: Endpoint,
+        port: &str,
+        queue: Box<dyn QueueIo>,
+        rx_batch: usize,
+        busy_poll: std::time::Duration,
+    ) -> psio::Result<StackCore> {
+        let tcp = &ep.config().tcp;
+        let (send_buffer, recv_buffer) = (tcp.send_buffer, tcp.recv_buffer);
+        let mut set = PortSet::new()?;
+        set.add(Port::from_queues(port, vec![queue]));
+        set.set_busy_poll(busy_poll);
+        Ok(StackCore {
+            ep,
+            set,
+            epoch: std::time::Instant::now(),
+            socks: Vec::new(),
+            by_slot: HashMap::new(),
+            waiting: HashMap::new(),
+            out: VecDeque::new(),
+            send_buffer,
+            recv_buffer,
+            rx_batch: rx_batch.max(1),
+            stats: StackStats::default(),
+        })
+    }
+
+    fn queue_mut(&mut self) -> &mut dyn QueueIo {
+        self.set.port(0).queue(0)
+    }
+
+    /// The doorbell that wakes this core's `select`.
+    pub fn doorbell(&self) -> Doorbell {
+        self.set.doorbell()
+    }
+
+    /// Sleeps until frames arrive, TX room frees up (when frames wait for it), the doorbell
+    /// rings, or the next timer (or `limit_us`, if sooner) is due.
+    pub fn select(&mut self, limit_us: Option<u64>) -> psio::Result<SelectOutcome> {
+        let tx = self.queue_mut().tx_pending() > 0;
+        let timeout = match (self.timeout_us(), limit_us) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.set.select(
+            &[Interest {
+                port: 0,
+                queue: 0,
+                rx: true,
+                tx,
+            }],
+            timeout,
+        )
+    }
+
+    /// Microseconds since this core started: tcp-core's clock.
+    pub fn now(&self) -> Instant {
+        Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    /// The endpoint (for its counters and connection table).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.ep
+    }
+
+    /// Statistics so far.
+    pub fn stats(&self) -> StackStats {
+        self.stats
+    }
+
+    /// Microseconds until the next timer, if any.
+    pub fn timeout_us(&self) -> Option<u64> {
+        let now = self.now();
+        self.ep
+            .poll_timeout()
+            .map(|t| t.saturating_since(now).micros())
+    }
+
+    /// Messages for the application, oldest first.
+    pub fn take_msg(&mut self) -> Option<Msg> {
+        self.out.pop_front()
+    }
+
+    /// Puts back a message the transport could not take (it goes out first next time).
+    pub fn untake_msg(&mut self, m: Msg) {
+        self.out.push_front(m);
+    }
+
+    /// Messages waiting.
+    pub fn pending_msgs(&self) -> usize {
+        self.out.len()
+    }
+
+    /// One pass: receive a batch, apply `commands`, run timers, turn events into messages,
+    /// send what the endpoint has. Returns whether anything happened.
+    pub fn pass(&mut self, commands: impl IntoIterator<Item = Cmd>) -> psio::Result<bool> {
+        self.stats.passes += 1;
+        let mut busy = self.rx()?;
+        for cmd in commands {
+            busy = true;
+            self.stats.commands += 1;
+            self.command(cmd);
+        }
+        let now = self.now();
+        if self.ep.poll_timeout().is_some_and(|t| t <= now) {
+            self.ep.handle_timeout(now);
+        }
+        busy |= self.events();
+        busy |= self.tx()?;
+        Ok(busy)
+    }
+
+    fn rx(&mut self) -> psio::Result<bool> {
+        let now = self.now();
+        let q = self.set.port(0).queue(0);
+        let avail = q.rxsync()?;
+        let n = avail.min(self.rx_batch);
+        if n == 0 {
+            return Ok(false);
+        }
+        let bytes: u64 = (0..n).map(|i| q.rx_frame(i).len() as u64).sum();
+        let frames = &*q;
+        self.ep
+            .handle_frames(now, (0..n).map(|i| frames.rx_frame(i)));
+        q.rx_release(n);
+        self.stats.frames_in += n as u64;
+        self.stats.bytes_in += bytes;
+        Ok(true)
+    }
+
+    fn tx(&mut self) -> psio::Result<bool> {
+        let now = self.now();
+        let q = self.set.port(0).queue(0);
+        let mut sent = 0;
+        loop {
+            if q.tx_space() == 0 && q.txsync()? == 0 {
+                break;
+            }
+            let Some(len) = self.ep.poll_transmit(now, q.tx_buf(0)) else {
+                break;
+            };
+            q.tx_push(len);
+            self.stats.bytes_out += len as u64;
+            sent += 1;
+        }
+        if sent > 0 || q.tx_pending() > 0 {
+            q.txsync()?;
+        }
+        self.stats.frames_out += sent;
+        Ok(sent > 0)
+    }
+
+    fn sock(&mut self, fd: Fd) -> Option<&mut Sock> {
+        self.socks.get_mut(fd as usize).and_then(Option::as_mut)
+    }
+
+    fn fd_of(&self, h: Handle) -> Option<Fd> {
+        match self.by_slot.get(&h.slot) {
+            Some(&(g, fd)) if g == h.generation => Some(fd),
+            _ => None,
+        }
+    }
+
+    fn install(&mut self, fd: Fd, handle: Handle, listener: Option<Listener>) {
+        let i = fd as usize;
+        if self.socks.len() <= i {
+            self.socks.resize_with(i + 1, || None);
+        }
+        self.socks[i] = Some(Sock {
+            handle,
+            listener,
+            tx: VecDeque::new(),
+            tx_off: 0,
+            tx_pending: 0,
+            charged: 0,
+            rx_credit: self.recv_buffer,
+            peer_closed: false,
+            peer_closed_sent: false,
+            shutdown_pending: false,
+            close_pending: false,
+        });
+        self.by_slot.insert(handle.slot, (handle.generation, fd));
+    }
+
+    fn apply_opts(&mut self, h: Handle, opts: SockOpts) {
+        // Options on a connection that is gone are moot; the errors are not the
+        // application's to see.
+        let _ = self.ep.set_nodelay(h, opts.nodelay);
+        let now = self.now();
+        let _ = self.ep.set_keepalive(now, h, opts.keepalive);
+    }
+
+    /// Applies one command.
+    pub fn command(&mut self, cmd: Cmd) {
+        let now = self.now();
+        match cmd {
+            Cmd::Listen { fd, port, backlog } => match self.ep.listen(port, backlog.max(1)) {
+                Ok(h) => {
+                    self.install(
+                        fd,
+                        h,
+                        Some(Listener {
+                            backlog: backlog.max(1),
+                            waiting: 0,
+                            opts: SockOpts::default(),
+                        }),
+                    );
+                    self.out.push_back(Msg::Listening { fd });
+                }
+                Err(e) => self.out.push_back(Msg::Failed { fd, err: e.into() }),
+            },
+            Cmd::Connect {
+                fd,
+                remote,
+                local_port,
+                opts,
+            } => {
+                // A port chosen with `bind` must be one of the ephemeral ports (the endpoint
+                // keeps their bookkeeping); any other fails with AddrNotAvailable.
+                let r = match local_port {
+                    Some(p) => self.ep.connect_with(now, remote, |q| q == p),
+                    None => self.ep.connect(now, remote),
+                };
+                match r {
+                    Ok(h) => {
+                        self.stats.connects += 1;
+                        self.install(fd, h, None);
+                        self.apply_opts(h, opts);
+                        let local = self
+                            .ep
+                            .local_addr(h)
+                            .unwrap_or(SocketAddrV4::new(self.ep.config().iface.addr, 0));
+                        self.out.push_back(Msg::Connecting { fd, local });
+                    }
+                    Err(e) => self.out.push_back(Msg::Failed { fd, err: e.into() }),
+                }
+            }
+            Cmd::Adopt { fd, handle, opts } => self.adopt(fd, handle, opts),
+            Cmd::Write { fd, buf } => {
+                if let Some(s) = self.sock(fd) {
+                    s.charged += buf.len();
+                    s.tx_pending += buf.len();
+                    s.tx.push_back(buf);
+                    self.flush(fd);
+                }
+            }
+            Cmd::Consumed { fd, n } => {
+                if let Some(s) = self.sock(fd) {
+                    s.rx_credit += n;
+                    self.pump(fd);
+                }
+            }
+            Cmd::Shutdown { fd } => {
+                if let Some(s) = self.sock(fd) {
+                    s.shutdown_pending = true;
+                    self.flush(fd);
+                }
+            }
+            Cmd::Close { fd, abort } => self.close(fd, abort),
+            Cmd::SetOpts { fd, opts } => {
+                if let Some(s) = self.sock(fd) {
+                    let h = s.handle;
+                    if let Some(l) = s.listener.as_mut() {
+                        l.opts = opts;
+                    } else {
+                        self.apply_opts(h, opts);
+                    }
+                }
+            }
+        }
+    }
+
+    fn adopt(&mut self, fd: Fd, handle: Handle, opts: SockOpts) {
+        let Some(w) = self.waiting.remove(&handle) else {
+            // Reset before the application took it: it sees a reset connection.
+            self.out.push_back(Msg::Ended {
+                fd,
+                reason: CloseReason::Reset,
+            });
+            return;
+        };
+        if let Some(l) = self.sock(w.listener).and_then(|s| s.listener.as_mut()) {
+            l.waiting = l.waiting.saturating_sub(1);
+        }
+        self.install(fd, handle, None);
+        self.apply_opts(handle, opts);
+        if let Some(s) = self.sock(fd) {
+            s.peer_closed = w.peer_closed;
+        }
+        self.pump(fd);
+        if let Some(reason) = w.ended {
+            self.out.push_back(Msg::Ended { fd, reason });
+        }
+        self.writable(fd);
+        // The listener may take more from tcp-core's accept queue now.
+        self.accept_more(w.listener);
+    }
+
+    fn close(&mut self, fd: Fd, abort: bool) {
+        let now = self.now();
+        let Some(s) = self.sock(fd) else {
+            self.out.push_back(Msg::Released { fd });
+            return;
+        };
+        let h = s.handle;
+        if s.listener.is_some() {
+            // Connections accepted but never adopted are reset with the listener.
+            let orphans: Vec<Handle> = self
+                .waiting
+                .iter()
+                .filter(|(_, w)| w.listener == fd)
+                .map(|(h, _)| *h)
+                .collect();
+            for o in orphans {
+                self.waiting.remove(&o);
+                let _ = self.ep.abort(now, o);
+            }
+            let _ = self.ep.close(now, h);
+            self.release(fd, h);
+            return;
+        }
+        if abort {
+            let _ = self.ep.abort(now, h);
+            self.release(fd, h);
+            return;
+        }
+        if let Some(s) = self.sock(fd) {
+            s.close_pending = true;
+        }
+        self.flush(fd);
+    }
+
+    fn release(&mut self, fd: Fd, h: Handle) {
+        if let Some(slot) = self.socks.get_mut(fd as usize) {
+            *slot = None;
+        }
+        if self.fd_of(h) == Some(fd) {
+            self.by_slot.remove(&h.slot);
+        }
+        self.out.push_back(Msg::Released { fd });
+    }
+
+    /// Moves queued bytes into tcp-core's send buffer; then a pending shutdown or close.
+    fn flush(&mut self, fd: Fd) {
+        let now = self.now();
+        let Some(s) = self.socks.get_mut(fd as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        while let Some(front) = s.tx.front() {
+            match self.ep.send(s.handle, &front[s.tx_off..]) {
+                Ok(n) => {
+                    s.tx_off += n;
+                    s.tx_pending -= n;
+                    if s.tx_off == front.len() {
+                        s.tx.pop_front();
+                        s.tx_off = 0;
+                    } else {
+                        break;
+                    }
+                }
+                Err(tcp_core::SocketError::WouldBlock) => break,
+                Err(_) => {
+                    // The connection cannot send any more (reset, closed): drop the bytes;
+                    // the application learns why from `Ended`.
+                    s.tx.clear();
+                    s.tx_off = 0;
+                    s.tx_pending = 0;
+                    break;
+                }
+            }
+        }
+        if s.tx_pending == 0 {
+            let h = s.handle;
+            if s.close_pending {
+                let _ = self.ep.close(now, h);
+                self.release(fd, h);
+                return;
+            }
+            if s.shutdown_pending {
+                s.shutdown_pending = false;
+                let _ = self.ep.shutdown(now, h);
+            }
+        }
+        self.credit(fd);
+    }
+
+    /// Gives the application back the bytes that left the stack.
+    fn credit(&mut self, fd: Fd) {
+        let Some(s) = self.socks.get_mut(fd as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let in_core = self
+            .ep
+            .send_space(s.handle)
+            .map_or(0, |space| self.send_buffer.saturating_sub(space));
+        let held = s.tx_pending + in_core;
+        if s.charged > held {
+            let n = s.charged - held;
+            s.charged = held;
+            self.out.push_back(Msg::Credit { fd, n });
+        }
+        if s.charged > 0 {
+            // Hear of the next acknowledgment that frees room, to give credit back then.
+            let _ = self.ep.want_writable(s.handle);
+        }
+    }
+
+    fn writable(&mut self, fd: Fd) {
+        self.flush(fd);
+    }
+
+    /// Delivers received bytes up to the application's credit; then end of stream.
+    fn pump(&mut self, fd: Fd) {
+        let Some(s) = self.socks.get_mut(fd as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if s.listener.is_some() {
+            return;
+        }
+        let h = s.handle;
+        loop {
+            let avail = self.ep.recv_available(h).unwrap_or(0);
+            let n = avail.min(s.rx_credit).min(DATA_CHUNK);
+            if n == 0 {
+                break;
+            }
+            let mut buf = vec![0u8; n];
+            let got = self.ep.recv(h, &mut buf).unwrap_or(0);
+            if got == 0 {
+                break;
+            }
+            buf.truncate(got);
+            s.rx_credit -= got;
+            self.out.push_back(Msg::Data { fd, buf });
+        }
+        if s.peer_closed && !s.peer_closed_sent && self.ep.recv_available(h).unwrap_or(0) == 0 {
+            s.peer_closed_sent = true;
+            self.out.push_back(Msg::PeerClosed { fd });
+        }
+    }
+
+    /// Takes connections from tcp-core's accept queue while the listener's backlog allows.
+    fn accept_more(&mut self, fd: Fd) {
+        loop {
+            let Some(s) = self.socks.get(fd as usize).and_then(Option::as_ref) else {
+                return;
+            };
+            let Some(l) = s.listener.as_ref() else { return };
+            if l.waiting >= l.backlog {
+                return;
+            }
+            let (lh, opts) = (s.handle, l.opts);
+            let Ok(conn) = self.ep.accept(lh) else { return };
+            let (Ok(local), Ok(peer)) = (self.ep.local_addr(conn), self.ep.peer_addr(conn)) else {
+                continue;
+            };
+            let _ = opts;
+            if let Some(l) = self.sock(fd).and_then(|s| s.listener.as_mut()) {
+                l.waiting += 1;
+            }
+            self.stats.accepted += 1;
+            self.waiting.insert(
+                conn,
+                Waiting {
+                    listener: fd,
+                    peer_closed: false,
+                    ended: None,
+                },
+            );
+            self.out.push_back(Msg::Accepted {
+                fd,
+                handle: conn,
+                local,
+                peer,
+            });
+        }
+    }
+
+    fn count_end(&mut self, reason: CloseReason) {
+        match reason {
+            CloseReason::Normal => self.stats.closed += 1,
+            CloseReason::TimedOut => self.stats.timed_out += 1,
+            _ => self.stats.reset += 1,
+        }
+    }
+
+    /// Turns endpoint events into messages. Returns whether there were any.
+    fn events(&mut self) -> bool {
+        let mut any = false;
+        while let Some(ev) = self.ep.poll_event() {
+            any = true;
+            match ev {
+                Event::Accepted { listener, .. } => {
+                    if let Some(fd) = self.fd_of(listener) {
+                        self.accept_more(fd);
+                    }
+                }
+                Event::Connected(h) => {
+                    if let Some(fd) = self.fd_of(h) {
+                        self.out.push_back(Msg::Connected { fd });
+                        self.writable(fd);
+                    }
+                }
+                Event::Readable(h) => {
+                    if let Some(fd) = self.fd_of(h) {
+                        self.pump(fd);
+                    }
+                }
+                Event::Writable(h) => {
+                    if let Some(fd) = self.fd_of(h) {
+                        self.writable(fd);
+                    }
+                }
+                Event::PeerClosed(h) => {
+                    if let Some(fd) = self.fd_of(h) {
+                        if let Some(s) = self.sock(fd) {
+                            s.peer_closed = true;
+                        }
+                        self.pump(fd);
+                    } else if let Some(w) = self.waiting.get_mut(&h) {
+                        w.peer_closed = true;
+                    }
+                }
+                Event::Reset(_) | Event::TimedOut(_) => {}
+                Event::Closed(h, reason) => {
+                    self.count_end(reason);
+                    if let Some(fd) = self.fd_of(h) {
+                        self.pump(fd);
+                        self.credit(fd);
+                        let gone =
+                            self.ep.state(h).is_err() || self.ep.state(h) == Ok(State::Closed);
+                        if let Some(s) = self.sock(fd) {
+                            if s.close_pending && gone {
+                                // The application closed it already: nothing to tell.
+                                let _ = self.ep.close(self.now(), h);
+                                self.release(fd, h);
+                                continue;
+                            }
+                        }
+                        self.out.push_back(Msg::Ended { fd, reason });
+                    } else if let Some(w) = self.waiting.get_mut(&h) {
+                        w.ended = Some(reason);
+                    }
+                }
+                _ => {}
+            }
+        }
+        any
+    }
+}

@@ -1,0 +1,184 @@
+//! Client and server contexts over a shared-memory link (no root): the socket calls and
+//! epoll end to end, in threaded and run-to-completion modes.
+
+use core::net::{Ipv4Addr, SocketAddrV4};
+use mtcp_api::{Config, Context, EpollEvent, EpollOp, Error, Events, Fd};
+use std::time::{Duration, Instant};
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+fn config(link: &str, me: Ipv4Addr, peer: Ipv4Addr) -> Config {
+    let mac = |ip: Ipv4Addr| format!("02:00:00:00:00:{:02x}", ip.octets()[3]);
+    let text = format!(
+        "port = \"shm:{link}\"\npin_threads = false\nsecret = \"{:032x}\"\n\
+         [interface]\nmac = \"{}\"\naddress = \"{me}/24\"\n\
+         [[arp]]\nip = \"{peer}\"\nmac = \"{}\"\n\
+         [tcp]\nmax_concurrency = 20000\nsend_buffer = 16384\nrecv_buffer = 16384\n\
+         time_wait_ms = 100\n",
+        u32::from(me),
+        mac(me),
+        mac(peer)
+    );
+    Config::from_toml_str(&text, "test").unwrap()
+}
+
+fn unique(tag: &str) -> String {
+    format!("mtcp-api-{tag}-{}", std::process::id())
+}
+
+/// Waits on `ep` until `fd` reports any of `want`; the flags seen.
+fn wait_for(ctx: &mut Context, ep: Fd, fd: Fd, want: Events) -> Events {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = [EpollEvent::default(); 64];
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {want:?} on {fd}"
+        );
+        let n = ctx.epoll_wait(ep, &mut out, 100).unwrap();
+        for e in &out[..n] {
+            if e.data == u64::from(fd) && e.events.intersects(want) {
+                return e.events;
+            }
+        }
+    }
+}
+
+/// Reads what is there; true at end of stream.
+fn drain(ctx: &mut Context, fd: Fd, into: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match ctx.read(fd, &mut buf) {
+            Ok(0) => return true,
+            Ok(n) => into.extend_from_slice(&buf[..n]),
+            Err(Error::WouldBlock) => return false,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// Writes as much of `data[*sent..]` as fits.
+fn push(ctx: &mut Context, fd: Fd, data: &[u8], sent: &mut usize) {
+    while *sent < data.len() {
+        match ctx.write(fd, &data[*sent..]) {
+            Ok(n) => *sent += n,
+            Err(Error::WouldBlock) => return,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+}
+
+/// An echo server on port 8080 for one connection; tells `ready` once listening, and keeps
+/// its stack running until `done` (a run-to-completion context only moves while called).
+fn echo_server(
+    mut server: Context,
+    ready: std::sync::mpsc::Sender<()>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Context {
+    let l = server.socket().unwrap();
+    server
+        .bind(l, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080))
+        .unwrap();
+    server.listen(l, 16).unwrap();
+    ready.send(()).unwrap();
+    let ep = server.epoll_create(16).unwrap();
+    server
+        .epoll_ctl(ep, EpollOp::Add, l, Events::IN, u64::from(l))
+        .unwrap();
+    wait_for(&mut server, ep, l, Events::IN);
+    let (c, peer) = server.accept(l).unwrap();
+    assert_eq!(*peer.ip(), CLIENT);
+    assert_eq!(server.accept(l), Err(Error::WouldBlock));
+    assert_eq!(
+        server.local_addr(c).unwrap(),
+        SocketAddrV4::new(SERVER, 8080)
+    );
+    server
+        .epoll_ctl(ep, EpollOp::Add, c, Events::IN | Events::OUT, u64::from(c))
+        .unwrap();
+    let (mut data, mut sent, mut eof) = (Vec::new(), 0, false);
+    while !(eof && sent == data.len()) {
+        wait_for(&mut server, ep, c, Events::IN | Events::OUT);
+        eof |= drain(&mut server, c, &mut data);
+        push(&mut server, c, &data.clone(), &mut sent);
+    }
+    server.close(c).unwrap();
+    let mut out = [EpollEvent::default(); 8];
+    while !done.load(std::sync::atomic::Ordering::Acquire) {
+        server.epoll_wait(ep, &mut out, 5).unwrap();
+    }
+    server
+}
+
+/// One echo exchange between a server and a client context, each driven by its own thread:
+/// 40 000 bytes each way, then a graceful close from both sides.
+fn echo_exchange(server: Context, mut client: Context) {
+    let payload: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done2 = done.clone();
+    let srv = std::thread::spawn(move || echo_server(server, ready_tx, done2));
+    ready_rx.recv().unwrap();
+    let ep = client.epoll_create(16).unwrap();
+    let s = client.socket().unwrap();
+    // A fresh socket polls as OUT|HUP, as on Linux.
+    client
+        .epoll_ctl(ep, EpollOp::Add, s, Events::OUT | Events::IN, u64::from(s))
+        .unwrap();
+    assert_eq!(
+        client.connect(s, SocketAddrV4::new(SERVER, 8080)),
+        Err(Error::InProgress)
+    );
+    assert_eq!(
+        client.connect(s, SocketAddrV4::new(SERVER, 8080)),
+        Err(Error::Already)
+    );
+    let ev = wait_for(&mut client, ep, s, Events::OUT | Events::ERR);
+    assert!(!ev.contains(Events::ERR), "connect failed: {ev:?}");
+    assert_eq!(*client.peer_addr(s).unwrap().ip(), SERVER);
+    let (mut got, mut sent, mut shut) = (Vec::new(), 0, false);
+    loop {
+        wait_for(&mut client, ep, s, Events::IN | Events::OUT);
+        push(&mut client, s, &payload, &mut sent);
+        if sent == payload.len() && !shut {
+            client.shutdown(s, mtcp_api::Shutdown::Write).unwrap();
+            assert_eq!(client.write(s, b"x"), Err(Error::BrokenPipe));
+            shut = true;
+        }
+        if drain(&mut client, s, &mut got) {
+            break;
+        }
+    }
+    assert_eq!(got.len(), payload.len());
+    assert!(got == payload, "echoed bytes differ");
+    client.close(s).unwrap();
+    assert_eq!(client.read(s, &mut [0u8; 4]), Err(Error::BadDescriptor));
+    done.store(true, std::sync::atomic::Ordering::Release);
+    srv.join().unwrap();
+}
+
+#[test]
+fn echo_over_shm_with_stack_threads() {
+    let link = unique("threads");
+    let mut srv = mtcp_api::init(config(&link, SERVER, CLIENT)).unwrap();
+    let mut cli = mtcp_api::init(config(&link, CLIENT, SERVER)).unwrap();
+    let (s, c) = (srv.context(0).unwrap(), cli.context(0).unwrap());
+    assert!(
+        srv.context(0).is_none(),
+        "a core's context is handed out once"
+    );
+    echo_exchange(s, c);
+    for r in cli.destroy().into_iter().chain(srv.destroy()) {
+        let stats = r.unwrap();
+        assert!(stats.frames_in > 0 && stats.frames_out > 0);
+    }
+}
+
+#[test]
+fn echo_over_shm_run_to_completion() {
+    let link = unique("rtc");
+    let s = Context::run_to_completion(&config(&link, SERVER, CLIENT), 0).unwrap();
+    let c = Context::run_to_completion(&config(&link, CLIENT, SERVER), 0).unwrap();
+    echo_exchange(s, c);
+}
