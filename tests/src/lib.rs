@@ -5,3 +5,5 @@
 //! stack↔Linux-kernel runs over veth pairs inside namespaces the tests create and delete
 //! (with `bench_tools::netns`, which removes them even when a test fails).
 #![forbid(unsafe_code)]
+
+pub mod epoll_diff;
