@@ -29,6 +29,7 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use event::{Epoll, EpollEvent, Events};
 use psio::{Doorbell, Port};
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -347,10 +348,11 @@ struct Opts {
 }
 
 impl Opts {
-    fn for_stack(&self) -> SockOpts {
+    fn for_stack(&self, rcvbuf: usize) -> SockOpts {
         SockOpts {
             nodelay: self.nodelay,
             keepalive: self.keepalive.then_some(self.keepalive_params),
+            recv_limit: rcvbuf,
         }
     }
 }
@@ -379,6 +381,14 @@ struct Sock {
     /// Bytes read and not yet reported to the stack.
     unreported: usize,
     credit: usize,
+    /// `SO_SNDBUF`: the most unacknowledged bytes the application may have written.
+    sndbuf: usize,
+    /// `SO_RCVBUF`: the most received bytes waiting for the application.
+    rcvbuf: usize,
+    /// Linux's `SOCK_NOSPACE`: a write fell short or a poll found the socket not writable,
+    /// so the next room freed is a wake-up (an edge for ET registrations); without it,
+    /// acknowledgments wake nobody. A `Cell`: polling (through `&self`) sets it.
+    nospace: Cell<bool>,
     rd_closed: bool,
     wr_shut: bool,
     ended: Option<CloseReason>,
@@ -387,6 +397,23 @@ struct Sock {
     watchers: Vec<Fd>,
     opts: Opts,
 }
+
+impl Sock {
+    /// Linux's `sk_stream_is_writeable`: the free space is at least half of what is queued
+    /// (free ≥ (sndbuf − free) / 2).
+    fn writable(&self) -> bool {
+        self.credit > 0 && 3 * self.credit >= self.sndbuf
+    }
+}
+
+/// The wake-up of a state change (connected, FIN, reset, closed): Linux's `sk_state_change`
+/// wakes every waiter whatever it waits for.
+const STATE_CHANGE: Events = Events::IN
+    .union(Events::OUT)
+    .union(Events::ERR)
+    .union(Events::HUP)
+    .union(Events::RDHUP)
+    .union(Events::PRI);
 
 enum Obj {
     /// A free descriptor number.
@@ -649,7 +676,7 @@ impl Context {
                 }
                 s.error = Some(err);
                 s.ended = Some(CloseReason::Aborted);
-                (fd, Events::ERR | Events::HUP | Events::OUT | Events::IN)
+                (fd, STATE_CHANGE)
             }
             Msg::Connecting { fd, local } => {
                 if let Ok(s) = self.sock_mut(fd) {
@@ -660,7 +687,7 @@ impl Context {
             Msg::Connected { fd } => {
                 let Ok(s) = self.sock_mut(fd) else { return };
                 s.phase = Phase::Connected;
-                (fd, Events::OUT)
+                (fd, STATE_CHANGE)
             }
             Msg::Accepted {
                 fd,
@@ -670,23 +697,29 @@ impl Context {
             } => {
                 let Ok(s) = self.sock_mut(fd) else { return };
                 s.accept_q.push_back((handle, local, peer));
-                (fd, Events::IN)
+                (fd, Events::IN | Events::RDNORM)
             }
             Msg::Data { fd, buf } => {
                 let Ok(s) = self.sock_mut(fd) else { return };
                 s.rx_bytes += buf.len();
                 s.rx.push_back(buf);
-                (fd, Events::IN)
+                (fd, Events::IN | Events::RDNORM)
             }
             Msg::Credit { fd, n } => {
                 let Ok(s) = self.sock_mut(fd) else { return };
-                s.credit += n;
-                (fd, Events::OUT)
+                s.credit = (s.credit + n).min(s.sndbuf);
+                // Linux's sk_stream_write_space: a wake-up only for a writer that found no
+                // room, and only once there is enough room again.
+                if !(s.nospace.get() && s.writable()) {
+                    return;
+                }
+                s.nospace.set(false);
+                (fd, Events::OUT | Events::WRNORM)
             }
             Msg::PeerClosed { fd } => {
                 let Ok(s) = self.sock_mut(fd) else { return };
                 s.rd_closed = true;
-                (fd, Events::IN | Events::RDHUP)
+                (fd, STATE_CHANGE)
             }
             Msg::Ended { fd, reason } => {
                 let Ok(s) = self.sock_mut(fd) else { return };
@@ -737,8 +770,10 @@ impl Context {
             if s.rx_bytes > 0 {
                 m |= Events::IN | Events::RDNORM;
             }
-            if wr_shut || s.credit > 0 {
+            if wr_shut || s.writable() {
                 m |= Events::OUT | Events::WRNORM;
+            } else {
+                s.nospace.set(true);
             }
         }
         if s.error.is_some() {
@@ -763,6 +798,9 @@ impl Context {
             rx_bytes: 0,
             unreported: 0,
             credit: 0,
+            sndbuf: self.sndbuf,
+            rcvbuf: self.rcvbuf,
+            nospace: Cell::new(false),
             rd_closed: false,
             wr_shut: false,
             ended: None,
@@ -830,20 +868,21 @@ impl Context {
             return Err(Error::InvalidInput);
         }
         let (handle, local, peer) = s.accept_q.pop_front().ok_or(Error::WouldBlock)?;
-        let opts = s.opts;
+        let (opts, lsndbuf, lrcvbuf) = (s.opts, s.sndbuf, s.rcvbuf);
         let new = self.socket()?;
-        let sndbuf = self.sndbuf;
         if let Ok(c) = self.sock_mut(new) {
             c.phase = Phase::Connected;
             c.local = Some(local);
             c.peer = Some(peer);
-            c.credit = sndbuf;
             c.opts = opts;
+            c.sndbuf = lsndbuf;
+            c.rcvbuf = lrcvbuf;
+            c.credit = lsndbuf;
         }
         self.send(Cmd::Adopt {
             fd: new,
             handle,
-            opts: opts.for_stack(),
+            opts: opts.for_stack(lrcvbuf),
         })?;
         Ok((new, peer))
     }
@@ -851,7 +890,6 @@ impl Context {
     /// `connect`: starts the handshake and returns [`Error::InProgress`]; OUT (connected) or
     /// ERR (with the reason in `SO_ERROR`) follows.
     pub fn connect(&mut self, fd: Fd, remote: SocketAddrV4) -> Result<(), Error> {
-        let sndbuf = self.sndbuf;
         let s = self.sock_mut(fd)?;
         match s.phase {
             Phase::Connecting => return Err(Error::Already),
@@ -862,8 +900,8 @@ impl Context {
         }
         s.phase = Phase::Connecting;
         s.peer = Some(remote);
-        s.credit = sndbuf;
-        let (local_port, opts) = (s.bound_port, s.opts.for_stack());
+        s.credit = s.sndbuf;
+        let (local_port, opts) = (s.bound_port, s.opts.for_stack(s.rcvbuf));
         self.send(Cmd::Connect {
             fd,
             remote,
@@ -972,6 +1010,9 @@ impl Context {
             return Ok(0);
         }
         let n = data.len().min(s.credit);
+        if n < data.len() {
+            s.nospace.set(true);
+        }
         if n == 0 {
             return Err(Error::WouldBlock);
         }
@@ -1090,7 +1131,7 @@ impl Context {
     pub fn set_nodelay(&mut self, fd: Fd, on: bool) -> Result<(), Error> {
         let s = self.sock_mut(fd)?;
         s.opts.nodelay = on;
-        let (talked, opts) = (s.phase != Phase::Fresh, s.opts.for_stack());
+        let (talked, opts) = (s.phase != Phase::Fresh, s.opts.for_stack(s.rcvbuf));
         if talked {
             self.send(Cmd::SetOpts { fd, opts })?;
         }

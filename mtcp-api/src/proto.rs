@@ -93,6 +93,8 @@ pub struct SockOpts {
     pub nodelay: bool,
     /// `SO_KEEPALIVE` with its idle/interval/count.
     pub keepalive: Option<Keepalive>,
+    /// `SO_RCVBUF`: the most received bytes the application may hold unread.
+    pub recv_limit: usize,
 }
 
 /// Stack → application.

@@ -63,6 +63,8 @@ struct Sock {
     charged: usize,
     /// Bytes the application may still be sent.
     rx_credit: usize,
+    /// The application's `SO_RCVBUF` (what `rx_credit` starts from).
+    rx_limit: usize,
     peer_closed: bool,
     peer_closed_sent: bool,
     shutdown_pending: bool,
@@ -272,12 +274,24 @@ impl StackCore {
             tx_pending: 0,
             charged: 0,
             rx_credit: self.recv_buffer,
+            rx_limit: self.recv_buffer,
             peer_closed: false,
             peer_closed_sent: false,
             shutdown_pending: false,
             close_pending: false,
         });
         self.by_slot.insert(handle.slot, (handle.generation, fd));
+    }
+
+    /// Applies the receive limit of `opts` to `fd` (the credit moves by the change).
+    fn set_recv_limit(&mut self, fd: Fd, limit: usize) {
+        let limit = limit.clamp(1, self.recv_buffer);
+        if let Some(s) = self.sock(fd) {
+            let held = s.rx_limit - s.rx_credit.min(s.rx_limit);
+            s.rx_limit = limit;
+            s.rx_credit = limit.saturating_sub(held);
+        }
+        self.pump(fd);
     }
 
     fn apply_opts(&mut self, h: Handle, opts: SockOpts) {
@@ -324,6 +338,7 @@ impl StackCore {
                         self.stats.connects += 1;
                         self.install(fd, h, None);
                         self.apply_opts(h, opts);
+                        self.set_recv_limit(fd, opts.recv_limit);
                         let local = self
                             .ep
                             .local_addr(h)
@@ -362,6 +377,7 @@ impl StackCore {
                         l.opts = opts;
                     } else {
                         self.apply_opts(h, opts);
+                        self.set_recv_limit(fd, opts.recv_limit);
                     }
                 }
             }
@@ -382,6 +398,7 @@ impl StackCore {
         }
         self.install(fd, handle, None);
         self.apply_opts(handle, opts);
+        self.set_recv_limit(fd, opts.recv_limit);
         if let Some(s) = self.sock(fd) {
             s.peer_closed = w.peer_closed;
         }

@@ -85,6 +85,10 @@ fn want_writable_reports_room_freed_by_an_ack() {
         while let Some(e) = p.a.poll_event() {
             evs.push(e);
         }
-        assert_eq!(evs.contains(&Event::Writable(c)), want, "want {want}: {evs:?}");
+        assert_eq!(
+            evs.contains(&Event::Writable(c)),
+            want,
+            "want {want}: {evs:?}"
+        );
     }
 }

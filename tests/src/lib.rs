@@ -7,3 +7,4 @@
 #![forbid(unsafe_code)]
 
 pub mod epoll_diff;
+pub mod epoll_mtcp;
