@@ -26,7 +26,9 @@
 //! A side about to sleep sets `cons_wait` (wants frames) or `prod_wait` (wants room), issues a
 //! full fence, re-checks, and polls its doorbell. The other side, after publishing its index,
 //! issues a full fence and rings the doorbell only if the flag is set — so a busy link makes
-//! no system calls at all. Doorbells are eventfds for in-process pairs and named FIFOs for
+//! no system calls at all. Each queue has a doorbell per side (queues of one side are
+//! usually served by different threads, and a doorbell drained by one thread would lose
+//! another's wake-up). Doorbells are eventfds for in-process pairs and named FIFOs for
 //! links opened by name from several processes.
 //!
 //! Both sides of a link trust each other like threads of one program; still, every slot read
@@ -148,7 +150,8 @@ impl Layout {
 #[derive(Debug)]
 struct Files {
     mem: PathBuf,
-    bells: [PathBuf; 2],
+    /// FIFO doorbells, per queue: side 0's, then side 1's.
+    bells: Vec<[PathBuf; 2]>,
 }
 
 /// One side's handle on a link; shared by that side's queues.
@@ -156,8 +159,8 @@ struct Link {
     map: Arc<MmapRaw>,
     layout: Layout,
     side: usize,
-    /// Doorbells of side 0 and side 1.
-    bells: [Bell; 2],
+    /// Doorbells of side 0 and side 1, per queue.
+    bells: Vec<[Bell; 2]>,
     files: Option<Files>,
 }
 
@@ -253,7 +256,7 @@ impl Drop for Link {
         if before & !bit == 0 {
             if let Some(f) = &self.files {
                 let _ = std::fs::remove_file(&f.mem);
-                for b in &f.bells {
+                for b in f.bells.iter().flatten() {
                     let _ = std::fs::remove_file(b);
                 }
             }
@@ -281,10 +284,14 @@ pub fn pair(config: &PortConfig) -> Result<(Port, Port)> {
     let _ = anon.advise(memmap2::Advice::HugePage);
     let map = Arc::new(MmapRaw::from(anon));
     Link::init(&map, &layout);
-    let b0 = Bell::eventfd()?;
-    let b1 = Bell::eventfd()?;
-    let bells1 = [b0.try_clone()?, b1.try_clone()?];
-    let mk = |side: usize, bells: [Bell; 2]| -> Result<Port> {
+    let mut bells0 = Vec::with_capacity(layout.queues);
+    let mut bells1 = Vec::with_capacity(layout.queues);
+    for _ in 0..layout.queues {
+        let (b0, b1) = (Bell::eventfd()?, Bell::eventfd()?);
+        bells1.push([b0.try_clone()?, b1.try_clone()?]);
+        bells0.push([b0, b1]);
+    }
+    let mk = |side: usize, bells: Vec<[Bell; 2]>| -> Result<Port> {
         let link = Arc::new(Link {
             map: map.clone(),
             layout,
@@ -301,7 +308,7 @@ pub fn pair(config: &PortConfig) -> Result<(Port, Port)> {
             link.queues()?,
         ))
     };
-    Ok((mk(0, [b0, b1])?, mk(1, bells1)?))
+    Ok((mk(0, bells0)?, mk(1, bells1)?))
 }
 
 fn shm_dir() -> PathBuf {
@@ -341,12 +348,9 @@ pub(crate) fn open(name: &str, config: &PortConfig) -> Result<Vec<Box<dyn QueueI
         });
     }
     let dir = shm_dir();
-    let files = Files {
+    let mut files = Files {
         mem: dir.join(format!("psio-{name}.mem")),
-        bells: [
-            dir.join(format!("psio-{name}.bell0")),
-            dir.join(format!("psio-{name}.bell1")),
-        ],
+        bells: Vec::new(),
     };
     let created = OpenOptions::new()
         .read(true)
@@ -381,7 +385,14 @@ pub(crate) fn open(name: &str, config: &PortConfig) -> Result<Vec<Box<dyn QueueI
         .len(layout.total)
         .map_raw(&file)
         .map_err(|e| Error::io("mapping shm link", e))?;
-    let bells = [Bell::fifo(&files.bells[0])?, Bell::fifo(&files.bells[1])?];
+    files.bells = (0..layout.queues)
+        .map(|q| [0, 1].map(|side| dir.join(format!("psio-{name}.q{q}.bell{side}"))))
+        .collect();
+    let bells = files
+        .bells
+        .iter()
+        .map(|[a, b]| Ok([Bell::fifo(a)?, Bell::fifo(b)?]))
+        .collect::<Result<Vec<_>>>()?;
     if creator {
         Link::init(&map, &layout);
     }
@@ -497,6 +508,8 @@ struct ShmQueue {
     rx_avail: u32,
     /// `cons` as last published: slots before it were given back.
     released: u32,
+    /// This queue's index (for its doorbells).
+    q: usize,
     /// First free TX slot (`tx.head`).
     tx_head: u32,
     /// Free TX slots from `tx_head`.
@@ -526,6 +539,7 @@ impl ShmQueue {
             rx_head: 0,
             rx_avail: 0,
             released: 0,
+            q,
             tx_head: 0,
             tx_free: 0,
             published: 0,
@@ -560,7 +574,7 @@ impl ShmQueue {
         // see its flag and ring.
         fence(Ordering::SeqCst);
         if wait.load(Ordering::Relaxed) != 0 && wait.swap(0, Ordering::Relaxed) != 0 {
-            self.link.bells[1 - self.link.side].ring();
+            self.link.bells[self.q][1 - self.link.side].ring();
         }
     }
 }
@@ -662,7 +676,7 @@ impl QueueIo for ShmQueue {
         // Pairs with the fence in the other side's `publish`.
         fence(Ordering::SeqCst);
         Ok(Some(WaitSpec {
-            fd: self.link.bells[self.link.side].fd(),
+            fd: self.link.bells[self.q][self.link.side].fd(),
             events: libc::POLLIN,
         }))
     }
@@ -670,7 +684,7 @@ impl QueueIo for ShmQueue {
     fn disarm(&mut self) {
         self.inc().cons_wait.0.store(0, Ordering::Relaxed);
         self.out().prod_wait.0.store(0, Ordering::Relaxed);
-        self.link.bells[self.link.side].drain();
+        self.link.bells[self.q][self.link.side].drain();
     }
 }
 
@@ -773,5 +787,78 @@ mod tests {
         assert!(path.exists());
         drop(b);
         assert!(!path.exists());
+    }
+
+    /// Two threads, each sleeping in `select` on its own queue of the same side, are both
+    /// woken by frames on their queue: a doorbell shared by the side's queues lost wake-ups
+    /// (one thread drained the token the other needed).
+    #[test]
+    fn threads_sleeping_on_queues_of_one_side_are_each_woken() {
+        for named in [false, true] {
+            let config = PortConfig {
+                queues: 2,
+                ..PortConfig::default()
+            };
+            let (a, b) = if named {
+                let name = format!("unit-wake-{}", std::process::id());
+                (
+                    Port::open_with(&format!("shm:{name}"), &config).unwrap(),
+                    Port::open_with(&format!("shm:{name}"), &config).unwrap(),
+                )
+            } else {
+                pair(&config).unwrap()
+            };
+            let mut a_queues = a.into_queues();
+            let rounds = 200;
+            // Lock step: a frame on each queue, then both receivers' acknowledgments, so a
+            // lost wake-up is not rescued by the next frame's doorbell.
+            let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+            let sleepers: Vec<_> = b
+                .into_queues()
+                .into_iter()
+                .enumerate()
+                .map(|(q, queue)| {
+                    let ack = ack_tx.clone();
+                    std::thread::spawn(move || {
+                        let mut set = crate::PortSet::new().unwrap();
+                        let p = set.add(Port::from_queues("b", vec![queue]));
+                        let only_rx = [crate::Interest {
+                            port: p,
+                            queue: 0,
+                            rx: true,
+                            tx: false,
+                        }];
+                        let mut got = 0;
+                        while got < rounds {
+                            let out = set.select(&only_rx, Some(2_000_000)).unwrap();
+                            assert!(!out.timed_out, "queue {q}: frame {got} never woke us");
+                            let rx = set.port(p).queue(0);
+                            let n = rx.rx_available();
+                            rx.rx_release(n);
+                            got += n;
+                            for _ in 0..n {
+                                ack.send(q).unwrap();
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for i in 0..rounds {
+                for q in &mut a_queues {
+                    q.txsync().unwrap();
+                    q.tx_buf(0)[0] = i as u8;
+                    q.tx_push(60);
+                    q.txsync().unwrap();
+                }
+                for _ in 0..2 {
+                    ack_rx
+                        .recv_timeout(Duration::from_secs(5))
+                        .expect("a receiver is stuck");
+                }
+            }
+            for t in sleepers {
+                t.join().unwrap();
+            }
+        }
     }
 }
