@@ -103,6 +103,7 @@ struct Core {
 /// The running stack: one stack thread per configured core (mTCP's `mtcp_init`).
 pub struct Mtcp {
     cores: Vec<Core>,
+    printer: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
 impl fmt::Debug for Mtcp {
@@ -116,9 +117,12 @@ impl fmt::Debug for Mtcp {
 /// One queue of a port, whatever its backend.
 type Queue = Box<dyn psio::QueueIo>;
 
+/// A core's port name, queue, and steering (queues of the port, this queue's index).
+type CoreQueue = (String, Queue, (usize, usize));
+
 /// Opens every core's queue: each distinct port once, core `i` taking its queue (with the
 /// port's name).
-fn open_queues(config: &Config) -> Result<Vec<(String, Queue)>, InitError> {
+fn open_queues(config: &Config) -> Result<Vec<CoreQueue>, InitError> {
     let mut opened: Vec<(String, Vec<Option<Queue>>)> = Vec::new();
     let mut out = Vec::with_capacity(config.cores);
     for i in 0..config.cores {
@@ -148,7 +152,7 @@ fn open_queues(config: &Config) -> Result<Vec<(String, Queue)>, InitError> {
                     "queue {queue} is missing or taken by another core"
                 )))
             })?;
-        out.push((name, q));
+        out.push((name, q, (opened[idx].1.len(), queue)));
     }
     Ok(out)
 }
@@ -177,6 +181,7 @@ fn stack_core(
     core: usize,
     port: &str,
     queue: Queue,
+    steer: (usize, usize),
     secret: [u8; 16],
 ) -> Result<StackCore, InitError> {
     let mut ec = config.endpoint_config(core);
@@ -190,6 +195,7 @@ fn stack_core(
         queue,
         config.run_loop.rx_batch,
         Duration::from_micros(config.run_loop.busy_poll_us),
+        steer,
     )
     .map_err(|err| InitError::Port {
         core,
@@ -205,8 +211,8 @@ pub fn init(config: Config) -> Result<Mtcp, InitError> {
     let secret = secret_of(&config);
     let queues = open_queues(&config)?;
     let mut cores = Vec::with_capacity(config.cores);
-    for (i, (port, queue)) in queues.into_iter().enumerate() {
-        let mut sc = stack_core(&config, i, &port, queue, secret)?;
+    for (i, (port, queue, steer)) in queues.into_iter().enumerate() {
+        let mut sc = stack_core(&config, i, &port, queue, steer, secret)?;
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(config.run_loop.command_queue);
         let (msg_tx, msg_rx) = crossbeam_channel::bounded(config.run_loop.command_queue);
         let bell = sc.doorbell();
@@ -244,7 +250,38 @@ pub fn init(config: Config) -> Result<Mtcp, InitError> {
             stats,
         });
     }
-    Ok(Mtcp { cores })
+    let printer = if config.stat_print {
+        let stop = Arc::new(AtomicBool::new(false));
+        let cells: Vec<_> = cores.iter().map(|c| c.stats.clone()).collect();
+        let stop2 = stop.clone();
+        let t = std::thread::Builder::new()
+            .name("mtcp-stats".into())
+            .spawn(move || print_stats(&cells, &stop2))
+            .map_err(InitError::Thread)?;
+        Some((stop, t))
+    } else {
+        None
+    };
+    Ok(Mtcp { cores, printer })
+}
+
+/// Prints every core's statistics once a second until `stop` (mTCP's `stat_print`).
+fn print_stats(cells: &[Arc<Mutex<StackStats>>], stop: &AtomicBool) {
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        next += Duration::from_secs(1);
+        while Instant::now() < next {
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for (i, c) in cells.iter().enumerate() {
+            if let Ok(s) = c.lock() {
+                println!("[core {i}] {}", *s);
+            }
+        }
+    }
 }
 
 /// The stack thread: passes until told to stop, sleeping in `select` when idle.
@@ -282,6 +319,9 @@ fn stack_loop(
             }
         }
         if stop.load(Ordering::Acquire) {
+            if std::env::var_os("MTCP_TRACE").is_some() {
+                eprintln!("{:?}", sc.endpoint().counters());
+            }
             return Ok(sc.stats());
         }
         if !busy && cmds.is_empty() {
@@ -303,7 +343,8 @@ impl Mtcp {
         self.cores.len()
     }
 
-    /// Statistics of core `core`'s stack, as of its last idle moment (or 64 passes).
+    /// Statistics of core `core`'s stack, as of its last idle moment (or 64 passes): frames
+    /// and bytes each way, connections open/accepted/closed/reset, retransmits, drops.
     pub fn stats(&self, core: usize) -> Option<StackStats> {
         let c = self.cores.get(core)?;
         c.stats.lock().ok().map(|s| *s)
@@ -316,6 +357,10 @@ impl Mtcp {
     }
 
     fn shutdown(&mut self) -> Vec<Result<StackStats, String>> {
+        if let Some((stop, t)) = self.printer.take() {
+            stop.store(true, Ordering::Release);
+            let _ = t.join();
+        }
         for c in &self.cores {
             c.stop.store(true, Ordering::Release);
             c.bell.ring();
@@ -398,12 +443,111 @@ struct Sock {
     opts: Opts,
 }
 
+/// One end of an in-context pipe ([`Context::pipe`], mTCP's `mtcp_pipe`).
+struct PipeEnd {
+    /// Index in `Context::pipes`.
+    id: usize,
+    write: bool,
+    watchers: Vec<Fd>,
+}
+
+/// The bytes of a pipe between its two ends.
+struct PipeBuf {
+    data: VecDeque<u8>,
+    reader: Option<Fd>,
+    writer: Option<Fd>,
+}
+
+/// Bytes a pipe holds (Linux's default pipe size).
+pub const PIPE_CAPACITY: usize = 64 * 1024;
+
 impl Sock {
     /// Linux's `sk_stream_is_writeable`: the free space is at least half of what is queued
     /// (free ≥ (sndbuf − free) / 2).
     fn writable(&self) -> bool {
         self.credit > 0 && 3 * self.credit >= self.sndbuf
     }
+}
+
+/// What `poll` says of a pipe end (as Linux's `pipe_poll`).
+fn pipe_level(pipes: &[Option<PipeBuf>], end: &PipeEnd) -> Events {
+    let Some(Some(p)) = pipes.get(end.id) else {
+        return Events::empty();
+    };
+    let mut m = Events::empty();
+    if end.write {
+        if p.data.len() < PIPE_CAPACITY {
+            m |= Events::OUT | Events::WRNORM;
+        }
+        if p.reader.is_none() {
+            m |= Events::ERR;
+        }
+    } else {
+        if !p.data.is_empty() {
+            m |= Events::IN | Events::RDNORM;
+        }
+        if p.writer.is_none() {
+            m |= Events::HUP;
+        }
+    }
+    m
+}
+
+/// Smallest `SO_SNDBUF`/`SO_RCVBUF` accepted (smaller requests are raised to it).
+pub const MIN_SOCKET_BUFFER: usize = 2048;
+
+/// A socket option with its value (`setsockopt`, and what `getsockopt` returns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SockOpt {
+    /// `SO_ERROR` (read only): the pending error; reading clears it.
+    Error(Option<Error>),
+    /// `TCP_NODELAY`: Nagle's algorithm off.
+    NoDelay(bool),
+    /// `SO_SNDBUF`: the most unacknowledged bytes written, at most the stack's `send_buffer`.
+    SendBuffer(usize),
+    /// `SO_RCVBUF`: the most received bytes held unread, at most the stack's `recv_buffer`.
+    RecvBuffer(usize),
+    /// `SO_KEEPALIVE`.
+    KeepAlive(bool),
+    /// `TCP_KEEPIDLE`, seconds (at least 1).
+    KeepIdle(u32),
+    /// `TCP_KEEPINTVL`, seconds (at least 1).
+    KeepInterval(u32),
+    /// `TCP_KEEPCNT` (at least 1).
+    KeepCount(u32),
+    /// `SO_LINGER`, seconds: `Some(0)` makes `close` reset the connection; other values
+    /// close gracefully without blocking (every socket is non-blocking).
+    Linger(Option<u32>),
+    /// `SO_REUSEADDR`. Kept and reported; listening never fails because of TIME-WAIT
+    /// connections here, so it changes nothing else.
+    ReuseAddr(bool),
+}
+
+/// The names of [`SockOpt`]s, for `getsockopt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SockOptName {
+    /// `SO_ERROR`.
+    Error,
+    /// `TCP_NODELAY`.
+    NoDelay,
+    /// `SO_SNDBUF`.
+    SendBuffer,
+    /// `SO_RCVBUF`.
+    RecvBuffer,
+    /// `SO_KEEPALIVE`.
+    KeepAlive,
+    /// `TCP_KEEPIDLE`.
+    KeepIdle,
+    /// `TCP_KEEPINTVL`.
+    KeepInterval,
+    /// `TCP_KEEPCNT`.
+    KeepCount,
+    /// `SO_LINGER`.
+    Linger,
+    /// `SO_REUSEADDR`.
+    ReuseAddr,
 }
 
 /// The wake-up of a state change (connected, FIN, reset, closed): Linux's `sk_state_change`
@@ -420,6 +564,7 @@ enum Obj {
     Free,
     Sock(Box<Sock>),
     Epoll(Box<Epoll>),
+    Pipe(Box<PipeEnd>),
     /// Closed by the application; the number returns once the stack released it.
     Closing,
 }
@@ -431,6 +576,7 @@ pub struct Context {
     link: Link,
     objs: Vec<Obj>,
     free: Vec<Fd>,
+    pipes: Vec<Option<PipeBuf>>,
     local_ip: Ipv4Addr,
     sndbuf: usize,
     rcvbuf: usize,
@@ -475,6 +621,7 @@ impl Context {
             link,
             objs: Vec::new(),
             free: Vec::new(),
+            pipes: Vec::new(),
             local_ip,
             sndbuf,
             rcvbuf,
@@ -497,8 +644,8 @@ impl Context {
                 message: format!("core {core} is not configured"),
             }));
         }
-        let (port, queue) = queues.swap_remove(core);
-        let sc = stack_core(config, core, &port, queue, secret)?;
+        let (port, queue, steer) = queues.swap_remove(core);
+        let sc = stack_core(config, core, &port, queue, steer, secret)?;
         Ok(Context::new(
             core,
             Link::Local {
@@ -622,7 +769,7 @@ impl Context {
     fn sock(&self, fd: Fd) -> Result<&Sock, Error> {
         match self.objs.get(fd as usize) {
             Some(Obj::Sock(s)) => Ok(s),
-            Some(Obj::Epoll(_)) => Err(Error::NotSocket),
+            Some(Obj::Epoll(_) | Obj::Pipe(_)) => Err(Error::NotSocket),
             _ => Err(Error::BadDescriptor),
         }
     }
@@ -630,15 +777,24 @@ impl Context {
     fn sock_mut(&mut self, fd: Fd) -> Result<&mut Sock, Error> {
         match self.objs.get_mut(fd as usize) {
             Some(Obj::Sock(s)) => Ok(s),
-            Some(Obj::Epoll(_)) => Err(Error::NotSocket),
+            Some(Obj::Epoll(_) | Obj::Pipe(_)) => Err(Error::NotSocket),
             _ => Err(Error::BadDescriptor),
+        }
+    }
+
+    /// The epoll instances watching `fd` (a socket or a pipe end).
+    fn watchers_mut(&mut self, fd: Fd) -> Option<&mut Vec<Fd>> {
+        match self.objs.get_mut(fd as usize) {
+            Some(Obj::Sock(s)) => Some(&mut s.watchers),
+            Some(Obj::Pipe(p)) => Some(&mut p.watchers),
+            _ => None,
         }
     }
 
     /// Tells every epoll watching `fd` about a change with these flags.
     fn notify(&mut self, fd: Fd, flags: Events) {
-        let watchers = match self.objs.get(fd as usize) {
-            Some(Obj::Sock(s)) if !s.watchers.is_empty() => s.watchers.clone(),
+        let watchers = match self.watchers_mut(fd) {
+            Some(w) if !w.is_empty() => w.clone(),
             _ => return,
         };
         for ep in watchers {
@@ -740,9 +896,11 @@ impl Context {
     }
 
     /// What `poll` would say of descriptor `fd` (modelled on Linux's `tcp_poll`).
-    fn level(objs: &[Obj], fd: Fd) -> Events {
-        let Some(Obj::Sock(s)) = objs.get(fd as usize) else {
-            return Events::empty();
+    fn level(objs: &[Obj], pipes: &[Option<PipeBuf>], fd: Fd) -> Events {
+        let s = match objs.get(fd as usize) {
+            Some(Obj::Sock(s)) => s,
+            Some(Obj::Pipe(p)) => return pipe_level(pipes, p),
+            _ => return Events::empty(),
         };
         let mut m = Events::empty();
         match s.phase {
@@ -918,8 +1076,11 @@ impl Context {
 
     /// `recv` with `MSG_PEEK` when `peek`: the bytes stay to be read again.
     pub fn recv(&mut self, fd: Fd, buf: &mut [u8], peek: bool) -> Result<usize, Error> {
-        let rcvbuf = self.rcvbuf;
+        if let Some(Obj::Pipe(_)) = self.objs.get(fd as usize) {
+            return self.pipe_read(fd, buf, peek);
+        }
         let s = self.sock_mut(fd)?;
+        let rcvbuf = s.rcvbuf;
         if s.rx_bytes == 0 {
             if let Some(e) = s.error.take() {
                 return Err(e);
@@ -994,6 +1155,9 @@ impl Context {
     /// `write`/`send`: how many bytes were taken (all or part), or [`Error::WouldBlock`]
     /// when the send buffer is full.
     pub fn write(&mut self, fd: Fd, data: &[u8]) -> Result<usize, Error> {
+        if let Some(Obj::Pipe(_)) = self.objs.get(fd as usize) {
+            return self.pipe_write(fd, data);
+        }
         let s = self.sock_mut(fd)?;
         if let Some(e) = s.error.take() {
             return Err(e);
@@ -1067,12 +1231,15 @@ impl Context {
                 self.objs[fd as usize] = Obj::Free;
                 self.free.push(fd);
                 for o in &mut self.objs {
-                    if let Obj::Sock(s) = o {
-                        s.watchers.retain(|&w| w != fd);
+                    match o {
+                        Obj::Sock(s) => s.watchers.retain(|&w| w != fd),
+                        Obj::Pipe(p) => p.watchers.retain(|&w| w != fd),
+                        _ => {}
                     }
                 }
                 return Ok(());
             }
+            Some(Obj::Pipe(_)) => return self.pipe_close(fd),
             Some(Obj::Sock(_)) => {}
             _ => return Err(Error::BadDescriptor),
         }
@@ -1143,6 +1310,208 @@ impl Context {
         Ok(self.sock(fd)?.opts.nodelay)
     }
 
+    // ----- socket options --------------------------------------------------------------
+
+    /// `setsockopt`. Values take effect at once, on a connected socket too.
+    pub fn setsockopt(&mut self, fd: Fd, opt: SockOpt) -> Result<(), Error> {
+        let (max_snd, max_rcv) = (self.sndbuf, self.rcvbuf);
+        let s = self.sock_mut(fd)?;
+        let positive = |v: u32| {
+            if v == 0 {
+                Err(Error::InvalidInput)
+            } else {
+                Ok(v)
+            }
+        };
+        match opt {
+            SockOpt::Error(_) => return Err(Error::InvalidInput),
+            SockOpt::NoDelay(on) => s.opts.nodelay = on,
+            SockOpt::SendBuffer(n) => {
+                // Bounded by the stack's own send buffer, which holds what is unacknowledged.
+                let n = n.clamp(MIN_SOCKET_BUFFER.min(max_snd), max_snd);
+                let held = s.sndbuf.saturating_sub(s.credit);
+                s.sndbuf = n;
+                s.credit = n.saturating_sub(held);
+            }
+            SockOpt::RecvBuffer(n) => s.rcvbuf = n.clamp(MIN_SOCKET_BUFFER.min(max_rcv), max_rcv),
+            SockOpt::KeepAlive(on) => s.opts.keepalive = on,
+            SockOpt::KeepIdle(v) => {
+                s.opts.keepalive_params.idle =
+                    tcp_core::Duration::from_secs(u64::from(positive(v)?))
+            }
+            SockOpt::KeepInterval(v) => {
+                s.opts.keepalive_params.interval =
+                    tcp_core::Duration::from_secs(u64::from(positive(v)?))
+            }
+            SockOpt::KeepCount(v) => s.opts.keepalive_params.count = positive(v)?,
+            SockOpt::Linger(l) => s.opts.linger = l,
+            SockOpt::ReuseAddr(on) => s.opts.reuse_addr = on,
+        }
+        let talked = !matches!(s.phase, Phase::Fresh | Phase::ListenPending) && s.ended.is_none();
+        let needs_stack = matches!(
+            opt,
+            SockOpt::NoDelay(_)
+                | SockOpt::RecvBuffer(_)
+                | SockOpt::KeepAlive(_)
+                | SockOpt::KeepIdle(_)
+                | SockOpt::KeepInterval(_)
+                | SockOpt::KeepCount(_)
+        );
+        if talked && needs_stack {
+            let opts = s.opts.for_stack(s.rcvbuf);
+            self.send(Cmd::SetOpts { fd, opts })?;
+        }
+        if matches!(opt, SockOpt::SendBuffer(_)) && self.sock(fd)?.writable() {
+            self.notify(fd, Events::OUT | Events::WRNORM);
+        }
+        Ok(())
+    }
+
+    /// `getsockopt`. Reading [`SockOptName::Error`] clears the pending error.
+    pub fn getsockopt(&mut self, fd: Fd, name: SockOptName) -> Result<SockOpt, Error> {
+        let s = self.sock_mut(fd)?;
+        let secs = |d: tcp_core::Duration| (d.micros() / 1_000_000) as u32;
+        Ok(match name {
+            SockOptName::Error => SockOpt::Error(s.error.take()),
+            SockOptName::NoDelay => SockOpt::NoDelay(s.opts.nodelay),
+            SockOptName::SendBuffer => SockOpt::SendBuffer(s.sndbuf),
+            SockOptName::RecvBuffer => SockOpt::RecvBuffer(s.rcvbuf),
+            SockOptName::KeepAlive => SockOpt::KeepAlive(s.opts.keepalive),
+            SockOptName::KeepIdle => SockOpt::KeepIdle(secs(s.opts.keepalive_params.idle)),
+            SockOptName::KeepInterval => {
+                SockOpt::KeepInterval(secs(s.opts.keepalive_params.interval))
+            }
+            SockOptName::KeepCount => SockOpt::KeepCount(s.opts.keepalive_params.count),
+            SockOptName::Linger => SockOpt::Linger(s.opts.linger),
+            SockOptName::ReuseAddr => SockOpt::ReuseAddr(s.opts.reuse_addr),
+        })
+    }
+
+    // ----- pipes ---------------------------------------------------------------------
+
+    /// `pipe` (mTCP's `mtcp_pipe`): a byte pipe inside this context whose ends epoll can
+    /// watch; returns (read end, write end). Both ends are non-blocking.
+    pub fn pipe(&mut self) -> Result<(Fd, Fd), Error> {
+        let id = match self.pipes.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.pipes.push(None);
+                self.pipes.len() - 1
+            }
+        };
+        let r = self.alloc(Obj::Pipe(Box::new(PipeEnd {
+            id,
+            write: false,
+            watchers: Vec::new(),
+        })))?;
+        let w = match self.alloc(Obj::Pipe(Box::new(PipeEnd {
+            id,
+            write: true,
+            watchers: Vec::new(),
+        }))) {
+            Ok(w) => w,
+            Err(e) => {
+                self.objs[r as usize] = Obj::Free;
+                self.free.push(r);
+                return Err(e);
+            }
+        };
+        self.pipes[id] = Some(PipeBuf {
+            data: VecDeque::new(),
+            reader: Some(r),
+            writer: Some(w),
+        });
+        Ok((r, w))
+    }
+
+    fn pipe_of(&mut self, fd: Fd) -> Result<(bool, &mut PipeBuf), Error> {
+        let Some(Obj::Pipe(p)) = self.objs.get(fd as usize) else {
+            return Err(Error::BadDescriptor);
+        };
+        let (id, write) = (p.id, p.write);
+        let buf = self
+            .pipes
+            .get_mut(id)
+            .and_then(Option::as_mut)
+            .ok_or(Error::BadDescriptor)?;
+        Ok((write, buf))
+    }
+
+    fn pipe_read(&mut self, fd: Fd, out: &mut [u8], peek: bool) -> Result<usize, Error> {
+        let (write, p) = self.pipe_of(fd)?;
+        if write {
+            return Err(Error::BadDescriptor);
+        }
+        if p.data.is_empty() {
+            return if p.writer.is_none() {
+                Ok(0)
+            } else {
+                Err(Error::WouldBlock)
+            };
+        }
+        let n = out.len().min(p.data.len());
+        for (o, b) in out.iter_mut().zip(p.data.iter()) {
+            *o = *b;
+        }
+        if peek {
+            return Ok(n);
+        }
+        let was_full = p.data.len() >= PIPE_CAPACITY;
+        p.data.drain(..n);
+        let writer = p.writer;
+        if let (true, Some(w)) = (was_full, writer) {
+            self.notify(w, Events::OUT | Events::WRNORM);
+        }
+        Ok(n)
+    }
+
+    fn pipe_write(&mut self, fd: Fd, data: &[u8]) -> Result<usize, Error> {
+        let (write, p) = self.pipe_of(fd)?;
+        if !write {
+            return Err(Error::BadDescriptor);
+        }
+        if p.reader.is_none() {
+            return Err(Error::BrokenPipe);
+        }
+        let n = data.len().min(PIPE_CAPACITY - p.data.len());
+        if n == 0 && !data.is_empty() {
+            return Err(Error::WouldBlock);
+        }
+        p.data.extend(&data[..n]);
+        if let Some(r) = p.reader {
+            self.notify(r, Events::IN | Events::RDNORM);
+        }
+        Ok(n)
+    }
+
+    fn pipe_close(&mut self, fd: Fd) -> Result<(), Error> {
+        let Obj::Pipe(end) = std::mem::replace(&mut self.objs[fd as usize], Obj::Free) else {
+            return Err(Error::BadDescriptor);
+        };
+        self.free.push(fd);
+        for ep in &end.watchers {
+            if let Some(Obj::Epoll(e)) = self.objs.get_mut(*ep as usize) {
+                let _ = e.delete(fd);
+            }
+        }
+        let Some(p) = self.pipes.get_mut(end.id).and_then(Option::as_mut) else {
+            return Ok(());
+        };
+        let other = if end.write {
+            p.writer = None;
+            p.reader
+        } else {
+            p.reader = None;
+            p.writer
+        };
+        match other {
+            // The other end sees end of stream (HUP) or a broken pipe (ERR).
+            Some(o) => self.notify(o, Events::all()),
+            None => self.pipes[end.id] = None,
+        }
+        Ok(())
+    }
+
     // ----- epoll ---------------------------------------------------------------------
 
     /// `epoll_create`: an epoll instance for at most `size` registrations.
@@ -1168,8 +1537,13 @@ impl Context {
         if ep == fd {
             return Err(Error::InvalidInput);
         }
-        self.sock(fd)?;
-        let level = Self::level(&self.objs, fd);
+        match self.objs.get(fd as usize) {
+            Some(Obj::Sock(_) | Obj::Pipe(_)) => {}
+            // Linux refuses epolls inside epolls only for loops; we have no use for nesting.
+            Some(Obj::Epoll(_)) => return Err(Error::NotSupported),
+            _ => return Err(Error::BadDescriptor),
+        }
+        let level = Self::level(&self.objs, &self.pipes, fd);
         let Some(Obj::Epoll(e)) = self.objs.get_mut(ep as usize) else {
             return Err(Error::BadDescriptor);
         };
@@ -1184,11 +1558,12 @@ impl Context {
             event::CtlError::Full => Error::NoBufferSpace,
             _ => Error::InvalidInput,
         })?;
-        let s = self.sock_mut(fd)?;
-        match op {
-            EpollOp::Add => s.watchers.push(ep),
-            EpollOp::Del => s.watchers.retain(|&w| w != ep),
-            EpollOp::Mod => {}
+        if let Some(w) = self.watchers_mut(fd) {
+            match op {
+                EpollOp::Add => w.push(ep),
+                EpollOp::Del => w.retain(|&x| x != ep),
+                EpollOp::Mod => {}
+            }
         }
         Ok(())
     }
@@ -1227,8 +1602,8 @@ impl Context {
         else {
             return 0;
         };
-        let objs = &self.objs;
-        let n = e.wait(out, |fd| Self::level(objs, fd));
+        let (objs, pipes) = (&self.objs, &self.pipes);
+        let n = e.wait(out, |fd| Self::level(objs, pipes, fd));
         self.objs[ep as usize] = Obj::Epoll(e);
         n
     }

@@ -20,9 +20,10 @@ pub use config::{Config, ConfigError};
 pub use error::Error;
 
 pub mod context;
+pub mod net;
 pub mod proto;
 pub mod stack;
 
-pub use context::{init, Context, EpollOp, InitError, Mtcp, Shutdown};
+pub use context::{init, Context, EpollOp, InitError, Mtcp, Shutdown, SockOpt, SockOptName};
 pub use event::{EpollEvent, Events};
 pub use proto::Fd;

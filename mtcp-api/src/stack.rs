@@ -34,9 +34,9 @@ pub struct StackStats {
     pub accepted: u64,
     /// Active opens started.
     pub connects: u64,
-    /// Connections that ended normally.
+    /// Connections closed by the application or ended normally.
     pub closed: u64,
-    /// Connections that ended by a reset (sent or received) or were refused.
+    /// Connections that ended by a reset (received, or sent by an abort) or were refused.
     pub reset: u64,
     /// Connections that timed out.
     pub timed_out: u64,
@@ -44,6 +44,45 @@ pub struct StackStats {
     pub commands: u64,
     /// Passes of the loop.
     pub passes: u64,
+    /// Connections open now (all states, listeners included).
+    pub open: u64,
+    /// Segments retransmitted.
+    pub retransmits: u64,
+    /// RSTs sent.
+    pub rst_sent: u64,
+    /// Frames and segments dropped, every reason together (bad checksums, malformed,
+    /// out of window, tables and queues full, reassembly, ARP; not SYNs answered with a
+    /// cookie).
+    pub dropped: u64,
+    /// Connections accepted on this core whose peer's port steers to another core: a flow
+    /// handled on the wrong core (0 when steering works).
+    pub misrouted: u64,
+}
+
+impl core::fmt::Display for StackStats {
+    /// One line, as mTCP's `stat_print`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "RX {} frames {} B, TX {} frames {} B, open {}, accepted {}, connects {}, \
+             closed {}, reset {}, timed out {}, retransmits {}, RST sent {}, dropped {}, \
+             misrouted {}",
+            self.frames_in,
+            self.bytes_in,
+            self.frames_out,
+            self.bytes_out,
+            self.open,
+            self.accepted,
+            self.connects,
+            self.closed,
+            self.reset,
+            self.timed_out,
+            self.retransmits,
+            self.rst_sent,
+            self.dropped,
+            self.misrouted
+        )
+    }
 }
 
 struct Listener {
@@ -92,6 +131,9 @@ pub struct StackCore {
     send_buffer: usize,
     recv_buffer: usize,
     rx_batch: usize,
+    /// (queues, this core's queue): active opens pick local ports `p` with
+    /// `p % queues == queue`, so that replies steered by port come back to this core.
+    steer: (usize, usize),
     stats: StackStats,
 }
 
@@ -104,6 +146,7 @@ impl StackCore {
         queue: Box<dyn QueueIo>,
         rx_batch: usize,
         busy_poll: std::time::Duration,
+        steer: (usize, usize),
     ) -> psio::Result<StackCore> {
         let tcp = &ep.config().tcp;
         let (send_buffer, recv_buffer) = (tcp.send_buffer, tcp.recv_buffer);
@@ -121,6 +164,7 @@ impl StackCore {
             send_buffer,
             recv_buffer,
             rx_batch: rx_batch.max(1),
+            steer: (steer.0.max(1), steer.1),
             stats: StackStats::default(),
         })
     }
@@ -165,7 +209,22 @@ impl StackCore {
 
     /// Statistics so far.
     pub fn stats(&self) -> StackStats {
-        self.stats
+        let c = self.ep.counters();
+        StackStats {
+            open: self.ep.connection_count() as u64,
+            misrouted: self.stats.misrouted,
+            retransmits: c.retransmits,
+            rst_sent: c.rst_sent,
+            dropped: c.bad_checksum
+                + c.malformed
+                + c.out_of_window
+                + c.table_full
+                + c.accept_queue_full
+                + c.reassembly_dropped
+                + c.arp_dropped
+                + c.control_dropped,
+            ..self.stats
+        }
     }
 
     /// Microseconds until the next timer, if any.
@@ -329,9 +388,12 @@ impl StackCore {
             } => {
                 // A port chosen with `bind` must be one of the ephemeral ports (the endpoint
                 // keeps their bookkeeping); any other fails with AddrNotAvailable.
+                let (n, i) = self.steer;
                 let r = match local_port {
                     Some(p) => self.ep.connect_with(now, remote, |q| q == p),
-                    None => self.ep.connect(now, remote),
+                    None => self.ep.connect_with(now, remote, |q| {
+                        psio::sys::af_packet::queue_for_port(q, n) == i
+                    }),
                 };
                 match r {
                     Ok(h) => {
@@ -436,6 +498,7 @@ impl StackCore {
         }
         if abort {
             let _ = self.ep.abort(now, h);
+            self.stats.reset += 1;
             self.release(fd, h);
             return;
         }
@@ -488,6 +551,7 @@ impl StackCore {
             let h = s.handle;
             if s.close_pending {
                 let _ = self.ep.close(now, h);
+                self.stats.closed += 1;
                 self.release(fd, h);
                 return;
             }
@@ -570,6 +634,10 @@ impl StackCore {
                 continue;
             };
             let _ = opts;
+            let (n, i) = self.steer;
+            if n > 1 && psio::sys::af_packet::queue_for_port(peer.port(), n) != i {
+                self.stats.misrouted += 1;
+            }
             if let Some(l) = self.sock(fd).and_then(|s| s.listener.as_mut()) {
                 l.waiting += 1;
             }
@@ -591,9 +659,11 @@ impl StackCore {
         }
     }
 
+    /// Counts a connection that ended on its own (a normal end is counted when the
+    /// application closes it).
     fn count_end(&mut self, reason: CloseReason) {
         match reason {
-            CloseReason::Normal => self.stats.closed += 1,
+            CloseReason::Normal | CloseReason::Aborted => {}
             CloseReason::TimedOut => self.stats.timed_out += 1,
             _ => self.stats.reset += 1,
         }
@@ -648,6 +718,7 @@ impl StackCore {
                             if s.close_pending && gone {
                                 // The application closed it already: nothing to tell.
                                 let _ = self.ep.close(self.now(), h);
+                                self.stats.closed += 1;
                                 self.release(fd, h);
                                 continue;
                             }
