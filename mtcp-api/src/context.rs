@@ -39,6 +39,9 @@ use std::time::{Duration, Instant};
 use tcp_core::config::Keepalive;
 use tcp_core::{CloseReason, Endpoint, Handle};
 
+/// How long `destroy` lets each stack send what its closed connections still owe.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
+
 /// Most descriptors of one context (sockets and epolls).
 pub const MAX_FDS: usize = 1 << 22;
 
@@ -319,9 +322,7 @@ fn stack_loop(
             }
         }
         if stop.load(Ordering::Acquire) {
-            if std::env::var_os("MTCP_TRACE").is_some() {
-                eprintln!("{:?}", sc.endpoint().counters());
-            }
+            sc.shutdown(SHUTDOWN_GRACE).map_err(|e| e.to_string())?;
             return Ok(sc.stats());
         }
         if !busy && cmds.is_empty() {
@@ -350,7 +351,9 @@ impl Mtcp {
         c.stats.lock().ok().map(|s| *s)
     }
 
-    /// Stops every stack thread and waits for them; the final statistics per core.
+    /// Stops every stack thread and waits for them; the final statistics per core. Each
+    /// stack first closes its sockets (listeners stop, connections close gracefully: FIN
+    /// after the data written) and sends what that produces for up to [`SHUTDOWN_GRACE`].
     /// Contexts still held by applications become unusable ([`Error::ContextGone`]).
     pub fn destroy(mut self) -> Vec<Result<StackStats, String>> {
         self.shutdown()
@@ -807,6 +810,7 @@ impl Context {
     /// Applies one message from the stack.
     fn apply(&mut self, m: Msg) {
         if std::env::var_os("MTCP_TRACE").is_some() {
+            // Debugging aid: every message, as the application side applies it.
             eprintln!("[{}] {:?}", self.local_ip, m);
         }
         let (fd, flags) = match m {

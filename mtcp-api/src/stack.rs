@@ -361,6 +361,41 @@ impl StackCore {
         let _ = self.ep.set_keepalive(now, h, opts.keepalive);
     }
 
+    /// Closes every socket (listeners, then connections, gracefully; connections accepted
+    /// but never taken are reset) and runs passes until nothing is left to send or `grace`
+    /// has passed. For `destroy`.
+    pub fn shutdown(&mut self, grace: std::time::Duration) -> psio::Result<()> {
+        let waiting: Vec<Handle> = self.waiting.keys().copied().collect();
+        let now = self.now();
+        for h in waiting {
+            let _ = self.ep.abort(now, h);
+        }
+        self.waiting.clear();
+        let fds: Vec<Fd> = (0..self.socks.len() as Fd)
+            .filter(|&fd| self.socks[fd as usize].is_some())
+            .collect();
+        for fd in fds {
+            self.close(fd, false);
+        }
+        let end = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < end {
+            let busy = self.pass(core::iter::empty())?;
+            // Connections still closing keep their sockets until their data is out.
+            if !busy && self.socks.iter().all(Option::is_none) && !self.tx_waiting() {
+                break;
+            }
+            if !busy {
+                self.select(Some(1000))?;
+            }
+        }
+        self.out.clear();
+        Ok(())
+    }
+
+    fn tx_waiting(&mut self) -> bool {
+        self.queue_mut().tx_pending() > 0
+    }
+
     /// Applies one command.
     pub fn command(&mut self, cmd: Cmd) {
         let now = self.now();

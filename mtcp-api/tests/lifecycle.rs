@@ -98,3 +98,56 @@ fn a_hundred_inits_and_destroys_leak_nothing() {
         "resident memory grew by {grown} KiB over 100 rounds"
     );
 }
+
+/// `destroy` closes what is open: the peer of a connection whose stack is destroyed reads
+/// the data written just before and then end of stream (a FIN, not silence).
+#[test]
+fn destroy_closes_open_connections() {
+    let link = format!("mtcp-life-close-{}", std::process::id());
+    let mut srv = mtcp_api::init(config(&link, SERVER, CLIENT)).unwrap();
+    let mut cli = mtcp_api::init(config(&link, CLIENT, SERVER)).unwrap();
+    let mut s = srv.context(0).unwrap();
+    let mut c = cli.context(0).unwrap();
+    let l = s.socket().unwrap();
+    s.bind(l, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80))
+        .unwrap();
+    s.listen(l, 8).unwrap();
+    let ep = c.epoll_create(4).unwrap();
+    let fd = c.socket().unwrap();
+    c.epoll_ctl(ep, EpollOp::Add, fd, Events::IN | Events::RDHUP, 0)
+        .unwrap();
+    assert_eq!(
+        c.connect(fd, SocketAddrV4::new(SERVER, 80)),
+        Err(Error::InProgress)
+    );
+    let sep = s.epoll_create(4).unwrap();
+    s.epoll_ctl(sep, EpollOp::Add, l, Events::IN, 0).unwrap();
+    let mut out = [EpollEvent::default(); 4];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.epoll_wait(sep, &mut out, 10).unwrap() == 0 {
+        assert!(Instant::now() < deadline, "no connection");
+    }
+    let (conn, _) = s.accept(l).unwrap();
+    assert_eq!(s.write(conn, b"last words"), Ok(10));
+    drop(s);
+    for r in srv.destroy() {
+        r.unwrap();
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        assert!(Instant::now() < deadline, "no end of stream; got {got:?}");
+        c.epoll_wait(ep, &mut out, 10).unwrap();
+        match c.read(fd, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(Error::WouldBlock) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    assert_eq!(got, b"last words");
+    drop(c);
+    for r in cli.destroy() {
+        r.unwrap();
+    }
+}
