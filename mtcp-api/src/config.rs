@@ -143,7 +143,8 @@ pub struct TcpSection {
     pub time_wait_ms: u64,
     /// How long FIN-WAIT-2 waits for the peer's FIN, ms. Default 60 000.
     pub fin_wait2_timeout_ms: u64,
-    /// Close connections idle (nothing sent or received) this long, s; 0 never. Default 0.
+    /// Reset connections that received nothing for this long (mTCP's `tcp_timeout`), s;
+    /// 0 never. Default 0.
     pub idle_timeout_s: u64,
     /// Keepalive on new sockets. Default off.
     pub keepalive: bool,
@@ -410,14 +411,6 @@ impl Config {
             }
         }
         let t = &self.tcp;
-        if t.idle_timeout_s > 0 {
-            // Kept in the file format (mTCP's `tcp_timeout`), refused until it is enforced:
-            // a setting that silently did nothing would be worse than an error.
-            return Err(fail(
-                "tcp.idle_timeout_s",
-                "idle timeouts are not implemented yet; use keepalive".into(),
-            ));
-        }
         if t.keepalive && (t.keepalive_idle_s == 0 || t.keepalive_interval_s == 0) {
             return Err(fail(
                 "tcp.keepalive_idle_s",
@@ -503,6 +496,7 @@ impl Config {
                 delayed_ack: (t.delayed_ack_ms > 0).then(|| ms(t.delayed_ack_ms)),
                 time_wait: ms(t.time_wait_ms),
                 fin_wait2_timeout: ms(t.fin_wait2_timeout_ms),
+                idle_timeout: (t.idle_timeout_s > 0).then(|| s(t.idle_timeout_s)),
                 keepalive: t.keepalive.then(|| Keepalive {
                     idle: s(t.keepalive_idle_s),
                     interval: s(t.keepalive_interval_s),
@@ -810,8 +804,6 @@ mod tests {
         assert_eq!((e.line, e.field.as_str()), (Some(1), "cpus"));
         let e = parse("cores = 1\n[[core]]\n[[core]]\n").unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (Some(2), "core"));
-        let e = parse("[tcp]\nidle_timeout_s = 30\n").unwrap_err();
-        assert_eq!(e.field, "tcp.idle_timeout_s");
         let e = parse("[loop]\nrx_batch = 0\n").unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (Some(2), "loop.rx_batch"));
     }
@@ -865,6 +857,7 @@ mod tests {
             recv_buffer = 16384
             mss = 1400
             time_wait_ms = 1000
+            idle_timeout_s = 30
             keepalive = true
             keepalive_idle_s = 10
             keepalive_interval_s = 2
@@ -899,6 +892,7 @@ mod tests {
             (8192, 16384, 1400)
         );
         assert_eq!(e.tcp.time_wait, Duration::from_millis(1000));
+        assert_eq!(e.tcp.idle_timeout, Some(Duration::from_secs(30)));
         let k = e.tcp.keepalive.unwrap();
         assert_eq!(
             (k.idle, k.interval, k.count),

@@ -99,6 +99,12 @@ pub struct TcpConfig {
     pub fin_wait2_timeout: Duration,
     /// Keepalive, off by default.
     pub keepalive: Option<Keepalive>,
+    /// Idle timeout (mTCP's `tcp_timeout`): a synchronized connection that has received
+    /// nothing for this long is reset (RST) and ends with [`CloseReason::TimedOut`],
+    /// whatever keepalive says. `None` (the default) never.
+    ///
+    /// [`CloseReason::TimedOut`]: crate::CloseReason::TimedOut
+    pub idle_timeout: Option<Duration>,
     /// SYN (and SYN-ACK) retransmissions before giving up. Default 6.
     pub syn_retries: u32,
     /// Data retransmissions of one segment before giving up. Default 15.
@@ -129,6 +135,7 @@ impl Default for TcpConfig {
             delayed_ack: Some(Duration::from_millis(40)),
             time_wait: Duration::from_secs(60),
             fin_wait2_timeout: Duration::from_secs(60),
+            idle_timeout: None,
             keepalive: None,
             syn_retries: 6,
             data_retries: 15,
@@ -271,6 +278,12 @@ impl EndpointConfig {
         }
         if self.tcp.min_rto > self.tcp.max_rto || self.tcp.max_rto < Duration::from_secs(60) {
             return err("tcp.max_rto", "must be at least 60 s and at least min_rto");
+        }
+        if self.tcp.idle_timeout.is_some_and(|d| d.micros() == 0) {
+            return err(
+                "tcp.idle_timeout",
+                "must be more than 0 (None turns it off)",
+            );
         }
         if self.tcp.max_ooo_ranges == 0 {
             return err("tcp.max_ooo_ranges", "must be at least 1");

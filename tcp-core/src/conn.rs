@@ -146,6 +146,8 @@ pub(crate) struct Env<'a> {
     pub time_wait: Duration,
     /// [`TcpConfig::fin_wait2_timeout`].
     pub fin_wait2_timeout: Duration,
+    /// [`TcpConfig::idle_timeout`].
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Env<'_> {
@@ -1607,17 +1609,23 @@ impl Tcb {
         env.set_timer(TimerKind::Persist, rto);
     }
 
+    /// Arms the keepalive timer, which also watches the idle timeout: it fires after the
+    /// keepalive idle time or the idle timeout, whichever is sooner, and re-arms itself from
+    /// the last segment received (no work per segment).
     fn arm_keepalive(&mut self, env: &mut Env<'_>) {
-        match self.keepalive {
-            Some(ka) if self.state.is_synchronized() && self.state != State::TimeWait => {
-                env.set_timer(TimerKind::Keepalive, ka.idle);
+        let after = match (self.keepalive.map(|ka| ka.idle), env.idle_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match after {
+            Some(after) if self.state.is_synchronized() && self.state != State::TimeWait => {
+                env.set_timer(TimerKind::Keepalive, after);
             }
             _ => env.cancel(TimerKind::Keepalive),
         }
     }
 
     fn on_keepalive(&mut self, env: &mut Env<'_>) {
-        let Some(ka) = self.keepalive else { return };
         if !matches!(
             self.state,
             State::Established | State::CloseWait | State::FinWait2
@@ -1625,8 +1633,22 @@ impl Tcb {
             return;
         }
         let idle = env.now.saturating_since(self.last_rcv);
+        if let Some(limit) = env.idle_timeout {
+            if idle >= limit {
+                self.abort_with_rst(CloseReason::TimedOut, env);
+                return;
+            }
+        }
+        let until_idle_limit = env.idle_timeout.map(|t| t.saturating_sub(idle));
+        let Some(ka) = self.keepalive else {
+            if let Some(d) = until_idle_limit {
+                env.set_timer(TimerKind::Keepalive, d);
+            }
+            return;
+        };
+        let sooner = |d: Duration| until_idle_limit.map_or(d, |t| t.min(d));
         if idle < ka.idle {
-            env.set_timer(TimerKind::Keepalive, ka.idle.saturating_sub(idle));
+            env.set_timer(TimerKind::Keepalive, sooner(ka.idle.saturating_sub(idle)));
             return;
         }
         // RFC 1122 §4.2.3.6: probes every `interval`; after `count` unanswered, the
@@ -1637,7 +1659,7 @@ impl Tcb {
             return;
         }
         self.flags.insert(f::KEEPALIVE_PROBE);
-        env.set_timer(TimerKind::Keepalive, ka.interval);
+        env.set_timer(TimerKind::Keepalive, sooner(ka.interval));
     }
 
     // -----------------------------------------------------------------------------------------

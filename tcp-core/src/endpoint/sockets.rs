@@ -118,6 +118,7 @@ impl Endpoint {
             storage,
             time_wait: config.tcp.time_wait,
             fin_wait2_timeout: config.tcp.fin_wait2_timeout,
+            idle_timeout: config.tcp.idle_timeout,
         };
         Some((tcb, env, &config.tcp))
     }
@@ -163,6 +164,7 @@ impl Endpoint {
                 storage,
                 time_wait: tcp.time_wait,
                 fin_wait2_timeout: tcp.fin_wait2_timeout,
+                idle_timeout: tcp.idle_timeout,
             };
             tcb.maintain(data, &mut env);
         }
@@ -386,6 +388,7 @@ impl Endpoint {
             storage,
             time_wait: config.tcp.time_wait,
             fin_wait2_timeout: config.tcp.fin_wait2_timeout,
+            idle_timeout: config.tcp.idle_timeout,
         };
         let reply = tcb.on_segment(&config.tcp, seg, &mut env);
         let wants = tcb.wants_mask(0);

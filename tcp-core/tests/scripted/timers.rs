@@ -286,6 +286,53 @@ fn keepalive_is_off_by_default_and_configurable() {
     h.expect(&[Exp::ack(0, 1)]);
 }
 
+/// The idle timeout (mTCP's `tcp_timeout`) resets a connection that received nothing for
+/// that long, and reports it timed out.
+#[test]
+fn idle_timeout_resets_a_silent_connection() {
+    let mut cfg = cfg_plain();
+    cfg.tcp.idle_timeout = Some(Duration::from_secs(5));
+    let mut h = H::new(cfg);
+    h.passive_open(0, PeerOpts::plain());
+    assert_eq!(h.wake(), 5_000);
+    h.expect(&[Exp::rst(1)]);
+    let c = h.c();
+    assert_eq!(h.state(), State::Closed);
+    assert!(h
+        .events()
+        .contains(&Event::Closed(c, CloseReason::TimedOut)));
+}
+
+/// The idle time counts from the last segment received; keepalive probes that go
+/// unanswered do not reset it, and the sooner of the two limits acts first.
+#[test]
+fn idle_timeout_counts_from_the_last_segment_received() {
+    let mut cfg = cfg_plain();
+    cfg.tcp.idle_timeout = Some(Duration::from_secs(5));
+    let mut h = H::new(cfg);
+    h.passive_open(0, PeerOpts::plain());
+    h.send(3_000, Seg::data(1, 1, b"hi"));
+    h.expect(&[Exp::ack(1, 3)]);
+    assert_eq!(h.wake(), 8_000);
+    h.expect(&[Exp::rst(1)]);
+    let mut cfg = cfg_plain();
+    cfg.tcp.idle_timeout = Some(Duration::from_secs(5));
+    let mut h = H::new(cfg);
+    h.passive_open(0, PeerOpts::plain());
+    h.set_keepalive(Some(Keepalive {
+        idle: Duration::from_secs(2),
+        interval: Duration::from_secs(2),
+        count: 9,
+    }));
+    for t in [2_000, 4_000] {
+        assert_eq!(h.wake(), t);
+        h.expect(&[Exp::ack(0, 1)]);
+    }
+    assert_eq!(h.wake(), 5_000);
+    h.expect(&[Exp::rst(1)]);
+    assert_eq!(h.state(), State::Closed);
+}
+
 /// An orphaned connection (closed by the application) in FIN-WAIT-2 is dropped after
 /// `fin_wait2_timeout`; a later segment meets a closed port.
 #[test]
