@@ -182,3 +182,53 @@ fn echo_over_shm_run_to_completion() {
     let c = Context::run_to_completion(&config(&link, CLIENT, SERVER), 0).unwrap();
     echo_exchange(s, c);
 }
+
+/// Running out of local ports is an error on the socket (ERR, `SO_ERROR` =
+/// `AddrNotAvailable`), not a hang.
+#[test]
+fn port_exhaustion_is_an_error() {
+    let link = unique("ports");
+    let mut cfg = config(&link, CLIENT, SERVER);
+    cfg.tcp.ephemeral_ports = 50000..=50003;
+    let mut s = Context::run_to_completion(&config(&link, SERVER, CLIENT), 0).unwrap();
+    let mut c = Context::run_to_completion(&cfg, 0).unwrap();
+    let l = s.socket().unwrap();
+    s.bind(l, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080))
+        .unwrap();
+    s.listen(l, 16).unwrap();
+    let ep = c.epoll_create(8).unwrap();
+    let mut fds = Vec::new();
+    for _ in 0..5 {
+        let fd = c.socket().unwrap();
+        c.epoll_ctl(ep, EpollOp::Add, fd, Events::OUT, u64::from(fd))
+            .unwrap();
+        assert_eq!(
+            c.connect(fd, SocketAddrV4::new(SERVER, 8080)),
+            Err(Error::InProgress)
+        );
+        fds.push(fd);
+    }
+    let mut ready = std::collections::BTreeMap::new();
+    let mut out = [EpollEvent::default(); 8];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ready.len() < 5 {
+        assert!(Instant::now() < deadline, "only {ready:?}");
+        s.poll().unwrap();
+        let n = c.epoll_wait(ep, &mut out, 1).unwrap();
+        for e in &out[..n] {
+            ready.insert(e.data as Fd, e.events);
+        }
+        while s.accept(l).is_ok() {}
+    }
+    let failed: Vec<Fd> = fds
+        .iter()
+        .copied()
+        .filter(|fd| ready[fd].contains(Events::ERR))
+        .collect();
+    assert_eq!(
+        failed,
+        vec![fds[4]],
+        "four ports, so the fifth connect fails: {ready:?}"
+    );
+    assert_eq!(c.take_error(fds[4]).unwrap(), Some(Error::AddrNotAvailable));
+}
