@@ -23,6 +23,10 @@ fn config(link: &str, me: Ipv4Addr, peer: Ipv4Addr) -> Config {
     Config::from_toml_str(&text, "lifecycle").unwrap()
 }
 
+/// The tests of this file take turns: one counts the process's threads and descriptors,
+/// which the other's would disturb.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn count(dir: &str) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| d.count())
 }
@@ -81,6 +85,7 @@ fn round(i: usize, tag: &str) {
 
 #[test]
 fn a_hundred_inits_and_destroys_leak_nothing() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tag = format!("mtcp-life-{}", std::process::id());
     // Warm up once: the first round allocates what the process keeps anyway.
     round(0, &tag);
@@ -103,6 +108,7 @@ fn a_hundred_inits_and_destroys_leak_nothing() {
 /// the data written just before and then end of stream (a FIN, not silence).
 #[test]
 fn destroy_closes_open_connections() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let link = format!("mtcp-life-close-{}", std::process::id());
     let mut srv = mtcp_api::init(config(&link, SERVER, CLIENT)).unwrap();
     let mut cli = mtcp_api::init(config(&link, CLIENT, SERVER)).unwrap();
