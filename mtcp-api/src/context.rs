@@ -234,8 +234,6 @@ pub fn init(config: Config) -> Result<Mtcp, InitError> {
                 stack_loop(&mut sc, &cmd_rx, &msg_tx, &stop2, &stats2, batch)
             })
             .map_err(InitError::Thread)?;
-        let local_ip = config.interface.address.0;
-        let buffers = (config.tcp.send_buffer, config.tcp.recv_buffer);
         cores.push(Core {
             thread: Some(thread),
             stop,
@@ -247,8 +245,7 @@ pub fn init(config: Config) -> Result<Mtcp, InitError> {
                     msgs: msg_rx,
                     bell,
                 },
-                local_ip,
-                buffers,
+                &config,
             )),
             stats,
         });
@@ -465,6 +462,26 @@ struct PipeBuf {
 pub const PIPE_CAPACITY: usize = 64 * 1024;
 
 impl Sock {
+    /// Back to a fresh, unconnected socket (after a failed connect), keeping its options,
+    /// buffer sizes, binding and epoll registrations.
+    fn reset_unconnected(&mut self) {
+        self.phase = Phase::Fresh;
+        self.peer = None;
+        self.local = self
+            .bound_port
+            .map(|p| SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p));
+        self.rx.clear();
+        self.rx_off = 0;
+        self.rx_bytes = 0;
+        self.unreported = 0;
+        self.credit = 0;
+        self.nospace.set(false);
+        self.rd_closed = false;
+        self.wr_shut = false;
+        self.ended = None;
+        self.error = None;
+    }
+
     /// Linux's `sk_stream_is_writeable`: the free space is at least half of what is queued
     /// (free ≥ (sndbuf − free) / 2).
     fn writable(&self) -> bool {
@@ -583,6 +600,8 @@ pub struct Context {
     local_ip: Ipv4Addr,
     sndbuf: usize,
     rcvbuf: usize,
+    /// Options of new sockets (from the configuration's `[tcp]`).
+    defaults: Opts,
     gone: bool,
 }
 
@@ -618,16 +637,29 @@ pub enum Shutdown {
 }
 
 impl Context {
-    fn new(core: usize, link: Link, local_ip: Ipv4Addr, (sndbuf, rcvbuf): (usize, usize)) -> Self {
+    fn new(core: usize, link: Link, config: &Config) -> Self {
+        let t = &config.tcp;
+        let secs = |v: u64| tcp_core::Duration::from_secs(v);
         Context {
             core,
             link,
             objs: Vec::new(),
             free: Vec::new(),
             pipes: Vec::new(),
-            local_ip,
-            sndbuf,
-            rcvbuf,
+            local_ip: config.interface.address.0,
+            sndbuf: t.send_buffer,
+            rcvbuf: t.recv_buffer,
+            defaults: Opts {
+                nodelay: t.nodelay,
+                keepalive: t.keepalive,
+                keepalive_params: Keepalive {
+                    idle: secs(t.keepalive_idle_s),
+                    interval: secs(t.keepalive_interval_s),
+                    count: t.keepalive_count,
+                },
+                linger: None,
+                reuse_addr: false,
+            },
             gone: false,
         }
     }
@@ -655,8 +687,7 @@ impl Context {
                 core: Box::new(sc),
                 cmds: VecDeque::new(),
             },
-            config.interface.address.0,
-            (config.tcp.send_buffer, config.tcp.recv_buffer),
+            config,
         ))
     }
 
@@ -821,9 +852,12 @@ impl Context {
                 }
                 return;
             }
-            Msg::Listening { fd } => {
+            Msg::Listening { fd, port } => {
                 if let Ok(s) = self.sock_mut(fd) {
                     s.phase = Phase::Listening;
+                    s.bound_port = Some(port);
+                    let ip = s.local.map_or(Ipv4Addr::UNSPECIFIED, |a| *a.ip());
+                    s.local = Some(SocketAddrV4::new(ip, port));
                 }
                 return;
             }
@@ -968,13 +1002,7 @@ impl Context {
             ended: None,
             error: None,
             watchers: Vec::new(),
-            opts: Opts {
-                nodelay: false,
-                keepalive: false,
-                keepalive_params: Keepalive::default(),
-                linger: None,
-                reuse_addr: false,
-            },
+            opts: self.defaults,
         };
         self.alloc(Obj::Sock(Box::new(sock)))
     }
@@ -990,11 +1018,15 @@ impl Context {
             return Err(Error::AddrNotAvailable);
         }
         s.bound_port = (addr.port() != 0).then_some(addr.port());
-        s.local = Some(SocketAddrV4::new(local_ip, addr.port()));
+        // As given: a wildcard bind reads back as 0.0.0.0 (connections then name the
+        // address they use).
+        s.local = Some(addr);
         Ok(())
     }
 
-    /// `listen`: waits for the stack's answer (a port taken is [`Error::AddrInUse`]).
+    /// `listen`: waits for the stack's answer (a port taken is [`Error::AddrInUse`]). A
+    /// socket not bound to a port gets a free ephemeral one, as on Linux. The only call that
+    /// waits for its stack (up to 5 s).
     pub fn listen(&mut self, fd: Fd, backlog: usize) -> Result<(), Error> {
         let s = self.sock_mut(fd)?;
         if s.phase == Phase::Listening {
@@ -1004,7 +1036,8 @@ impl Context {
         if s.phase != Phase::Fresh {
             return Err(Error::InvalidInput);
         }
-        let port = s.bound_port.ok_or(Error::InvalidInput)?;
+        // Port 0: the stack picks a free one.
+        let port = s.bound_port.unwrap_or(0);
         s.phase = Phase::ListenPending;
         s.backlog = backlog.max(1);
         s.error = None;
@@ -1054,9 +1087,18 @@ impl Context {
     pub fn connect(&mut self, fd: Fd, remote: SocketAddrV4) -> Result<(), Error> {
         let s = self.sock_mut(fd)?;
         match s.phase {
+            Phase::Connecting if s.ended.is_some() => {
+                // Linux's __inet_stream_connect: a connect that failed reports its error
+                // (or ECONNABORTED once taken) and leaves the socket unconnected; the next
+                // connect starts anew. The stack forgets the old connection first.
+                let err = s.error.take().unwrap_or(Error::ConnectionAborted);
+                s.reset_unconnected();
+                self.send(Cmd::Close { fd, abort: true })?;
+                return Err(err);
+            }
             Phase::Connecting => return Err(Error::Already),
             Phase::Connected => return Err(Error::IsConnected),
-            Phase::Listening | Phase::ListenPending => return Err(Error::InvalidInput),
+            Phase::Listening | Phase::ListenPending => return Err(Error::IsConnected),
             Phase::Fresh if s.ended.is_some() => return Err(Error::InvalidInput),
             Phase::Fresh => {}
         }
@@ -1085,6 +1127,10 @@ impl Context {
         }
         let s = self.sock_mut(fd)?;
         let rcvbuf = s.rcvbuf;
+        if buf.is_empty() && s.phase == Phase::Connected {
+            // Linux returns 0 at once for a zero-length read.
+            return Ok(0);
+        }
         if s.rx_bytes == 0 {
             if let Some(e) = s.error.take() {
                 return Err(e);
@@ -1283,7 +1329,7 @@ impl Context {
     pub fn peer_addr(&self, fd: Fd) -> Result<SocketAddrV4, Error> {
         let s = self.sock(fd)?;
         match (s.phase, s.peer) {
-            (Phase::Connected, Some(p)) => Ok(p),
+            (Phase::Connected, Some(p)) if s.ended.is_none() => Ok(p),
             _ => Err(Error::NotConnected),
         }
     }
@@ -1293,8 +1339,16 @@ impl Context {
         Ok(self.sock_mut(fd)?.error.take())
     }
 
-    /// `ioctl(FIONREAD)`: bytes ready to read.
+    /// `ioctl(FIONREAD)`: bytes ready to read (on a socket: those already handed to this
+    /// side, at most `SO_RCVBUF`; the stack may hold more).
     pub fn bytes_readable(&self, fd: Fd) -> Result<usize, Error> {
+        if let Some(Obj::Pipe(p)) = self.objs.get(fd as usize) {
+            return Ok(self
+                .pipes
+                .get(p.id)
+                .and_then(Option::as_ref)
+                .map_or(0, |b| if p.write { 0 } else { b.data.len() }));
+        }
         Ok(self.sock(fd)?.rx_bytes)
     }
 
@@ -1328,7 +1382,8 @@ impl Context {
             }
         };
         match opt {
-            SockOpt::Error(_) => return Err(Error::InvalidInput),
+            // SO_ERROR is read-only: ENOPROTOOPT, as Linux.
+            SockOpt::Error(_) => return Err(Error::NotSupported),
             SockOpt::NoDelay(on) => s.opts.nodelay = on,
             SockOpt::SendBuffer(n) => {
                 // Bounded by the stack's own send buffer, which holds what is unacknowledged.
@@ -1535,9 +1590,7 @@ impl Context {
         events: Events,
         data: u64,
     ) -> Result<(), Error> {
-        if !matches!(self.objs.get(ep as usize), Some(Obj::Epoll(_))) {
-            return Err(Error::BadDescriptor);
-        }
+        self.epoll_fd(ep)?;
         if ep == fd {
             return Err(Error::InvalidInput);
         }
@@ -1580,9 +1633,7 @@ impl Context {
         out: &mut [EpollEvent],
         timeout_ms: i32,
     ) -> Result<usize, Error> {
-        if !matches!(self.objs.get(ep as usize), Some(Obj::Epoll(_))) {
-            return Err(Error::BadDescriptor);
-        }
+        self.epoll_fd(ep)?;
         if out.is_empty() {
             return Err(Error::InvalidInput);
         }
@@ -1595,6 +1646,16 @@ impl Context {
                 return Ok(n);
             }
             self.block(deadline)?;
+        }
+    }
+
+    /// `ep` is an epoll instance: else EBADF when it is not open, EINVAL when it is open but
+    /// something else (as Linux).
+    fn epoll_fd(&self, ep: Fd) -> Result<(), Error> {
+        match self.objs.get(ep as usize) {
+            Some(Obj::Epoll(_)) => Ok(()),
+            Some(Obj::Sock(_) | Obj::Pipe(_)) => Err(Error::InvalidInput),
+            _ => Err(Error::BadDescriptor),
         }
     }
 

@@ -20,8 +20,8 @@ pub type Fd = u32;
 /// Application → stack.
 #[derive(Debug)]
 pub enum Cmd {
-    /// Listen on `port` (every local address) with at most `backlog` connections accepted by
-    /// the stack and not yet taken by the application.
+    /// Listen on `port` (every local address; 0: a free ephemeral port) with at most
+    /// `backlog` connections accepted by the stack and not yet taken by the application.
     Listen {
         /// The socket.
         fd: Fd,
@@ -99,10 +99,12 @@ pub struct SockOpts {
 
 /// Stack → application.
 pub enum Msg {
-    /// A `Listen` succeeded.
+    /// A `Listen` succeeded, on this port.
     Listening {
         /// The socket.
         fd: Fd,
+        /// The port (chosen by the stack when `Listen` asked for 0).
+        port: u16,
     },
     /// A `Listen` or `Connect` failed at once.
     Failed {
@@ -171,7 +173,7 @@ pub enum Msg {
 impl core::fmt::Debug for Msg {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Msg::Listening { fd } => write!(f, "Listening({fd})"),
+            Msg::Listening { fd, port } => write!(f, "Listening({fd}, {port})"),
             Msg::Failed { fd, err } => write!(f, "Failed({fd}, {err:?})"),
             Msg::Connecting { fd, local } => write!(f, "Connecting({fd}, {local})"),
             Msg::Connected { fd } => write!(f, "Connected({fd})"),

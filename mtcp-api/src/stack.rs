@@ -400,8 +400,8 @@ impl StackCore {
     pub fn command(&mut self, cmd: Cmd) {
         let now = self.now();
         match cmd {
-            Cmd::Listen { fd, port, backlog } => match self.ep.listen(port, backlog.max(1)) {
-                Ok(h) => {
+            Cmd::Listen { fd, port, backlog } => match self.listen(port, backlog.max(1)) {
+                Ok((h, port)) => {
                     self.install(
                         fd,
                         h,
@@ -411,7 +411,7 @@ impl StackCore {
                             opts: SockOpts::default(),
                         }),
                     );
-                    self.out.push_back(Msg::Listening { fd });
+                    self.out.push_back(Msg::Listening { fd, port });
                 }
                 Err(e) => self.out.push_back(Msg::Failed { fd, err: e.into() }),
             },
@@ -479,6 +479,31 @@ impl StackCore {
                 }
             }
         }
+    }
+
+    /// Listens on `port`, or on a free ephemeral port for 0 (tried from a point that moves
+    /// with every call, as Linux picks one).
+    fn listen(
+        &mut self,
+        port: u16,
+        backlog: usize,
+    ) -> Result<(Handle, u16), tcp_core::SocketError> {
+        if port != 0 {
+            return self.ep.listen(port, backlog).map(|h| (h, port));
+        }
+        let range = self.ep.config().ephemeral_ports.clone();
+        let (lo, hi) = (u32::from(*range.start()), u32::from(*range.end()));
+        let span = hi - lo + 1;
+        let start = (self.stats.commands as u32).wrapping_mul(2_654_435_761) % span;
+        for k in 0..span {
+            let p = (lo + (start + k) % span) as u16;
+            match self.ep.listen(p, backlog) {
+                Ok(h) => return Ok((h, p)),
+                Err(tcp_core::SocketError::AddrInUse) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(tcp_core::SocketError::PortsExhausted)
     }
 
     fn adopt(&mut self, fd: Fd, handle: Handle, opts: SockOpts) {
