@@ -13,4 +13,5 @@ pub mod afp_bench;
 pub mod core_bench;
 pub mod cpu;
 pub mod netns;
+pub mod pingpong;
 pub mod psio_bench;

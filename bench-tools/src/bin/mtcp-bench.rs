@@ -1,7 +1,7 @@
 //! `mtcp-bench <name> [--json PATH] [options]`: every benchmark of mtcp-rs, one subcommand
 //! each. Results print as a table; `--json PATH` also writes them as a JSON array.
 
-use bench_tools::{core_bench, psio_bench};
+use bench_tools::{core_bench, pingpong, psio_bench};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: mtcp-bench <benchmark> [--json PATH] [options]
@@ -18,7 +18,16 @@ benchmarks:
                    --concurrency N,N,...  --max-concurrency N  --buffer BYTES (default 2048)
                    --no-smoltcp  --no-mtcp-rs  --smoltcp-max N (default 4096)
                    --no-short  --no-bulk  --no-idle
-                   --idle-conns N (default 65536)  --smoltcp-idle-conns N (default 4096)";
+                   --idle-conns N (default 65536)  --smoltcp-idle-conns N (default 4096)
+  pingpong
+          64 B request/response over mtcp-rs (two mtcp-api instances in this process over a
+          shared-memory link) and over Linux's loopback, the same epoll application on both:
+          tx/s, process CPU µs per transaction (all threads, getrusage), p50/p99 latency, and
+          Linux's CPU per transaction over mtcp-rs's
+          options: --mode new-conn|persistent|all (default all)  --concurrency N,N,... (default 64)
+                   --cores C (per side, default 1)  --stack mtcp-shm|linux-loopback|all
+                   (default all)  --seconds S (per window, default 2)  --runs R (default 3,
+                   medians)  --no-pin";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,8 +51,11 @@ fn run(args: &[String]) -> Result<(), String> {
     };
     let mut json = None;
     let mut runs = None;
+    let mut seconds = None;
+    let mut concurrency = None;
     let mut psio = psio_bench::Options::default();
     let mut core = core_bench::Options::default();
+    let mut pingpong = pingpong::Options::default();
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         let mut value = |flag: &str| {
@@ -57,12 +69,14 @@ fn run(args: &[String]) -> Result<(), String> {
             "--frames" => psio.frames = number("--frames", &value("--frames")?)?,
             "--no-af-packet" => psio.no_af_packet = true,
             "--no-shm" => psio.no_shm = true,
-            "--seconds" => core.seconds = number("--seconds", &value("--seconds")?)?,
+            "--seconds" => seconds = Some(number("--seconds", &value("--seconds")?)?),
             "--concurrency" => {
-                core.concurrency = value("--concurrency")?
-                    .split(',')
-                    .map(|c| number("--concurrency", c.trim()))
-                    .collect::<Result<_, _>>()?
+                concurrency = Some(
+                    value("--concurrency")?
+                        .split(',')
+                        .map(|c| number("--concurrency", c.trim()))
+                        .collect::<Result<Vec<usize>, _>>()?,
+                )
             }
             "--max-concurrency" => {
                 core.max_concurrency = number("--max-concurrency", &value("--max-concurrency")?)?
@@ -81,6 +95,10 @@ fn run(args: &[String]) -> Result<(), String> {
                 core.smoltcp_idle_conns =
                     number("--smoltcp-idle-conns", &value("--smoltcp-idle-conns")?)?
             }
+            "--mode" => pingpong.modes = pingpong::Mode::parse_list(&value("--mode")?)?,
+            "--stack" => pingpong.stacks = pingpong::Stack::parse_list(&value("--stack")?)?,
+            "--cores" => pingpong.cores = number("--cores", &value("--cores")?)?,
+            "--no-pin" => pingpong.pin = false,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -105,6 +123,12 @@ fn run(args: &[String]) -> Result<(), String> {
             if let Some(r) = runs {
                 core.runs = r;
             }
+            if let Some(s) = seconds {
+                core.seconds = s;
+            }
+            if let Some(c) = concurrency {
+                core.concurrency = c;
+            }
             if !core.seconds.is_finite() || core.seconds <= 0.0 || core.runs == 0 {
                 return Err("--seconds and --runs must be positive".into());
             }
@@ -114,6 +138,40 @@ fn run(args: &[String]) -> Result<(), String> {
                 core.seconds, core.runs
             );
             let records = core_bench::run(&core)?;
+            serde_json::to_string_pretty(&records)
+        }
+        "pingpong" => {
+            if let Some(r) = runs {
+                pingpong.runs = r;
+            }
+            if let Some(s) = seconds {
+                pingpong.seconds = s;
+            }
+            if let Some(c) = concurrency {
+                pingpong.concurrency = c;
+            }
+            if !pingpong.seconds.is_finite() || pingpong.seconds <= 0.0 || pingpong.runs == 0 {
+                return Err("--seconds and --runs must be positive".into());
+            }
+            println!(
+                "pingpong: windows of {} s after a warm-up, median of {} runs; CPU µs/tx = \
+                 getrusage(RUSAGE_SELF) user+sys of this whole process (client, server and \
+                 stack threads; Linux's loopback softirq work runs in the sockets' system \
+                 calls) per transaction; linux/mtcp = Linux's CPU µs/tx over mtcp-rs's (x \
+                 less CPU per transaction). new-conn: the client closes with a reset on both \
+                 stacks (Linux SO_LINGER 0, mtcp-rs Context::abort), the server closes right \
+                 after its response",
+                pingpong.seconds, pingpong.runs
+            );
+            if pingpong.pin {
+                println!(
+                    "threads pinned (on 2 CPUs: mtcp-rs's stack threads on one, its \
+                     application threads on the other; Linux's server thread on one, its \
+                     client thread on the other; --no-pin leaves it to the scheduler)"
+                );
+            }
+            pingpong::print_header();
+            let records = pingpong::run(&pingpong)?;
             serde_json::to_string_pretty(&records)
         }
         "-h" | "--help" => {

@@ -1,0 +1,1793 @@
+//! `mtcp-bench pingpong`: 64-byte requests and responses over mtcp-rs and over Linux, the
+//! same application on both, side by side in one invocation.
+//!
+//! ## What runs
+//! One process holds both ends. For each core `i` of `--cores C` there is a server thread
+//! and a client thread, each with one epoll instance, running the same code (`Server` and
+//! `Client`) over a small socket interface (`Net`) with two implementations:
+//!
+//! - **mtcp-shm** (`MtcpNet`): two `mtcp_api::init` instances in this process, the server
+//!   at 10.0.0.2 and the client at 10.0.0.1, `C` cores (stack threads) each, linked by one
+//!   named shared-memory port `shm:pingpong-<pid>-<n>/q=C` (`n` counts the runs of the
+//!   process, so that no run meets the previous run's link), with static ARP entries both
+//!   ways. Queue `i` of the link joins client core `i` to server core `i` only, so each core
+//!   pair is a link of its own and no RSS steering is needed. The application threads use
+//!   mtcp-api's public calls only (`Context`: sockets and epoll).
+//! - **linux-loopback** (`LinuxNet`): kernel TCP sockets on 127.0.0.1 through `nix`:
+//!   non-blocking sockets and epoll; each server thread has its own listener on one shared
+//!   port (`SO_REUSEPORT`; the kernel spreads connections over them).
+//!
+//! Every listener exists before any client starts (they are created before the threads).
+//! Connections are registered edge-triggered for `IN|OUT` (listeners level-triggered for
+//! `IN`): one `epoll_ctl` per connection on both stacks, and every event makes the
+//! application go as far as it can (read or write until `EAGAIN`). Event tokens carry a
+//! generation number, so an event for a slot's previous connection is ignored.
+//!
+//! ## Workloads (`--mode`)
+//! - **new-conn**: a client slot connects, writes a 64-byte request once connected, reads
+//!   the 64-byte response, closes *with a reset* and connects again. The server accepts,
+//!   reads the request, writes the response and closes at once (FIN after the response), as
+//!   mTCP's `epserver` does for a request without keep-alive; it never waits for the
+//!   client. The client's close is an abortive close on both stacks, `SO_LINGER` 0 on Linux
+//!   (as the calibration in NOTES.md did) and `Context::abort` on mtcp-rs: the reset ends
+//!   the server's FIN-WAIT, so neither end enters TIME-WAIT and ports never run out. Latency
+//!   is connect to last response byte.
+//! - **persistent**: `concurrency` connections are opened once and each runs a ping-pong
+//!   (request, response, next request); latency is request write to last response byte.
+//!
+//! Both stacks keep their defaults (Nagle and delayed ACKs on: with one message outstanding
+//! per direction neither delays anything, as each message's predecessor is acknowledged by
+//! the reply; TIME-WAIT 60 s on both, never entered), except that mtcp-rs's connection
+//! table is raised to `4 × concurrency` when that is above its default. A request carries a unique token; the server checks the request and answers
+//! with the token and another fixed pattern; the client checks every response byte.
+//!
+//! ## Measurement
+//! `--concurrency N` connections are in flight (split over the `C` client threads); threads
+//! run until told to stop. After a warm-up (every client thread has completed a transaction
+//! and `min(seconds / 5, 0.2 s)` has passed) the main thread takes a window of `--seconds`:
+//! transactions completed (counters the clients bump per transaction), wall time, and CPU
+//! time of the whole process, `getrusage(RUSAGE_SELF)` user + system, before and after. That
+//! counts every thread of both ends, the stack threads included; for Linux the loopback
+//! softirq work runs in the sending syscall and is included too (this kernel has no
+//! `IRQ_TIME_ACCOUNTING`, so it is charged to the thread). Softirq work deferred to
+//! `ksoftirqd` is not in the process: it is measured alongside (its `schedstat`) and a note
+//! is printed when it exceeds 2 % of the process's CPU. Likewise the busy time of all CPUs
+//! (`/proc/stat`) minus both: a note says when other processes kept more than 5 % of a CPU
+//! busy during the windows, as the figures are then disturbed. Clients record per-transaction
+//! latencies during the window in a log-linear histogram (1/64 relative resolution).
+//!
+//! `tx_per_s` = transactions / wall, `cpu_us_per_tx` = CPU / transactions; each figure is
+//! the median over `--runs` runs (each figure on its own). Each run sets both ends up from
+//! scratch and tears them down (threads joined, sockets and epolls closed, `Mtcp::destroy`),
+//! and the runs of the two stacks alternate (mtcp-rs, Linux, mtcp-rs, …), so that the
+//! drift of a shared host's speed reaches both alike.
+//!
+//! Any error (a failed call, a wrong or short response, an unexpected end of stream or
+//! reset, a stack thread that failed) fails the run and the command, with the first
+//! messages; no figure is reported from a run with errors. Retransmissions, drops and
+//! timeouts counted by the mtcp-rs stacks (`StackStats`) are not errors (TCP recovers) but
+//! mark the figures, so a note under the table gives them. Errors after the window (resets
+//! of connections torn down mid-transaction) are expected and not counted.
+//!
+//! ## Threads and CPUs
+//! With pinning (the default; `--no-pin` leaves placement to the scheduler), with `n` CPUs:
+//! - Linux: the server thread of core `i` on CPU `2i mod n`, the client thread on
+//!   `2i + 1 mod n`, as in the calibration of NOTES.md (kernel work runs in their calls).
+//! - mtcp-rs: side `s` (0 server, 1 client) of core `i` gets the CPU pair `4i + 2s` (its
+//!   stack thread) and `4i + 2s + 1` (its application thread), modulo `n`. On a 2-CPU
+//!   machine that puts both stack threads on CPU 0 and both application threads on CPU 1.
+//!   mTCP's own layout, each application thread on its stack thread's CPU (server on 0,
+//!   client on 1), measured about twice the CPU per transaction here at 64 connections:
+//!   14–15 µs per new-conn and 6.7–6.8 µs per persistent transaction, against 8.1–8.6 and
+//!   3.2–4.0 µs with this layout (medians of 5 runs, two sets). Each message wakes the
+//!   other thread of the same CPU, which preempts the sender (0.6 involuntary context
+//!   switches per new-conn transaction against 0.2), so batches stay small. Leaving
+//!   placement to the scheduler (`--no-pin`) gave 8.2–10.9 and 3.7–3.8 µs.
+//!
+//! What it does not measure: a NIC, a network between two hosts, loss, or more than one
+//! process.
+
+use crate::core_bench::{check_response, request, response_to, MSG_LEN};
+use crate::cpu::{median, pin};
+use core::net::{Ipv4Addr, SocketAddrV4};
+use mtcp_api::{Config, Context, EpollOp, Events, Fd, Mtcp};
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollFlags, EpollTimeout};
+use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, MsgFlags, SockFlag, SockType};
+use serde::Serialize;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The server's address on the mtcp-rs link.
+pub const MTCP_SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+/// The client's address on the mtcp-rs link.
+pub const MTCP_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+/// The port the mtcp-rs server listens on (Linux's is chosen by the kernel).
+pub const MTCP_PORT: u16 = 8080;
+
+/// How long application threads sleep in `epoll_wait` before looking at the stop flags.
+const WAIT_MS: u16 = 10;
+/// Events taken per `epoll_wait`.
+const EVENTS: usize = 256;
+/// Event token of a listener; connections use `generation << 32 | slot`.
+const LISTENER: u64 = u64::MAX;
+/// Error messages kept per thread (all errors are counted).
+const MAX_LOGGED: usize = 5;
+/// A warm-up in which some client completes nothing for this long fails the run.
+const WARMUP_LIMIT: Duration = Duration::from_secs(20);
+/// A note is printed when `ksoftirqd` ran more than this share of the process's CPU time.
+const SOFTIRQ_NOTE: f64 = 0.02;
+/// A note is printed when other processes kept this share of one CPU busy in the windows.
+const OTHERS_NOTE: f64 = 0.05;
+
+// ---------------------------------------------------------------------------------------------
+// Options, records
+// ---------------------------------------------------------------------------------------------
+
+/// The two workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Connect, 64 B request, 64 B response, close, per transaction.
+    NewConn,
+    /// Long-lived connections, one 64 B request/response per transaction.
+    Persistent,
+}
+
+impl Mode {
+    /// Both, in table order.
+    pub const ALL: [Mode; 2] = [Mode::NewConn, Mode::Persistent];
+
+    /// The name in options and records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::NewConn => "new-conn",
+            Mode::Persistent => "persistent",
+        }
+    }
+
+    /// Parses `new-conn`, `persistent` or `all`.
+    pub fn parse_list(text: &str) -> Result<Vec<Mode>, String> {
+        match text {
+            "all" => Ok(Mode::ALL.to_vec()),
+            _ => Mode::ALL
+                .into_iter()
+                .find(|m| m.name() == text)
+                .map(|m| vec![m])
+                .ok_or_else(|| format!("--mode is new-conn, persistent or all, not {text:?}")),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The two stacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    /// mtcp-rs: two `mtcp_api` instances over a shared-memory link.
+    MtcpShm,
+    /// Linux's TCP over 127.0.0.1.
+    LinuxLoopback,
+}
+
+impl Stack {
+    /// Both, in table order.
+    pub const ALL: [Stack; 2] = [Stack::MtcpShm, Stack::LinuxLoopback];
+
+    /// The name in options and records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stack::MtcpShm => "mtcp-shm",
+            Stack::LinuxLoopback => "linux-loopback",
+        }
+    }
+
+    /// Parses `mtcp-shm`, `linux-loopback` or `all`.
+    pub fn parse_list(text: &str) -> Result<Vec<Stack>, String> {
+        match text {
+            "all" => Ok(Stack::ALL.to_vec()),
+            _ => Stack::ALL
+                .into_iter()
+                .find(|s| s.name() == text)
+                .map(|s| vec![s])
+                .ok_or_else(|| format!("--stack is mtcp-shm, linux-loopback or all, not {text:?}")),
+        }
+    }
+}
+
+impl fmt::Display for Stack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Options of the `pingpong` subcommand.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Workloads, in order.
+    pub modes: Vec<Mode>,
+    /// Connections in flight, one table row per level.
+    pub concurrency: Vec<usize>,
+    /// Cores per side: stack threads per mtcp-rs instance, server and client threads.
+    pub cores: usize,
+    /// Stacks measured.
+    pub stacks: Vec<Stack>,
+    /// Seconds per measured window.
+    pub seconds: f64,
+    /// Runs per case (medians are reported).
+    pub runs: usize,
+    /// Pin threads to CPUs (see the module doc).
+    pub pin: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            modes: Mode::ALL.to_vec(),
+            concurrency: vec![64],
+            cores: 1,
+            stacks: Stack::ALL.to_vec(),
+            seconds: 2.0,
+            runs: 3,
+            pin: true,
+        }
+    }
+}
+
+/// One line of the result, one JSON record.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Record {
+    /// `mtcp-shm` or `linux-loopback`.
+    pub stack: String,
+    /// `new-conn` or `persistent`.
+    pub mode: String,
+    /// Connections in flight.
+    pub concurrency: usize,
+    /// Cores per side.
+    pub cores: usize,
+    /// Transactions per wall second (median of the runs).
+    pub tx_per_s: f64,
+    /// Process CPU µs (user + system, all threads) per transaction (median of the runs).
+    pub cpu_us_per_tx: f64,
+    /// Median transaction latency, µs (median of the runs).
+    pub p50_us: f64,
+    /// 99th percentile transaction latency, µs (median of the runs).
+    pub p99_us: f64,
+}
+
+/// One run's parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// The workload.
+    pub mode: Mode,
+    /// Connections in flight (at least `cores`).
+    pub concurrency: usize,
+    /// Cores per side.
+    pub cores: usize,
+    /// Seconds of the measured window.
+    pub seconds: f64,
+    /// Pin threads to CPUs.
+    pub pin: bool,
+}
+
+impl Plan {
+    /// Connections of client thread `i`.
+    fn conns(&self, i: usize) -> usize {
+        self.concurrency / self.cores + usize::from(i < self.concurrency % self.cores)
+    }
+
+    /// The CPU of a thread of side `side` (0 server, 1 client) of core `i`, when pinning
+    /// (see the module doc): mtcp-rs's stack (`app` false) and application threads, or
+    /// Linux's application threads.
+    fn cpu(&self, stack: Stack, side: usize, i: usize, app: bool) -> Option<usize> {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpu = match stack {
+            Stack::MtcpShm => 4 * i + 2 * side + usize::from(app),
+            Stack::LinuxLoopback => 2 * i + side,
+        };
+        (self.pin && n > 1).then_some(cpu % n)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.cores == 0 || self.cores > 64 {
+            return Err("--cores must be 1..=64".into());
+        }
+        if self.concurrency < self.cores {
+            return Err(format!(
+                "--concurrency {} is below --cores {}: every client thread needs a connection",
+                self.concurrency, self.cores
+            ));
+        }
+        if !self.seconds.is_finite() || self.seconds <= 0.0 {
+            return Err("--seconds must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Transactions completed in the window.
+    pub tx: u64,
+    /// Wall time of the window.
+    pub wall: Duration,
+    /// Process CPU time (user + system) in the window.
+    pub cpu: Duration,
+    /// CPU time of the `ksoftirqd` threads in the window (not part of `cpu`).
+    pub ksoftirqd: Duration,
+    /// CPU time of everything else on the machine in the window (all CPUs busy, minus `cpu`
+    /// and `ksoftirqd`; 10 ms resolution): other processes disturbing the figures.
+    pub others: Duration,
+    /// Latencies of the transactions completed in the window.
+    pub latency: Histogram,
+    /// mtcp-rs: the stacks' retransmissions, drops and timeouts over the whole run (warm-up
+    /// and teardown included), when there were any.
+    pub stack_note: Option<String>,
+}
+
+impl Sample {
+    /// Transactions per wall second.
+    pub fn tx_per_s(&self) -> f64 {
+        self.tx as f64 / self.wall.as_secs_f64()
+    }
+
+    /// Process CPU µs per transaction.
+    pub fn cpu_us_per_tx(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.tx as f64
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Latency histogram
+// ---------------------------------------------------------------------------------------------
+
+/// Sub-buckets per power of two (relative resolution 1/64).
+const SUB: u64 = 64;
+/// Values below this are their own bucket.
+const LINEAR: u64 = 2 * SUB;
+/// Buckets for every `u64`.
+const BUCKETS: usize = (LINEAR + (64 - 7) * SUB) as usize;
+
+/// A log-linear histogram of nanosecond values: exact below 128 ns, then 64 buckets per
+/// power of two. Recording is an index computation and an increment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::new()
+    }
+}
+
+impl Histogram {
+    /// An empty histogram.
+    pub fn new() -> Histogram {
+        Histogram {
+            counts: vec![0; BUCKETS],
+            total: 0,
+        }
+    }
+
+    fn index(ns: u64) -> usize {
+        if ns < LINEAR {
+            return ns as usize;
+        }
+        let e = 63 - u64::from(ns.leading_zeros()); // >= 7
+        let sub = (ns >> (e - 6)) & (SUB - 1);
+        (LINEAR + (e - 7) * SUB + sub) as usize
+    }
+
+    /// The middle of bucket `i`'s range, ns.
+    fn value(i: usize) -> f64 {
+        let i = i as u64;
+        if i < LINEAR {
+            return i as f64;
+        }
+        let e = (i - LINEAR) / SUB + 7;
+        let sub = (i - LINEAR) % SUB;
+        let width = 1u64 << (e - 6);
+        ((SUB + sub) * width) as f64 + (width as f64 - 1.0) / 2.0
+    }
+
+    /// Records one value.
+    pub fn record(&mut self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.counts[Self::index(ns)] += 1;
+        self.total += 1;
+    }
+
+    /// Adds another histogram's values.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+    }
+
+    /// Values recorded.
+    pub fn len(&self) -> u64 {
+        self.total
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The `q` quantile (0 < q ≤ 1), µs; `None` when empty.
+    pub fn quantile_us(&self, q: f64) -> Option<f64> {
+        if self.total == 0 {
+            return None;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(Self::value(i) / 1000.0);
+            }
+        }
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The socket interface both applications run on
+// ---------------------------------------------------------------------------------------------
+
+/// What an `epoll_wait` reported for one registration.
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    token: u64,
+    writable: bool,
+    /// `ERR` or `HUP`.
+    failed: bool,
+}
+
+/// One application thread's view of a stack: its sockets and one epoll instance. Every
+/// socket is non-blocking; connections are registered edge-triggered for `IN|OUT` with the
+/// token given, listeners level-triggered for `IN`. Errors are `io::Error`s (`WouldBlock`
+/// when a call cannot complete now).
+trait Net {
+    /// A socket.
+    type Sock;
+    /// A listener on `port` (every local address of the stack).
+    fn listen(&mut self, port: u16, backlog: usize, token: u64) -> io::Result<Self::Sock>;
+    /// A connection waiting on `listener`, registered with `token`; `None` when none waits.
+    fn accept(&mut self, listener: &Self::Sock, token: u64) -> io::Result<Option<Self::Sock>>;
+    /// Starts a connection to `to`, registered with `token`; OUT or ERR tells how it ended.
+    fn connect(&mut self, to: SocketAddrV4, token: u64) -> io::Result<Self::Sock>;
+    /// `SO_ERROR`.
+    fn take_error(&mut self, s: &Self::Sock) -> io::Result<Option<io::Error>>;
+    /// `recv`: `Ok(0)` at end of stream.
+    fn read(&mut self, s: &Self::Sock, buf: &mut [u8]) -> io::Result<usize>;
+    /// `send`: bytes taken.
+    fn write(&mut self, s: &Self::Sock, data: &[u8]) -> io::Result<usize>;
+    /// Graceful close (FIN after the data written).
+    fn close(&mut self, s: Self::Sock) -> io::Result<()>;
+    /// Abortive close (RST): `SO_LINGER` 0.
+    fn abort(&mut self, s: Self::Sock) -> io::Result<()>;
+    /// `epoll_wait` for at most `timeout_ms`; fills `out` (cleared first).
+    fn wait(&mut self, out: &mut Vec<Ready>, timeout_ms: u16) -> io::Result<()>;
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// [`Net`] over one mtcp-rs context.
+struct MtcpNet {
+    ctx: Context,
+    ep: Fd,
+    events: Vec<mtcp_api::EpollEvent>,
+}
+
+impl MtcpNet {
+    fn new(mut ctx: Context, registrations: usize) -> io::Result<MtcpNet> {
+        let ep = ctx.epoll_create(registrations)?;
+        Ok(MtcpNet {
+            ctx,
+            ep,
+            events: vec![mtcp_api::EpollEvent::default(); EVENTS],
+        })
+    }
+
+    /// Registers a connection, closing it if that fails.
+    fn register(&mut self, fd: Fd, token: u64) -> io::Result<Fd> {
+        let interest = Events::IN | Events::OUT | Events::ET;
+        match self
+            .ctx
+            .epoll_ctl(self.ep, EpollOp::Add, fd, interest, token)
+        {
+            Ok(()) => Ok(fd),
+            Err(e) => {
+                let _ = self.ctx.close(fd);
+                Err(e.into())
+            }
+        }
+    }
+}
+
+impl Net for MtcpNet {
+    type Sock = Fd;
+
+    fn listen(&mut self, port: u16, backlog: usize, token: u64) -> io::Result<Fd> {
+        let s = self.ctx.socket()?;
+        self.ctx
+            .bind(s, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))?;
+        self.ctx.listen(s, backlog)?;
+        self.ctx
+            .epoll_ctl(self.ep, EpollOp::Add, s, Events::IN, token)?;
+        Ok(s)
+    }
+
+    fn accept(&mut self, listener: &Fd, token: u64) -> io::Result<Option<Fd>> {
+        match self.ctx.accept(*listener) {
+            Ok((fd, _)) => self.register(fd, token).map(Some),
+            Err(mtcp_api::Error::WouldBlock) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn connect(&mut self, to: SocketAddrV4, token: u64) -> io::Result<Fd> {
+        let s = self.ctx.socket()?;
+        match self.ctx.connect(s, to) {
+            Ok(()) | Err(mtcp_api::Error::InProgress) => self.register(s, token),
+            Err(e) => {
+                let _ = self.ctx.close(s);
+                Err(e.into())
+            }
+        }
+    }
+
+    fn take_error(&mut self, s: &Fd) -> io::Result<Option<io::Error>> {
+        Ok(self.ctx.take_error(*s)?.map(io::Error::from))
+    }
+
+    fn read(&mut self, s: &Fd, buf: &mut [u8]) -> io::Result<usize> {
+        Ok(self.ctx.read(*s, buf)?)
+    }
+
+    fn write(&mut self, s: &Fd, data: &[u8]) -> io::Result<usize> {
+        Ok(self.ctx.write(*s, data)?)
+    }
+
+    fn close(&mut self, s: Fd) -> io::Result<()> {
+        Ok(self.ctx.close(s)?)
+    }
+
+    fn abort(&mut self, s: Fd) -> io::Result<()> {
+        Ok(self.ctx.abort(s)?)
+    }
+
+    fn wait(&mut self, out: &mut Vec<Ready>, timeout_ms: u16) -> io::Result<()> {
+        let n = self
+            .ctx
+            .epoll_wait(self.ep, &mut self.events, i32::from(timeout_ms))?;
+        out.clear();
+        out.extend(self.events[..n].iter().map(|e| Ready {
+            token: e.data,
+            writable: e.events.contains(Events::OUT),
+            failed: e.events.intersects(Events::ERR | Events::HUP),
+        }));
+        Ok(())
+    }
+}
+
+/// [`Net`] over Linux's sockets and one epoll instance.
+struct LinuxNet {
+    ep: Epoll,
+    events: Vec<nix::sys::epoll::EpollEvent>,
+}
+
+impl LinuxNet {
+    fn new() -> io::Result<LinuxNet> {
+        Ok(LinuxNet {
+            ep: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+            events: vec![nix::sys::epoll::EpollEvent::empty(); EVENTS],
+        })
+    }
+
+    fn tcp_socket() -> io::Result<OwnedFd> {
+        Ok(socket::socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?)
+    }
+
+    fn register(&self, fd: OwnedFd, token: u64) -> io::Result<OwnedFd> {
+        let interest = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLET;
+        self.ep
+            .add(&fd, nix::sys::epoll::EpollEvent::new(interest, token))?;
+        Ok(fd)
+    }
+
+    /// The port a socket is bound to.
+    fn local_port(s: &OwnedFd) -> io::Result<u16> {
+        Ok(socket::getsockname::<socket::SockaddrIn>(s.as_raw_fd())?.port())
+    }
+}
+
+impl Net for LinuxNet {
+    type Sock = OwnedFd;
+
+    fn listen(&mut self, port: u16, backlog: usize, token: u64) -> io::Result<OwnedFd> {
+        let s = Self::tcp_socket()?;
+        socket::setsockopt(&s, sockopt::ReuseAddr, &true)?;
+        socket::setsockopt(&s, sockopt::ReusePort, &true)?;
+        let addr = socket::SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        socket::bind(s.as_raw_fd(), &addr)?;
+        let max = i32::from(Backlog::MAXCONN);
+        let backlog = Backlog::new(i32::try_from(backlog).unwrap_or(max).min(max))?;
+        socket::listen(&s, backlog)?;
+        self.ep.add(
+            &s,
+            nix::sys::epoll::EpollEvent::new(EpollFlags::EPOLLIN, token),
+        )?;
+        Ok(s)
+    }
+
+    fn accept(&mut self, listener: &OwnedFd, token: u64) -> io::Result<Option<OwnedFd>> {
+        loop {
+            let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+            match socket::accept4(listener.as_fd(), flags) {
+                Ok(fd) => return self.register(fd, token).map(Some),
+                Err(Errno::EAGAIN) => return Ok(None),
+                // accept(2): a connection reset while queued; take the next one.
+                Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn connect(&mut self, to: SocketAddrV4, token: u64) -> io::Result<OwnedFd> {
+        let s = Self::tcp_socket()?;
+        match socket::connect(s.as_raw_fd(), &socket::SockaddrIn::from(to)) {
+            Ok(()) | Err(Errno::EINPROGRESS) => self.register(s, token),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn take_error(&mut self, s: &OwnedFd) -> io::Result<Option<io::Error>> {
+        let e = socket::getsockopt(s, sockopt::SocketError)?;
+        Ok((e != 0).then(|| io::Error::from_raw_os_error(e)))
+    }
+
+    fn read(&mut self, s: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match socket::recv(s.as_raw_fd(), buf, MsgFlags::empty()) {
+                Err(Errno::EINTR) => continue,
+                r => return r.map_err(io::Error::from),
+            }
+        }
+    }
+
+    fn write(&mut self, s: &OwnedFd, data: &[u8]) -> io::Result<usize> {
+        loop {
+            match socket::send(s.as_raw_fd(), data, MsgFlags::MSG_NOSIGNAL) {
+                Err(Errno::EINTR) => continue,
+                r => return r.map_err(io::Error::from),
+            }
+        }
+    }
+
+    fn close(&mut self, s: OwnedFd) -> io::Result<()> {
+        // Closing the only descriptor of the socket also removes it from the epoll set.
+        drop(s);
+        Ok(())
+    }
+
+    fn abort(&mut self, s: OwnedFd) -> io::Result<()> {
+        let zero = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        socket::setsockopt(&s, sockopt::Linger, &zero)?;
+        drop(s);
+        Ok(())
+    }
+
+    fn wait(&mut self, out: &mut Vec<Ready>, timeout_ms: u16) -> io::Result<()> {
+        out.clear();
+        let n = match self
+            .ep
+            .wait(&mut self.events, EpollTimeout::from(timeout_ms))
+        {
+            Ok(n) => n,
+            Err(Errno::EINTR) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        out.extend(self.events[..n].iter().map(|e| {
+            Ready {
+                token: e.data(),
+                writable: e.events().contains(EpollFlags::EPOLLOUT),
+                failed: e
+                    .events()
+                    .intersects(EpollFlags::EPOLLERR | EpollFlags::EPOLLHUP),
+            }
+        }));
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The application: shared state, client, server
+// ---------------------------------------------------------------------------------------------
+
+/// A counter on a cache line of its own: each client thread bumps one per transaction.
+#[repr(align(64))]
+#[derive(Debug, Default)]
+struct Counter(AtomicU64);
+
+/// What the main thread and the application threads share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Clients: abort every connection and return. Servers: errors are no longer counted
+    /// (clients tear connections down mid-transaction).
+    stop: AtomicBool,
+    /// Servers: close everything and return (set once the clients have returned).
+    exit: AtomicBool,
+    /// Clients record latencies while set (the measured window).
+    measuring: AtomicBool,
+    /// Errors counted so far, every thread.
+    errors: AtomicU64,
+    /// Transactions completed, per client thread.
+    done: Vec<Counter>,
+}
+
+impl Shared {
+    fn new(clients: usize) -> Shared {
+        Shared {
+            done: (0..clients).map(|_| Counter::default()).collect(),
+            ..Shared::default()
+        }
+    }
+
+    fn completed(&self) -> u64 {
+        self.done.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// Errors of one thread: all counted, the first few kept.
+#[derive(Debug, Default)]
+struct ErrorLog {
+    who: String,
+    count: u64,
+    first: Vec<String>,
+}
+
+impl ErrorLog {
+    fn new(who: String) -> ErrorLog {
+        ErrorLog {
+            who,
+            ..ErrorLog::default()
+        }
+    }
+
+    fn add(&mut self, shared: &Shared, msg: impl fmt::Display) {
+        self.count += 1;
+        shared.errors.fetch_add(1, Ordering::Relaxed);
+        if self.first.len() < MAX_LOGGED {
+            self.first.push(format!("{}: {msg}", self.who));
+        }
+    }
+}
+
+/// What an application thread hands back.
+#[derive(Debug, Default)]
+struct Report {
+    errors: ErrorLog,
+    latency: Option<Histogram>,
+}
+
+fn token(slot: usize, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | slot as u64
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientPhase {
+    /// No connection (after an error, or before the first connect).
+    Idle,
+    Connecting,
+    Sending,
+    Receiving,
+}
+
+struct ClientSlot<S> {
+    generation: u32,
+    sock: Option<S>,
+    phase: ClientPhase,
+    /// The current transaction's token and request.
+    tx: u64,
+    req: [u8; MSG_LEN],
+    sent: usize,
+    resp: [u8; MSG_LEN],
+    got: usize,
+    /// Start of the current transaction.
+    t0: Instant,
+}
+
+/// The client of one core: `slots` connections, each a closed loop of transactions.
+struct Client<'a, N: Net> {
+    net: N,
+    mode: Mode,
+    to: SocketAddrV4,
+    slots: Vec<ClientSlot<N::Sock>>,
+    /// This thread's index in [`Shared::done`].
+    me: usize,
+    next_tx: u64,
+    shared: &'a Shared,
+    latency: Histogram,
+    errors: ErrorLog,
+}
+
+impl<'a, N: Net> Client<'a, N> {
+    fn run(
+        net: N,
+        plan: Plan,
+        me: usize,
+        to: SocketAddrV4,
+        shared: &'a Shared,
+        who: String,
+    ) -> Report {
+        let now = Instant::now();
+        let mut c = Client {
+            net,
+            mode: plan.mode,
+            to,
+            slots: (0..plan.conns(me))
+                .map(|_| ClientSlot {
+                    generation: 0,
+                    sock: None,
+                    phase: ClientPhase::Idle,
+                    tx: 0,
+                    req: [0; MSG_LEN],
+                    sent: 0,
+                    resp: [0; MSG_LEN],
+                    got: 0,
+                    t0: now,
+                })
+                .collect(),
+            me,
+            // Tokens are unique across client threads.
+            next_tx: (me as u64) << 48,
+            shared,
+            latency: Histogram::new(),
+            errors: ErrorLog::new(who),
+        };
+        for i in 0..c.slots.len() {
+            c.start(i);
+        }
+        let mut ready = Vec::with_capacity(EVENTS);
+        while !shared.stop.load(Ordering::Relaxed) {
+            if let Err(e) = c.net.wait(&mut ready, WAIT_MS) {
+                c.errors.add(shared, format_args!("epoll_wait: {e}"));
+                break;
+            }
+            for r in &ready {
+                let i = (r.token & 0xffff_ffff) as usize;
+                if c.slots
+                    .get(i)
+                    .is_some_and(|s| token(i, s.generation) == r.token)
+                {
+                    c.on_ready(i, *r);
+                }
+            }
+        }
+        for i in 0..c.slots.len() {
+            if let Some(s) = c.slots[i].sock.take() {
+                if let Err(e) = c.net.abort(s) {
+                    c.errors.add(shared, format_args!("close at the end: {e}"));
+                }
+            }
+        }
+        Report {
+            errors: c.errors,
+            latency: Some(c.latency),
+        }
+    }
+
+    /// Connects slot `i` (a new transaction in new-conn mode).
+    fn start(&mut self, i: usize) {
+        let s = &mut self.slots[i];
+        s.generation = s.generation.wrapping_add(1);
+        s.t0 = Instant::now();
+        match self.net.connect(self.to, token(i, s.generation)) {
+            Ok(sock) => {
+                s.sock = Some(sock);
+                s.phase = ClientPhase::Connecting;
+            }
+            Err(e) => self.fail(i, format_args!("connect: {e}")),
+        }
+    }
+
+    /// Prepares the next request of slot `i`.
+    fn begin_request(&mut self, i: usize) {
+        self.next_tx += 1;
+        let s = &mut self.slots[i];
+        s.tx = self.next_tx;
+        s.req = request(s.tx);
+        s.sent = 0;
+        s.got = 0;
+        s.phase = ClientPhase::Sending;
+        if self.mode == Mode::Persistent {
+            s.t0 = Instant::now();
+        }
+    }
+
+    fn on_ready(&mut self, i: usize, r: Ready) {
+        let s = &mut self.slots[i];
+        match s.phase {
+            ClientPhase::Idle => return,
+            ClientPhase::Connecting => {
+                let Some(sock) = s.sock.as_ref() else { return };
+                if r.failed {
+                    let why = match self.net.take_error(sock) {
+                        Ok(Some(e)) => e.to_string(),
+                        Ok(None) => "hang-up without a pending error".into(),
+                        Err(e) => format!("SO_ERROR failed: {e}"),
+                    };
+                    self.fail(i, format_args!("connect failed: {why}"));
+                    return;
+                }
+                if !r.writable {
+                    return;
+                }
+                self.begin_request(i);
+            }
+            ClientPhase::Sending | ClientPhase::Receiving => {}
+        }
+        self.drive(i);
+    }
+
+    /// Writes and reads slot `i` as far as it goes.
+    fn drive(&mut self, i: usize) {
+        loop {
+            let s = &mut self.slots[i];
+            let Some(sock) = s.sock.as_ref() else { return };
+            match s.phase {
+                ClientPhase::Idle | ClientPhase::Connecting => return,
+                ClientPhase::Sending => match self.net.write(sock, &s.req[s.sent..]) {
+                    Ok(n) => {
+                        s.sent += n;
+                        if s.sent == MSG_LEN {
+                            s.phase = ClientPhase::Receiving;
+                        }
+                    }
+                    Err(e) if would_block(&e) => return,
+                    Err(e) => return self.fail(i, format_args!("write: {e}")),
+                },
+                ClientPhase::Receiving => {
+                    // Room for more than the response, to catch extra bytes.
+                    let mut buf = [0u8; 2 * MSG_LEN];
+                    match self.net.read(sock, &mut buf) {
+                        Ok(0) => {
+                            let got = s.got;
+                            return self.fail(
+                                i,
+                                format_args!(
+                                    "end of stream after {got} of {MSG_LEN} response bytes"
+                                ),
+                            );
+                        }
+                        Ok(n) if s.got + n > MSG_LEN => {
+                            let extra = s.got + n - MSG_LEN;
+                            return self.fail(i, format_args!("{extra} bytes after the response"));
+                        }
+                        Ok(n) => {
+                            s.resp[s.got..s.got + n].copy_from_slice(&buf[..n]);
+                            s.got += n;
+                            if s.got == MSG_LEN {
+                                self.complete(i);
+                            }
+                        }
+                        Err(e) if would_block(&e) => return,
+                        Err(e) => return self.fail(i, format_args!("read: {e}")),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Slot `i` has its whole response.
+    fn complete(&mut self, i: usize) {
+        let s = &mut self.slots[i];
+        if let Err(m) = check_response(s.tx, &s.resp) {
+            return self.fail(i, m);
+        }
+        if self.shared.measuring.load(Ordering::Relaxed) {
+            self.latency.record(s.t0.elapsed());
+        }
+        self.shared.done[self.me].0.fetch_add(1, Ordering::Relaxed);
+        match self.mode {
+            Mode::Persistent => self.begin_request(i),
+            Mode::NewConn => {
+                let sock = s.sock.take();
+                s.phase = ClientPhase::Idle;
+                if let Some(sock) = sock {
+                    if let Err(e) = self.net.abort(sock) {
+                        return self.errors.add(self.shared, format_args!("close: {e}"));
+                    }
+                }
+                self.start(i);
+            }
+        }
+    }
+
+    /// Counts an error and leaves slot `i` without a connection.
+    fn fail(&mut self, i: usize, msg: impl fmt::Display) {
+        let s = &mut self.slots[i];
+        let tx = s.tx;
+        self.errors.add(
+            self.shared,
+            format_args!("connection {i}, transaction {tx}: {msg}"),
+        );
+        s.phase = ClientPhase::Idle;
+        if let Some(sock) = s.sock.take() {
+            let _ = self.net.abort(sock);
+        }
+    }
+}
+
+struct ServerConn<S> {
+    generation: u32,
+    sock: Option<S>,
+    req: [u8; MSG_LEN],
+    got: usize,
+    resp: [u8; MSG_LEN],
+    /// Response bytes written; `MSG_LEN` when no response is pending.
+    sent: usize,
+}
+
+/// The server of one core: accepts, answers each 64-byte request with a 64-byte response,
+/// and in new-conn mode closes after its response.
+struct Server<'a, N: Net> {
+    net: N,
+    mode: Mode,
+    conns: Vec<ServerConn<N::Sock>>,
+    free: Vec<usize>,
+    shared: &'a Shared,
+    errors: ErrorLog,
+}
+
+impl<'a, N: Net> Server<'a, N> {
+    fn run(net: N, listener: N::Sock, mode: Mode, shared: &'a Shared, who: String) -> Report {
+        let mut s = Server {
+            net,
+            mode,
+            conns: Vec::new(),
+            free: Vec::new(),
+            shared,
+            errors: ErrorLog::new(who),
+        };
+        let mut ready = Vec::with_capacity(EVENTS);
+        while !shared.exit.load(Ordering::Relaxed) {
+            if let Err(e) = s.net.wait(&mut ready, WAIT_MS) {
+                s.errors.add(shared, format_args!("epoll_wait: {e}"));
+                break;
+            }
+            for r in &ready {
+                if r.token == LISTENER {
+                    s.accept_all(&listener);
+                    continue;
+                }
+                let i = (r.token & 0xffff_ffff) as usize;
+                if s.conns
+                    .get(i)
+                    .is_some_and(|c| c.sock.is_some() && token(i, c.generation) == r.token)
+                {
+                    s.drive(i);
+                }
+            }
+        }
+        for i in 0..s.conns.len() {
+            if let Some(sock) = s.conns[i].sock.take() {
+                let _ = s.net.close(sock);
+            }
+        }
+        let _ = s.net.close(listener);
+        Report {
+            errors: s.errors,
+            latency: None,
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.shared.stop.load(Ordering::Relaxed)
+    }
+
+    fn accept_all(&mut self, listener: &N::Sock) {
+        loop {
+            let i = self.free.pop().unwrap_or_else(|| {
+                self.conns.push(ServerConn {
+                    generation: 0,
+                    sock: None,
+                    req: [0; MSG_LEN],
+                    got: 0,
+                    resp: [0; MSG_LEN],
+                    sent: MSG_LEN,
+                });
+                self.conns.len() - 1
+            });
+            let c = &mut self.conns[i];
+            c.generation = c.generation.wrapping_add(1);
+            match self.net.accept(listener, token(i, c.generation)) {
+                Ok(Some(sock)) => {
+                    c.sock = Some(sock);
+                    c.got = 0;
+                    c.sent = MSG_LEN;
+                }
+                Ok(None) => {
+                    self.free.push(i);
+                    return;
+                }
+                Err(e) => {
+                    self.free.push(i);
+                    if !self.stopping() {
+                        self.errors.add(self.shared, format_args!("accept: {e}"));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads and writes connection `i` as far as it goes.
+    fn drive(&mut self, i: usize) {
+        loop {
+            let c = &mut self.conns[i];
+            let Some(sock) = c.sock.as_ref() else { return };
+            if c.sent < MSG_LEN {
+                match self.net.write(sock, &c.resp[c.sent..]) {
+                    Ok(n) => {
+                        c.sent += n;
+                        if c.sent == MSG_LEN && self.mode == Mode::NewConn {
+                            return self.end(i, None);
+                        }
+                        continue;
+                    }
+                    Err(e) if would_block(&e) => return,
+                    Err(e) => return self.end(i, Some(format!("write: {e}"))),
+                }
+            }
+            match self.net.read(sock, &mut c.req[c.got..]) {
+                Ok(0) => {
+                    // A persistent connection may end between requests (clients abort at
+                    // the end, which shows as a reset, but a FIN is fine too).
+                    let clean = c.got == 0 && self.mode == Mode::Persistent;
+                    let got = c.got;
+                    let why = (!clean)
+                        .then(|| format!("end of stream after {got} of {MSG_LEN} request bytes"));
+                    return self.end(i, why);
+                }
+                Ok(n) => {
+                    c.got += n;
+                    if c.got == MSG_LEN {
+                        c.got = 0;
+                        match response_to(&c.req) {
+                            Ok(r) => {
+                                c.resp = r;
+                                c.sent = 0;
+                            }
+                            Err(m) => return self.end(i, Some(m)),
+                        }
+                    }
+                }
+                Err(e) if would_block(&e) => return,
+                Err(e) => return self.end(i, Some(format!("read: {e}"))),
+            }
+        }
+    }
+
+    /// Closes connection `i` gracefully; counts `error` unless the run is stopping.
+    fn end(&mut self, i: usize, error: Option<String>) {
+        let stopping = self.stopping();
+        if let Some(m) = error.filter(|_| !stopping) {
+            self.errors
+                .add(self.shared, format_args!("connection {i}: {m}"));
+        }
+        if let Some(sock) = self.conns[i].sock.take() {
+            if let Err(e) = self.net.close(sock) {
+                if !stopping {
+                    self.errors.add(self.shared, format_args!("close: {e}"));
+                }
+            }
+        }
+        self.free.push(i);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs
+// ---------------------------------------------------------------------------------------------
+
+/// Process CPU time, user + system, every thread: `getrusage(RUSAGE_SELF)`.
+fn rusage_self() -> Duration {
+    // SAFETY: rusage is plain data (integers and timevals); all-zero is a valid value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF exists and `ru` is a valid out-pointer for the call's duration.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU time of the `ksoftirqd/N` threads so far (their `schedstat`, ns): softirq work the
+/// kernel deferred out of our threads' system calls. 0 where `/proc` does not tell.
+fn ksoftirqd_time() -> Duration {
+    static PIDS: OnceLock<Vec<String>> = OnceLock::new();
+    let pids = PIDS.get_or_init(|| {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.starts_with("ksoftirqd/"))
+            })
+            .collect()
+    });
+    let ns: u64 = pids
+        .iter()
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(format!("/proc/{p}/schedstat")).ok()?;
+            text.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum();
+    Duration::from_nanos(ns)
+}
+
+/// Busy time of all CPUs so far (`/proc/stat`: everything but idle and iowait), at
+/// `USER_HZ` resolution; `None` where `/proc/stat` does not tell.
+fn system_busy() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is within user).
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| Duration::from_secs_f64(busy as f64 / hz as f64))
+}
+
+/// The window's figures, before the threads' reports are merged in.
+struct Window {
+    tx: u64,
+    wall: Duration,
+    cpu: Duration,
+    ksoftirqd: Duration,
+    others: Duration,
+}
+
+/// Warm-up, then the measured window. Returns early with an error when a thread counted
+/// one (the messages come from the reports).
+fn window(shared: &Shared, plan: &Plan) -> Result<Window, String> {
+    let errors = || shared.errors.load(Ordering::Relaxed) > 0;
+    let start = Instant::now();
+    let warm = Duration::from_secs_f64((plan.seconds / 5.0).min(0.2));
+    loop {
+        std::thread::sleep(Duration::from_millis(5));
+        if errors() {
+            return Err("errors during the warm-up".into());
+        }
+        let all_done = shared.done.iter().all(|c| c.0.load(Ordering::Relaxed) > 0);
+        if all_done && start.elapsed() >= warm {
+            break;
+        }
+        if start.elapsed() > WARMUP_LIMIT {
+            let per: Vec<u64> = shared
+                .done
+                .iter()
+                .map(|c| c.0.load(Ordering::Relaxed))
+                .collect();
+            return Err(format!(
+                "warm-up: a client completed no transaction in {WARMUP_LIMIT:?} \
+                 (transactions per client thread: {per:?})"
+            ));
+        }
+    }
+    let (soft0, busy0) = (ksoftirqd_time(), system_busy());
+    shared.measuring.store(true, Ordering::Relaxed);
+    let (t0, c0, n0) = (Instant::now(), rusage_self(), shared.completed());
+    let span = Duration::from_secs_f64(plan.seconds);
+    loop {
+        let left = span.saturating_sub(t0.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(20)));
+        if errors() {
+            return Err("errors during the window".into());
+        }
+    }
+    let (n1, c1, wall) = (shared.completed(), rusage_self(), t0.elapsed());
+    shared.measuring.store(false, Ordering::Relaxed);
+    let (soft1, busy1) = (ksoftirqd_time(), system_busy());
+    if n1 == n0 {
+        return Err("no transaction completed in the window".into());
+    }
+    let (cpu, ksoftirqd) = (c1.saturating_sub(c0), soft1.saturating_sub(soft0));
+    let others = match (busy0, busy1) {
+        (Some(b0), Some(b1)) => b1.saturating_sub(b0).saturating_sub(cpu + ksoftirqd),
+        _ => Duration::ZERO,
+    };
+    Ok(Window {
+        tx: n1 - n0,
+        wall,
+        cpu,
+        ksoftirqd,
+        others,
+    })
+}
+
+fn spawn<F>(name: String, cpu: Option<usize>, f: F) -> Result<JoinHandle<Report>, String>
+where
+    F: FnOnce() -> Report + Send + 'static,
+{
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            if let Some(c) = cpu {
+                pin(c);
+            }
+            f()
+        })
+        .map_err(|e| format!("starting thread {name}: {e}"))
+}
+
+fn join(handles: Vec<JoinHandle<Report>>, reports: &mut Vec<Report>) {
+    for h in handles {
+        let name = h.thread().name().unwrap_or("?").to_string();
+        reports.push(h.join().unwrap_or_else(|_| {
+            let mut errors = ErrorLog::new(name);
+            errors.count = 1;
+            errors
+                .first
+                .push(format!("{}: thread panicked", errors.who));
+            Report {
+                errors,
+                latency: None,
+            }
+        }));
+    }
+}
+
+/// Runs the servers and clients of one run, measures, stops them and joins them. The
+/// listeners already exist.
+fn drive_run<S, C>(
+    stack: Stack,
+    plan: &Plan,
+    servers: Vec<(S, S::Sock)>,
+    clients: Vec<C>,
+    to: SocketAddrV4,
+) -> Result<Sample, String>
+where
+    S: Net + Send + 'static,
+    S::Sock: Send + 'static,
+    C: Net + Send + 'static,
+{
+    let shared = Arc::new(Shared::new(clients.len()));
+    let (mut server_threads, mut client_threads) = (Vec::new(), Vec::new());
+    let mut started = Ok(());
+    for (i, (net, listener)) in servers.into_iter().enumerate() {
+        let sh = shared.clone();
+        let (mode, who) = (plan.mode, format!("{stack} server {i}"));
+        let f = move || Server::run(net, listener, mode, &sh, who);
+        match spawn(format!("pp-server-{i}"), plan.cpu(stack, 0, i, true), f) {
+            Ok(h) => server_threads.push(h),
+            Err(e) => {
+                started = Err(e);
+                break;
+            }
+        }
+    }
+    for (i, net) in clients.into_iter().enumerate() {
+        if started.is_err() {
+            break;
+        }
+        let (sh, p) = (shared.clone(), *plan);
+        let who = format!("{stack} client {i}");
+        let f = move || Client::run(net, p, i, to, &sh, who);
+        match spawn(format!("pp-client-{i}"), plan.cpu(stack, 1, i, true), f) {
+            Ok(h) => client_threads.push(h),
+            Err(e) => started = Err(e),
+        }
+    }
+    let measured = started.and_then(|()| window(&shared, plan));
+    shared.stop.store(true, Ordering::SeqCst);
+    let mut reports = Vec::new();
+    join(client_threads, &mut reports);
+    shared.exit.store(true, Ordering::SeqCst);
+    join(server_threads, &mut reports);
+
+    let count: u64 = reports.iter().map(|r| r.errors.count).sum();
+    if count > 0 {
+        let first: Vec<&str> = reports
+            .iter()
+            .flat_map(|r| r.errors.first.iter().map(String::as_str))
+            .collect();
+        return Err(format!(
+            "{count} errors; the first:\n    {}",
+            first.join("\n    ")
+        ));
+    }
+    let w = measured?;
+    let mut latency = Histogram::new();
+    for h in reports.iter().filter_map(|r| r.latency.as_ref()) {
+        latency.merge(h);
+    }
+    Ok(Sample {
+        tx: w.tx,
+        wall: w.wall,
+        cpu: w.cpu,
+        ksoftirqd: w.ksoftirqd,
+        others: w.others,
+        latency,
+        stack_note: None,
+    })
+}
+
+/// The configuration of one mtcp-rs instance of the link (`me` talks to `peer`).
+fn mtcp_config(
+    link: &str,
+    plan: &Plan,
+    side: usize,
+    me: Ipv4Addr,
+    peer: Ipv4Addr,
+) -> Result<Config, String> {
+    let mac = |ip: Ipv4Addr| format!("02:00:00:00:00:{:02x}", ip.octets()[3]);
+    let cpus: Vec<String> = (0..plan.cores)
+        .filter_map(|i| {
+            plan.cpu(Stack::MtcpShm, side, i, false)
+                .map(|c| c.to_string())
+        })
+        .collect();
+    let pinned = cpus.len() == plan.cores;
+    let text = format!(
+        "cores = {cores}\nport = \"shm:{link}/q={cores}\"\npin_threads = {pinned}\n\
+         cpus = [{cpus}]\nsecret = \"{secret:032x}\"\n\
+         [interface]\nmac = \"{my_mac}\"\naddress = \"{me}/24\"\n\
+         [[arp]]\nip = \"{peer}\"\nmac = \"{peer_mac}\"\n\
+         [tcp]\nmax_concurrency = {max}\n",
+        cores = plan.cores,
+        cpus = if pinned {
+            cpus.join(", ")
+        } else {
+            String::new()
+        },
+        secret = u32::from(me),
+        my_mac = mac(me),
+        peer_mac = mac(peer),
+        max = (4 * plan.concurrency).max(65_536),
+    );
+    Config::from_toml_str(&text, "pingpong mtcp-rs configuration").map_err(|e| e.to_string())
+}
+
+/// A listen backlog that never turns away a connection of the closed loop.
+fn backlog(plan: &Plan) -> usize {
+    (2 * plan.concurrency).max(128)
+}
+
+/// Epoll registrations a server thread may need.
+fn server_registrations(plan: &Plan) -> usize {
+    2 * plan.concurrency + 64
+}
+
+/// One run on two mtcp-rs instances over shared memory.
+fn mtcp_run(plan: &Plan) -> Result<Sample, String> {
+    static RUN: AtomicU32 = AtomicU32::new(0);
+    let link = format!(
+        "pingpong-{}-{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    );
+    let init = |side, me, peer| -> Result<Mtcp, String> {
+        let config = mtcp_config(&link, plan, side, me, peer)?;
+        mtcp_api::init(config).map_err(|e| format!("mtcp_api::init: {e}"))
+    };
+    let mut srv = init(0, MTCP_SERVER, MTCP_CLIENT)?;
+    let mut cli = match init(1, MTCP_CLIENT, MTCP_SERVER) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = srv.destroy();
+            return Err(e);
+        }
+    };
+    let mut run = || -> Result<Sample, String> {
+        let mut servers = Vec::new();
+        for i in 0..plan.cores {
+            let ctx = srv.context(i).ok_or("server context missing")?;
+            let io = |e: io::Error| format!("server core {i}: {e}");
+            let mut net = MtcpNet::new(ctx, server_registrations(plan)).map_err(io)?;
+            let l = net.listen(MTCP_PORT, backlog(plan), LISTENER).map_err(io)?;
+            servers.push((net, l));
+        }
+        let mut clients = Vec::new();
+        for i in 0..plan.cores {
+            let ctx = cli.context(i).ok_or("client context missing")?;
+            let net = MtcpNet::new(ctx, plan.conns(i) + 16)
+                .map_err(|e| format!("client core {i}: {e}"))?;
+            clients.push(net);
+        }
+        let to = SocketAddrV4::new(MTCP_SERVER, MTCP_PORT);
+        drive_run(Stack::MtcpShm, plan, servers, clients, to)
+    };
+    let result = run();
+    let (mut failed, mut anomalies) = (Vec::new(), Vec::new());
+    for (side, m) in [("client", cli), ("server", srv)] {
+        for (core, r) in m.destroy().into_iter().enumerate() {
+            match r {
+                Err(e) => failed.push(format!("{side} stack thread {core}: {e}")),
+                Ok(st) if st.retransmits + st.dropped + st.timed_out > 0 => {
+                    anomalies.push(format!(
+                        "{side} core {core}: {} retransmits, {} frames dropped, {} timed out",
+                        st.retransmits, st.dropped, st.timed_out
+                    ))
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+    if !failed.is_empty() {
+        let prior = result
+            .err()
+            .map(|e| format!("; and {e}"))
+            .unwrap_or_default();
+        return Err(format!("{}{prior}", failed.join("; ")));
+    }
+    result.map(|s| Sample {
+        stack_note: (!anomalies.is_empty()).then(|| anomalies.join("; ")),
+        ..s
+    })
+}
+
+/// One run on Linux's loopback.
+fn linux_run(plan: &Plan) -> Result<Sample, String> {
+    fn io(what: &'static str) -> impl Fn(io::Error) -> String {
+        move |e| format!("{what}: {e}")
+    }
+    let mut port = 0;
+    let mut servers = Vec::new();
+    for _ in 0..plan.cores {
+        let mut net = LinuxNet::new().map_err(io("epoll_create"))?;
+        let l = net
+            .listen(port, backlog(plan), LISTENER)
+            .map_err(io("listen"))?;
+        if port == 0 {
+            port = LinuxNet::local_port(&l).map_err(io("getsockname"))?;
+        }
+        servers.push((net, l));
+    }
+    let clients = (0..plan.cores)
+        .map(|_| LinuxNet::new().map_err(io("epoll_create")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    drive_run(Stack::LinuxLoopback, plan, servers, clients, to)
+}
+
+/// One run of `stack` (set up, warm-up, window, torn down).
+pub fn run_once(stack: Stack, plan: &Plan) -> Result<Sample, String> {
+    plan.check()?;
+    match stack {
+        Stack::MtcpShm => mtcp_run(plan),
+        Stack::LinuxLoopback => linux_run(plan),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The benchmark
+// ---------------------------------------------------------------------------------------------
+
+fn record(stack: Stack, plan: &Plan, samples: &[Sample]) -> Record {
+    let med = |f: &dyn Fn(&Sample) -> f64| median(&samples.iter().map(f).collect::<Vec<_>>());
+    let q = |s: &Sample, q| s.latency.quantile_us(q).unwrap_or(f64::NAN);
+    Record {
+        stack: stack.name().into(),
+        mode: plan.mode.name().into(),
+        concurrency: plan.concurrency,
+        cores: plan.cores,
+        tx_per_s: med(&|s| s.tx_per_s()),
+        cpu_us_per_tx: med(&|s| s.cpu_us_per_tx()),
+        p50_us: med(&|s| q(s, 0.5)),
+        p99_us: med(&|s| q(s, 0.99)),
+    }
+}
+
+/// Prints the table's header.
+pub fn print_header() {
+    println!(
+        "{:<14} {:<10} {:>5} {:>5} | {:>9} {:>9} {:>8} {:>8} | {:>10}",
+        "stack", "mode", "conc", "cores", "tx/s", "CPU µs/tx", "p50 µs", "p99 µs", "linux/mtcp"
+    );
+}
+
+fn print_row(r: &Record, ratio: Option<f64>) {
+    println!(
+        "{:<14} {:<10} {:>5} {:>5} | {:>9.0} {:>9.2} {:>8.1} {:>8.1} | {:>10}",
+        r.stack,
+        r.mode,
+        r.concurrency,
+        r.cores,
+        r.tx_per_s,
+        r.cpu_us_per_tx,
+        r.p50_us,
+        r.p99_us,
+        ratio.map_or("-".into(), |x| format!("{x:.2}x")),
+    );
+}
+
+/// Runs every selected case, printing the table as it goes; returns the records.
+pub fn run(opts: &Options) -> Result<Vec<Record>, String> {
+    if opts.runs == 0 {
+        return Err("--runs must be positive".into());
+    }
+    if opts.stacks.is_empty() || opts.modes.is_empty() || opts.concurrency.is_empty() {
+        return Err("nothing to run".into());
+    }
+    let mut out = Vec::new();
+    for &mode in &opts.modes {
+        for &concurrency in &opts.concurrency {
+            let plan = Plan {
+                mode,
+                concurrency,
+                cores: opts.cores,
+                seconds: opts.seconds,
+                pin: opts.pin,
+            };
+            plan.check()?;
+            let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); opts.stacks.len()];
+            // Runs alternate between the stacks (see the module doc).
+            for r in 0..opts.runs {
+                for (k, &stack) in opts.stacks.iter().enumerate() {
+                    let s = run_once(stack, &plan).map_err(|e| {
+                        format!(
+                            "{stack} {mode} at concurrency {concurrency}, run {}: {e}",
+                            r + 1
+                        )
+                    })?;
+                    samples[k].push(s);
+                }
+            }
+            let records: Vec<Record> = opts
+                .stacks
+                .iter()
+                .zip(&samples)
+                .map(|(&stack, s)| record(stack, &plan, s))
+                .collect();
+            let cpu_of = |stack: Stack| {
+                records
+                    .iter()
+                    .find(|r| r.stack == stack.name())
+                    .map(|r| r.cpu_us_per_tx)
+            };
+            let ratio = cpu_of(Stack::LinuxLoopback)
+                .zip(cpu_of(Stack::MtcpShm))
+                .map(|(l, m)| l / m);
+            for r in &records {
+                print_row(r, ratio.filter(|_| r.stack == Stack::MtcpShm.name()));
+            }
+            for (&stack, s) in opts.stacks.iter().zip(&samples) {
+                let soft: f64 = s.iter().map(|s| s.ksoftirqd.as_secs_f64()).sum();
+                let cpu: f64 = s.iter().map(|s| s.cpu.as_secs_f64()).sum();
+                let tx: u64 = s.iter().map(|s| s.tx).sum();
+                if soft > SOFTIRQ_NOTE * cpu {
+                    println!(
+                        "  note: {stack}: ksoftirqd ran {:.2} µs per transaction besides, \
+                         not counted above",
+                        soft * 1e6 / tx as f64
+                    );
+                }
+                if let Some((r, note)) = s
+                    .iter()
+                    .enumerate()
+                    .find_map(|(r, s)| s.stack_note.as_ref().map(|n| (r, n)))
+                {
+                    println!("  note: {stack} run {} (whole run): {note}", r + 1);
+                }
+                let others: f64 = s.iter().map(|s| s.others.as_secs_f64()).sum();
+                let wall: f64 = s.iter().map(|s| s.wall.as_secs_f64()).sum();
+                if others > OTHERS_NOTE * wall {
+                    println!(
+                        "  note: {stack}: other processes kept {:.0}% of a CPU busy during \
+                         the windows; these figures are disturbed",
+                        100.0 * others / wall
+                    );
+                }
+            }
+            out.extend(records);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(mode: Mode, cores: usize) -> Plan {
+        Plan {
+            mode,
+            concurrency: 4,
+            cores,
+            seconds: 0.2,
+            pin: false,
+        }
+    }
+
+    #[test]
+    fn histogram_quantiles_land_in_the_right_bucket() {
+        let mut h = Histogram::new();
+        assert_eq!(h.quantile_us(0.5), None);
+        for us in 1..=100u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let p50 = h.quantile_us(0.5).unwrap();
+        let p99 = h.quantile_us(0.99).unwrap();
+        assert!((p50 - 50.0).abs() <= 50.0 / 64.0, "p50 {p50}");
+        assert!((p99 - 99.0).abs() <= 99.0 / 64.0, "p99 {p99}");
+        // Every bucket's middle maps back to the bucket.
+        for i in 0..BUCKETS - 1 {
+            assert_eq!(
+                Histogram::index(Histogram::value(i) as u64),
+                i,
+                "bucket {i}"
+            );
+        }
+        h.record(Duration::from_secs(1 << 40));
+        assert_eq!(h.len(), 101);
+    }
+
+    #[test]
+    fn mtcp_shm_runs_both_modes_without_errors() {
+        for cores in [1, 2] {
+            for mode in Mode::ALL {
+                let s = run_once(Stack::MtcpShm, &plan(mode, cores))
+                    .unwrap_or_else(|e| panic!("{mode}, {cores} cores: {e}"));
+                assert!(s.tx > 0 && !s.latency.is_empty(), "{mode}: {s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn linux_loopback_runs_both_modes_without_errors() {
+        for mode in Mode::ALL {
+            let s = run_once(Stack::LinuxLoopback, &plan(mode, 1))
+                .unwrap_or_else(|e| panic!("{mode}: {e}"));
+            assert!(s.tx > 0 && !s.latency.is_empty(), "{mode}: {s:?}");
+        }
+    }
+
+    #[test]
+    fn bad_plans_are_refused() {
+        let mut p = plan(Mode::NewConn, 2);
+        p.concurrency = 1;
+        assert!(run_once(Stack::MtcpShm, &p).is_err());
+        assert!(Mode::parse_list("both").is_err());
+        assert_eq!(Stack::parse_list("all").unwrap(), Stack::ALL.to_vec());
+    }
+}
