@@ -174,23 +174,27 @@ impl fmt::Display for Mode {
 pub enum Stack {
     /// mtcp-rs: two `mtcp_api` instances over a shared-memory link.
     MtcpShm,
+    /// mtcp-rs in run-to-completion mode: each application thread runs its own stack
+    /// (`Context::run_to_completion`), no stack threads.
+    MtcpShmRtc,
     /// Linux's TCP over 127.0.0.1.
     LinuxLoopback,
 }
 
 impl Stack {
-    /// Both, in table order.
-    pub const ALL: [Stack; 2] = [Stack::MtcpShm, Stack::LinuxLoopback];
+    /// Every stack, in table order.
+    pub const ALL: [Stack; 3] = [Stack::MtcpShm, Stack::MtcpShmRtc, Stack::LinuxLoopback];
 
     /// The name in options and records.
     pub fn name(self) -> &'static str {
         match self {
             Stack::MtcpShm => "mtcp-shm",
+            Stack::MtcpShmRtc => "mtcp-shm-rtc",
             Stack::LinuxLoopback => "linux-loopback",
         }
     }
 
-    /// Parses `mtcp-shm`, `linux-loopback` or `all`.
+    /// Parses `mtcp-shm`, `mtcp-shm-rtc`, `linux-loopback` or `all`.
     pub fn parse_list(text: &str) -> Result<Vec<Stack>, String> {
         match text {
             "all" => Ok(Stack::ALL.to_vec()),
@@ -198,7 +202,11 @@ impl Stack {
                 .into_iter()
                 .find(|s| s.name() == text)
                 .map(|s| vec![s])
-                .ok_or_else(|| format!("--stack is mtcp-shm, linux-loopback or all, not {text:?}")),
+                .ok_or_else(|| {
+                    format!(
+                        "--stack is mtcp-shm, mtcp-shm-rtc, linux-loopback or all, not {text:?}"
+                    )
+                }),
         }
     }
 }
@@ -226,6 +234,8 @@ pub struct Options {
     pub runs: usize,
     /// Pin threads to CPUs (see the module doc).
     pub pin: bool,
+    /// mtcp-rs's busy-poll budget before a thread sleeps, µs (its `loop.busy_poll_us`).
+    pub busy_poll_us: u64,
 }
 
 impl Default for Options {
@@ -238,6 +248,7 @@ impl Default for Options {
             seconds: 2.0,
             runs: 3,
             pin: true,
+            busy_poll_us: 0,
         }
     }
 }
@@ -276,6 +287,8 @@ pub struct Plan {
     pub seconds: f64,
     /// Pin threads to CPUs.
     pub pin: bool,
+    /// mtcp-rs's busy-poll budget, µs.
+    pub busy_poll_us: u64,
 }
 
 impl Plan {
@@ -291,7 +304,7 @@ impl Plan {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         let cpu = match stack {
             Stack::MtcpShm => 4 * i + 2 * side + usize::from(app),
-            Stack::LinuxLoopback => 2 * i + side,
+            Stack::MtcpShmRtc | Stack::LinuxLoopback => 2 * i + side,
         };
         (self.pin && n > 1).then_some(cpu % n)
     }
@@ -1473,7 +1486,7 @@ fn mtcp_config(
          cpus = [{cpus}]\nsecret = \"{secret:032x}\"\n\
          [interface]\nmac = \"{my_mac}\"\naddress = \"{me}/24\"\n\
          [[arp]]\nip = \"{peer}\"\nmac = \"{peer_mac}\"\n\
-         [tcp]\nmax_concurrency = {max}\n",
+         [tcp]\nmax_concurrency = {max}\n[loop]\nbusy_poll_us = {busy}\n",
         cores = plan.cores,
         cpus = if pinned {
             cpus.join(", ")
@@ -1484,6 +1497,7 @@ fn mtcp_config(
         my_mac = mac(me),
         peer_mac = mac(peer),
         max = (4 * plan.concurrency).max(65_536),
+        busy = plan.busy_poll_us,
     );
     Config::from_toml_str(&text, "pingpong mtcp-rs configuration").map_err(|e| e.to_string())
 }
@@ -1566,6 +1580,36 @@ fn mtcp_run(plan: &Plan) -> Result<Sample, String> {
     })
 }
 
+/// One run on two mtcp-rs run-to-completion contexts per core (server and client) over
+/// shared memory: each application thread runs its own stack.
+fn mtcp_rtc_run(plan: &Plan) -> Result<Sample, String> {
+    static RUN: AtomicU32 = AtomicU32::new(0);
+    let link = format!(
+        "pingpong-rtc-{}-{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut servers = Vec::new();
+    let mut clients = Vec::new();
+    let srv = mtcp_config(&link, plan, 0, MTCP_SERVER, MTCP_CLIENT)?;
+    let srv = Context::run_to_completion_cores(&srv).map_err(|e| format!("server: {e}"))?;
+    for (i, ctx) in srv.into_iter().enumerate() {
+        let io = |e: io::Error| format!("server core {i}: {e}");
+        let mut net = MtcpNet::new(ctx, server_registrations(plan)).map_err(io)?;
+        let l = net.listen(MTCP_PORT, backlog(plan), LISTENER).map_err(io)?;
+        servers.push((net, l));
+    }
+    let cli = mtcp_config(&link, plan, 1, MTCP_CLIENT, MTCP_SERVER)?;
+    let cli = Context::run_to_completion_cores(&cli).map_err(|e| format!("client: {e}"))?;
+    for (i, ctx) in cli.into_iter().enumerate() {
+        let net =
+            MtcpNet::new(ctx, plan.conns(i) + 16).map_err(|e| format!("client core {i}: {e}"))?;
+        clients.push(net);
+    }
+    let to = SocketAddrV4::new(MTCP_SERVER, MTCP_PORT);
+    drive_run(Stack::MtcpShmRtc, plan, servers, clients, to)
+}
+
 /// One run on Linux's loopback.
 fn linux_run(plan: &Plan) -> Result<Sample, String> {
     fn io(what: &'static str) -> impl Fn(io::Error) -> String {
@@ -1595,6 +1639,7 @@ pub fn run_once(stack: Stack, plan: &Plan) -> Result<Sample, String> {
     plan.check()?;
     match stack {
         Stack::MtcpShm => mtcp_run(plan),
+        Stack::MtcpShmRtc => mtcp_rtc_run(plan),
         Stack::LinuxLoopback => linux_run(plan),
     }
 }
@@ -1658,6 +1703,7 @@ pub fn run(opts: &Options) -> Result<Vec<Record>, String> {
                 cores: opts.cores,
                 seconds: opts.seconds,
                 pin: opts.pin,
+                busy_poll_us: opts.busy_poll_us,
             };
             plan.check()?;
             let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); opts.stacks.len()];
@@ -1685,11 +1731,13 @@ pub fn run(opts: &Options) -> Result<Vec<Record>, String> {
                     .find(|r| r.stack == stack.name())
                     .map(|r| r.cpu_us_per_tx)
             };
-            let ratio = cpu_of(Stack::LinuxLoopback)
-                .zip(cpu_of(Stack::MtcpShm))
-                .map(|(l, m)| l / m);
+            // Every mtcp-rs row gets Linux's CPU per transaction over its own.
+            let linux = cpu_of(Stack::LinuxLoopback);
             for r in &records {
-                print_row(r, ratio.filter(|_| r.stack == Stack::MtcpShm.name()));
+                let ratio = linux
+                    .filter(|_| r.stack != Stack::LinuxLoopback.name())
+                    .map(|l| l / r.cpu_us_per_tx);
+                print_row(r, ratio);
             }
             for (&stack, s) in opts.stacks.iter().zip(&samples) {
                 let soft: f64 = s.iter().map(|s| s.ksoftirqd.as_secs_f64()).sum();
@@ -1736,6 +1784,7 @@ mod tests {
             cores,
             seconds: 0.2,
             pin: false,
+            busy_poll_us: 0,
         }
     }
 

@@ -602,6 +602,8 @@ pub struct Context {
     rcvbuf: usize,
     /// Options of new sockets (from the configuration's `[tcp]`).
     defaults: Opts,
+    /// `MTCP_TRACE` was set when the context was made.
+    trace: bool,
     gone: bool,
 }
 
@@ -660,18 +662,18 @@ impl Context {
                 linger: None,
                 reuse_addr: false,
             },
+            trace: std::env::var_os("MTCP_TRACE").is_some(),
             gone: false,
         }
     }
 
     /// A context whose stack runs in the calling thread (no stack thread, no queues between
     /// threads): core `core` of `config`. Its `epoll_wait` and [`poll`](Self::poll) run the
-    /// stack.
+    /// stack. It opens the whole port and keeps one queue: for several cores of one port,
+    /// use [`run_to_completion_cores`](Self::run_to_completion_cores).
     pub fn run_to_completion(config: &Config, core: usize) -> Result<Context, InitError> {
-        config.validate().map_err(InitError::Config)?;
-        let secret = secret_of(config);
-        let mut queues = open_queues(config)?;
-        if core >= queues.len() {
+        let mut all = Context::run_to_completion_cores(config)?;
+        if core >= all.len() {
             return Err(InitError::Config(crate::ConfigError {
                 source: "configuration".into(),
                 line: None,
@@ -679,16 +681,29 @@ impl Context {
                 message: format!("core {core} is not configured"),
             }));
         }
-        let (port, queue, steer) = queues.swap_remove(core);
-        let sc = stack_core(config, core, &port, queue, steer, secret)?;
-        Ok(Context::new(
-            core,
-            Link::Local {
-                core: Box::new(sc),
-                cmds: VecDeque::new(),
-            },
-            config,
-        ))
+        Ok(all.swap_remove(core))
+    }
+
+    /// Run-to-completion contexts for every core of `config` (each to be driven by its own
+    /// thread), sharing the ports they open.
+    pub fn run_to_completion_cores(config: &Config) -> Result<Vec<Context>, InitError> {
+        config.validate().map_err(InitError::Config)?;
+        let secret = secret_of(config);
+        open_queues(config)?
+            .into_iter()
+            .enumerate()
+            .map(|(core, (port, queue, steer))| {
+                let sc = stack_core(config, core, &port, queue, steer, secret)?;
+                Ok(Context::new(
+                    core,
+                    Link::Local {
+                        core: Box::new(sc),
+                        cmds: VecDeque::new(),
+                    },
+                    config,
+                ))
+            })
+            .collect()
     }
 
     /// The core this context belongs to.
@@ -840,7 +855,7 @@ impl Context {
 
     /// Applies one message from the stack.
     fn apply(&mut self, m: Msg) {
-        if std::env::var_os("MTCP_TRACE").is_some() {
+        if self.trace {
             // Debugging aid: every message, as the application side applies it.
             eprintln!("[{}] {:?}", self.local_ip, m);
         }

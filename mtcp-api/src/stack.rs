@@ -123,6 +123,8 @@ pub struct StackCore {
     /// The one port (with the one queue) of this core, for `select`.
     set: PortSet,
     epoch: std::time::Instant,
+    /// The time of the current pass.
+    now: Instant,
     socks: Vec<Option<Sock>>,
     /// tcp-core handle slot → (generation, descriptor).
     by_slot: HashMap<u32, (u32, Fd)>,
@@ -157,6 +159,7 @@ impl StackCore {
             ep,
             set,
             epoch: std::time::Instant::now(),
+            now: Instant::from_micros(0),
             socks: Vec::new(),
             by_slot: HashMap::new(),
             waiting: HashMap::new(),
@@ -197,9 +200,15 @@ impl StackCore {
         )
     }
 
-    /// Microseconds since this core started: tcp-core's clock.
-    pub fn now(&self) -> Instant {
+    /// Microseconds since this core started: tcp-core's clock, read from the OS.
+    pub fn clock(&self) -> Instant {
         Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    /// The time of the current pass (the clock is read once per pass: a clock read costs
+    /// as much as handling a small command).
+    fn now(&self) -> Instant {
+        self.now
     }
 
     /// The endpoint (for its counters and connection table).
@@ -229,7 +238,7 @@ impl StackCore {
 
     /// Microseconds until the next timer, if any.
     pub fn timeout_us(&self) -> Option<u64> {
-        let now = self.now();
+        let now = self.clock();
         self.ep
             .poll_timeout()
             .map(|t| t.saturating_since(now).micros())
@@ -254,6 +263,7 @@ impl StackCore {
     /// send what the endpoint has. Returns whether anything happened.
     pub fn pass(&mut self, commands: impl IntoIterator<Item = Cmd>) -> psio::Result<bool> {
         self.stats.passes += 1;
+        self.now = self.clock();
         let mut busy = self.rx()?;
         for cmd in commands {
             busy = true;
@@ -366,6 +376,7 @@ impl StackCore {
     /// has passed. For `destroy`.
     pub fn shutdown(&mut self, grace: std::time::Duration) -> psio::Result<()> {
         let waiting: Vec<Handle> = self.waiting.keys().copied().collect();
+        self.now = self.clock();
         let now = self.now();
         for h in waiting {
             let _ = self.ep.abort(now, h);

@@ -27,7 +27,8 @@ benchmarks:
           options: --mode new-conn|persistent|all (default all)  --concurrency N,N,... (default 64)
                    --cores C (per side, default 1)  --stack mtcp-shm|linux-loopback|all
                    (default all)  --seconds S (per window, default 2)  --runs R (default 3,
-                   medians)  --no-pin";
+                   medians)  --no-pin  --busy-poll US (mtcp-rs polls this long before
+                   sleeping, default 0)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -99,6 +100,7 @@ fn run(args: &[String]) -> Result<(), String> {
             "--stack" => pingpong.stacks = pingpong::Stack::parse_list(&value("--stack")?)?,
             "--cores" => pingpong.cores = number("--cores", &value("--cores")?)?,
             "--no-pin" => pingpong.pin = false,
+            "--busy-poll" => pingpong.busy_poll_us = number("--busy-poll", &value("--busy-poll")?)?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
