@@ -604,6 +604,8 @@ pub struct Context {
     defaults: Opts,
     /// `MTCP_TRACE` was set when the context was made.
     trace: bool,
+    /// Emptied receive buffers, reused for `Write`s (see the stack's `spare`).
+    spare: Vec<Vec<u8>>,
     gone: bool,
 }
 
@@ -663,6 +665,7 @@ impl Context {
                 reuse_addr: false,
             },
             trace: std::env::var_os("MTCP_TRACE").is_some(),
+            spare: Vec::new(),
             gone: false,
         }
     }
@@ -1140,7 +1143,11 @@ impl Context {
         if let Some(Obj::Pipe(_)) = self.objs.get(fd as usize) {
             return self.pipe_read(fd, buf, peek);
         }
-        let s = self.sock_mut(fd)?;
+        self.sock(fd)?;
+        let Context { objs, spare, .. } = self;
+        let Some(Obj::Sock(s)) = objs.get_mut(fd as usize) else {
+            return Err(Error::BadDescriptor);
+        };
         let rcvbuf = s.rcvbuf;
         if buf.is_empty() && s.phase == Phase::Connected {
             // Linux returns 0 at once for a zero-length read.
@@ -1182,7 +1189,12 @@ impl Context {
         if peek {
             return Ok(n);
         }
-        s.rx.drain(..chunks);
+        for mut b in s.rx.drain(..chunks) {
+            if spare.len() < crate::stack::SPARE_BUFFERS {
+                b.clear();
+                spare.push(b);
+            }
+        }
         s.rx_off = off;
         s.rx_bytes -= n;
         s.unreported += n;
@@ -1246,10 +1258,9 @@ impl Context {
             return Err(Error::WouldBlock);
         }
         s.credit -= n;
-        self.send(Cmd::Write {
-            fd,
-            buf: data[..n].to_vec(),
-        })?;
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.extend_from_slice(&data[..n]);
+        self.send(Cmd::Write { fd, buf })?;
         Ok(n)
     }
 

@@ -19,6 +19,12 @@ use tcp_core::{CloseReason, Endpoint, Event, Handle, Instant, State};
 /// Largest `Data` message.
 const DATA_CHUNK: usize = 16 * 1024;
 
+/// Emptied buffers kept for reuse (each side).
+pub(crate) const SPARE_BUFFERS: usize = 256;
+
+/// No descriptor (in `by_slot`).
+const NO_FD: Fd = Fd::MAX;
+
 /// Per-core statistics, as mTCP's `stat_print` shows them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StackStats {
@@ -126,8 +132,11 @@ pub struct StackCore {
     /// The time of the current pass.
     now: Instant,
     socks: Vec<Option<Sock>>,
-    /// tcp-core handle slot → (generation, descriptor).
-    by_slot: HashMap<u32, (u32, Fd)>,
+    /// tcp-core handle slot → (generation, descriptor); `NO_FD` where none.
+    by_slot: Vec<(u32, Fd)>,
+    /// Emptied buffers (the application's `Write`s), reused for `Data`: buffers circulate
+    /// between the two sides instead of being allocated per message.
+    spare: Vec<Vec<u8>>,
     waiting: HashMap<Handle, Waiting>,
     out: VecDeque<Msg>,
     send_buffer: usize,
@@ -161,7 +170,8 @@ impl StackCore {
             epoch: std::time::Instant::now(),
             now: Instant::from_micros(0),
             socks: Vec::new(),
-            by_slot: HashMap::new(),
+            by_slot: Vec::new(),
+            spare: Vec::new(),
             waiting: HashMap::new(),
             out: VecDeque::new(),
             send_buffer,
@@ -324,8 +334,8 @@ impl StackCore {
     }
 
     fn fd_of(&self, h: Handle) -> Option<Fd> {
-        match self.by_slot.get(&h.slot) {
-            Some(&(g, fd)) if g == h.generation => Some(fd),
+        match self.by_slot.get(h.slot as usize) {
+            Some(&(g, fd)) if g == h.generation && fd != NO_FD => Some(fd),
             _ => None,
         }
     }
@@ -349,7 +359,11 @@ impl StackCore {
             shutdown_pending: false,
             close_pending: false,
         });
-        self.by_slot.insert(handle.slot, (handle.generation, fd));
+        let i = handle.slot as usize;
+        if self.by_slot.len() <= i {
+            self.by_slot.resize(i + 1, (0, NO_FD));
+        }
+        self.by_slot[i] = (handle.generation, fd);
     }
 
     /// Applies the receive limit of `opts` to `fd` (the credit moves by the change).
@@ -584,7 +598,7 @@ impl StackCore {
             *slot = None;
         }
         if self.fd_of(h) == Some(fd) {
-            self.by_slot.remove(&h.slot);
+            self.by_slot[h.slot as usize] = (0, NO_FD);
         }
         self.out.push_back(Msg::Released { fd });
     }
@@ -601,7 +615,12 @@ impl StackCore {
                     s.tx_off += n;
                     s.tx_pending -= n;
                     if s.tx_off == front.len() {
-                        s.tx.pop_front();
+                        if let Some(mut b) = s.tx.pop_front() {
+                            if self.spare.len() < SPARE_BUFFERS {
+                                b.clear();
+                                self.spare.push(b);
+                            }
+                        }
                         s.tx_off = 0;
                     } else {
                         break;
@@ -674,7 +693,8 @@ impl StackCore {
             if n == 0 {
                 break;
             }
-            let mut buf = vec![0u8; n];
+            let mut buf = self.spare.pop().unwrap_or_default();
+            buf.resize(n, 0);
             let got = self.ep.recv(h, &mut buf).unwrap_or(0);
             if got == 0 {
                 break;
