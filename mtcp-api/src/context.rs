@@ -393,11 +393,12 @@ struct Opts {
 }
 
 impl Opts {
-    fn for_stack(&self, rcvbuf: usize) -> SockOpts {
+    fn for_stack(&self, rcvbuf: usize, sndbuf: usize) -> SockOpts {
         SockOpts {
             nodelay: self.nodelay,
             keepalive: self.keepalive.then_some(self.keepalive_params),
             recv_limit: rcvbuf,
+            send_limit: sndbuf,
         }
     }
 }
@@ -1095,7 +1096,7 @@ impl Context {
         self.send(Cmd::Adopt {
             fd: new,
             handle,
-            opts: opts.for_stack(lrcvbuf),
+            opts: opts.for_stack(lrcvbuf, lsndbuf),
         })?;
         Ok((new, peer))
     }
@@ -1123,7 +1124,7 @@ impl Context {
         s.phase = Phase::Connecting;
         s.peer = Some(remote);
         s.credit = s.sndbuf;
-        let (local_port, opts) = (s.bound_port, s.opts.for_stack(s.rcvbuf));
+        let (local_port, opts) = (s.bound_port, s.opts.for_stack(s.rcvbuf, s.sndbuf));
         self.send(Cmd::Connect {
             fd,
             remote,
@@ -1198,9 +1199,10 @@ impl Context {
         s.rx_off = off;
         s.rx_bytes -= n;
         s.unreported += n;
-        // Report reads when the queue empties or a quarter of the window was read, so the
-        // stack can deliver more without a command per read.
-        if s.rx_bytes == 0 || s.unreported >= rcvbuf / 4 {
+        // Report reads once a quarter of the window was read: the stack then still has
+        // three quarters to deliver, so it never waits for a report, and a stream of small
+        // reads costs a command per quarter window, not per read.
+        if s.unreported >= rcvbuf / 4 {
             let k = std::mem::take(&mut s.unreported);
             self.send(Cmd::Consumed { fd, n: k })?;
         }
@@ -1382,7 +1384,10 @@ impl Context {
     pub fn set_nodelay(&mut self, fd: Fd, on: bool) -> Result<(), Error> {
         let s = self.sock_mut(fd)?;
         s.opts.nodelay = on;
-        let (talked, opts) = (s.phase != Phase::Fresh, s.opts.for_stack(s.rcvbuf));
+        let (talked, opts) = (
+            s.phase != Phase::Fresh,
+            s.opts.for_stack(s.rcvbuf, s.sndbuf),
+        );
         if talked {
             self.send(Cmd::SetOpts { fd, opts })?;
         }
@@ -1436,6 +1441,7 @@ impl Context {
         let needs_stack = matches!(
             opt,
             SockOpt::NoDelay(_)
+                | SockOpt::SendBuffer(_)
                 | SockOpt::RecvBuffer(_)
                 | SockOpt::KeepAlive(_)
                 | SockOpt::KeepIdle(_)
@@ -1443,7 +1449,7 @@ impl Context {
                 | SockOpt::KeepCount(_)
         );
         if talked && needs_stack {
-            let opts = s.opts.for_stack(s.rcvbuf);
+            let opts = s.opts.for_stack(s.rcvbuf, s.sndbuf);
             self.send(Cmd::SetOpts { fd, opts })?;
         }
         if matches!(opt, SockOpt::SendBuffer(_)) && self.sock(fd)?.writable() {

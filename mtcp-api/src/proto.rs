@@ -95,6 +95,9 @@ pub struct SockOpts {
     pub keepalive: Option<Keepalive>,
     /// `SO_RCVBUF`: the most received bytes the application may hold unread.
     pub recv_limit: usize,
+    /// `SO_SNDBUF`: the most unacknowledged bytes the application may have written (the
+    /// stack gives credit back in quarters of it).
+    pub send_limit: usize,
 }
 
 /// Stack → application.

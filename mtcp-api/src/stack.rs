@@ -110,6 +110,8 @@ struct Sock {
     rx_credit: usize,
     /// The application's `SO_RCVBUF` (what `rx_credit` starts from).
     rx_limit: usize,
+    /// The application's `SO_SNDBUF`.
+    tx_limit: usize,
     peer_closed: bool,
     peer_closed_sent: bool,
     shutdown_pending: bool,
@@ -354,6 +356,7 @@ impl StackCore {
             charged: 0,
             rx_credit: self.recv_buffer,
             rx_limit: self.recv_buffer,
+            tx_limit: self.send_buffer,
             peer_closed: false,
             peer_closed_sent: false,
             shutdown_pending: false,
@@ -367,6 +370,14 @@ impl StackCore {
     }
 
     /// Applies the receive limit of `opts` to `fd` (the credit moves by the change).
+    fn set_send_limit(&mut self, fd: Fd, limit: usize) {
+        let limit = limit.clamp(1, self.send_buffer);
+        if let Some(s) = self.sock(fd) {
+            s.tx_limit = limit;
+        }
+        self.credit(fd);
+    }
+
     fn set_recv_limit(&mut self, fd: Fd, limit: usize) {
         let limit = limit.clamp(1, self.recv_buffer);
         if let Some(s) = self.sock(fd) {
@@ -461,6 +472,7 @@ impl StackCore {
                         self.install(fd, h, None);
                         self.apply_opts(h, opts);
                         self.set_recv_limit(fd, opts.recv_limit);
+                        self.set_send_limit(fd, opts.send_limit);
                         let local = self
                             .ep
                             .local_addr(h)
@@ -500,6 +512,7 @@ impl StackCore {
                     } else {
                         self.apply_opts(h, opts);
                         self.set_recv_limit(fd, opts.recv_limit);
+                        self.set_send_limit(fd, opts.send_limit);
                     }
                 }
             }
@@ -546,6 +559,7 @@ impl StackCore {
         self.install(fd, handle, None);
         self.apply_opts(handle, opts);
         self.set_recv_limit(fd, opts.recv_limit);
+        self.set_send_limit(fd, opts.send_limit);
         if let Some(s) = self.sock(fd) {
             s.peer_closed = w.peer_closed;
         }
@@ -663,7 +677,11 @@ impl StackCore {
             .send_space(s.handle)
             .map_or(0, |space| self.send_buffer.saturating_sub(space));
         let held = s.tx_pending + in_core;
-        if s.charged > held {
+        // Credit goes back in quarters of the send buffer, or when the application has used
+        // half of it (it may then be waiting): a stream of small writes costs a message per
+        // quarter buffer, not per acknowledgment.
+        let quarter = s.tx_limit / 4;
+        if s.charged > held && (s.charged - held >= quarter || s.charged >= 2 * quarter) {
             let n = s.charged - held;
             s.charged = held;
             self.out.push_back(Msg::Credit { fd, n });
