@@ -1558,9 +1558,27 @@ fn mtcp_run(plan: &Plan) -> Result<Sample, String> {
             match r {
                 Err(e) => failed.push(format!("{side} stack thread {core}: {e}")),
                 Ok(st) if st.retransmits + st.dropped + st.timed_out > 0 => {
+                    let c = &st.endpoint;
+                    let reasons: Vec<String> = [
+                        ("out of window", c.out_of_window),
+                        ("bad checksum", c.bad_checksum),
+                        ("malformed", c.malformed),
+                        ("control queue full", c.control_dropped),
+                        ("table full", c.table_full),
+                        ("accept queue full", c.accept_queue_full),
+                        ("reassembly", c.reassembly_dropped),
+                        ("ARP", c.arp_dropped),
+                    ]
+                    .iter()
+                    .filter(|(_, v)| *v > 0)
+                    .map(|(k, v)| format!("{v} {k}"))
+                    .collect();
                     anomalies.push(format!(
-                        "{side} core {core}: {} retransmits, {} frames dropped, {} timed out",
-                        st.retransmits, st.dropped, st.timed_out
+                        "{side} core {core}: {} retransmits, {} frames dropped ({}), {} timed out",
+                        st.retransmits,
+                        st.dropped,
+                        reasons.join(", "),
+                        st.timed_out
                     ))
                 }
                 Ok(_) => {}

@@ -63,6 +63,8 @@ pub struct StackStats {
     /// Connections accepted on this core whose peer's port steers to another core: a flow
     /// handled on the wrong core (0 when steering works).
     pub misrouted: u64,
+    /// The endpoint's own counters, every reason apart (what `dropped` adds up).
+    pub endpoint: tcp_core::Counters,
 }
 
 impl core::fmt::Display for StackStats {
@@ -234,6 +236,7 @@ impl StackCore {
         StackStats {
             open: self.ep.connection_count() as u64,
             misrouted: self.stats.misrouted,
+            endpoint: *c,
             retransmits: c.retransmits,
             rst_sent: c.rst_sent,
             dropped: c.bad_checksum
