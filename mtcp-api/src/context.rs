@@ -462,7 +462,54 @@ struct PipeBuf {
 /// Bytes a pipe holds (Linux's default pipe size).
 pub const PIPE_CAPACITY: usize = 64 * 1024;
 
+/// Socket records kept for reuse.
+const SOCK_POOL: usize = 4096;
+
 impl Sock {
+    /// A new socket record.
+    fn new(opts: Opts, sndbuf: usize, rcvbuf: usize) -> Sock {
+        Sock {
+            phase: Phase::Fresh,
+            bound_port: None,
+            local: None,
+            peer: None,
+            backlog: 0,
+            accept_q: VecDeque::new(),
+            rx: VecDeque::new(),
+            rx_off: 0,
+            rx_bytes: 0,
+            unreported: 0,
+            credit: 0,
+            sndbuf,
+            rcvbuf,
+            nospace: Cell::new(false),
+            rd_closed: false,
+            wr_shut: false,
+            ended: None,
+            error: None,
+            watchers: Vec::new(),
+            opts,
+        }
+    }
+
+    /// This record as a new socket's, keeping its collections' memory.
+    fn renew(&mut self, opts: Opts, sndbuf: usize, rcvbuf: usize) {
+        let (mut accept_q, mut rx, mut watchers) = (
+            std::mem::take(&mut self.accept_q),
+            std::mem::take(&mut self.rx),
+            std::mem::take(&mut self.watchers),
+        );
+        accept_q.clear();
+        rx.clear();
+        watchers.clear();
+        *self = Sock {
+            accept_q,
+            rx,
+            watchers,
+            ..Sock::new(opts, sndbuf, rcvbuf)
+        };
+    }
+
     /// Back to a fresh, unconnected socket (after a failed connect), keeping its options,
     /// buffer sizes, binding and epoll registrations.
     fn reset_unconnected(&mut self) {
@@ -607,6 +654,9 @@ pub struct Context {
     trace: bool,
     /// Emptied receive buffers, reused for `Write`s (see the stack's `spare`).
     spare: Vec<Vec<u8>>,
+    /// Socket records of closed descriptors, reused (with their collections' capacity) by
+    /// `socket`: a short connection then allocates nothing on this side.
+    sock_pool: Vec<Box<Sock>>,
     gone: bool,
 }
 
@@ -667,6 +717,7 @@ impl Context {
             },
             trace: std::env::var_os("MTCP_TRACE").is_some(),
             spare: Vec::new(),
+            sock_pool: Vec::new(),
             gone: false,
         }
     }
@@ -1001,29 +1052,14 @@ impl Context {
 
     /// `socket(AF_INET, SOCK_STREAM, 0)`: a new (non-blocking) TCP socket.
     pub fn socket(&mut self) -> Result<Fd, Error> {
-        let sock = Sock {
-            phase: Phase::Fresh,
-            bound_port: None,
-            local: None,
-            peer: None,
-            backlog: 0,
-            accept_q: VecDeque::new(),
-            rx: VecDeque::new(),
-            rx_off: 0,
-            rx_bytes: 0,
-            unreported: 0,
-            credit: 0,
-            sndbuf: self.sndbuf,
-            rcvbuf: self.rcvbuf,
-            nospace: Cell::new(false),
-            rd_closed: false,
-            wr_shut: false,
-            ended: None,
-            error: None,
-            watchers: Vec::new(),
-            opts: self.defaults,
+        let sock = match self.sock_pool.pop() {
+            Some(mut b) => {
+                b.renew(self.defaults, self.sndbuf, self.rcvbuf);
+                b
+            }
+            None => Box::new(Sock::new(self.defaults, self.sndbuf, self.rcvbuf)),
         };
-        self.alloc(Obj::Sock(Box::new(sock)))
+        self.alloc(Obj::Sock(sock))
     }
 
     /// `bind`: the local address (ours or 0.0.0.0) and port (0: chosen at connect).
@@ -1330,13 +1366,16 @@ impl Context {
             }
         }
         let talked = !matches!(s.phase, Phase::Fresh) || s.ended.is_some();
+        let abort = s.rx_bytes > 0 || s.opts.linger == Some(0);
+        if self.sock_pool.len() < SOCK_POOL {
+            self.sock_pool.push(s);
+        }
         if !talked {
             // The stack never heard of it.
             self.objs[fd as usize] = Obj::Free;
             self.free.push(fd);
             return Ok(());
         }
-        let abort = s.rx_bytes > 0 || s.opts.linger == Some(0);
         self.send(Cmd::Close { fd, abort })
     }
 
