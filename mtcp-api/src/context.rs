@@ -656,6 +656,8 @@ pub struct Context {
     spare: Vec<Vec<u8>>,
     /// Socket records of closed descriptors, reused (with their collections' capacity) by
     /// `socket`: a short connection then allocates nothing on this side.
+    // Boxed on purpose: the boxes themselves are what is reused (`Obj::Sock` holds one).
+    #[allow(clippy::vec_box)]
     sock_pool: Vec<Box<Sock>>,
     gone: bool,
 }
