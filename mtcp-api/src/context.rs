@@ -768,6 +768,15 @@ impl Context {
         self.core
     }
 
+    /// The statistics of this context's stack, now, in run-to-completion mode (`None` for a
+    /// context whose stack runs in its own thread: ask [`Mtcp::stats`]).
+    pub fn stats(&self) -> Option<StackStats> {
+        match &self.link {
+            Link::Local { core, .. } => Some(core.stats()),
+            Link::Thread { .. } => None,
+        }
+    }
+
     // ----- plumbing -------------------------------------------------------------------
 
     fn send(&mut self, cmd: Cmd) -> Result<(), Error> {

@@ -113,7 +113,7 @@ fn echo_server(
 
 /// One echo exchange between a server and a client context, each driven by its own thread:
 /// 40 000 bytes each way, then a graceful close from both sides.
-fn echo_exchange(server: Context, mut client: Context) {
+fn echo_exchange(server: Context, mut client: Context) -> Context {
     let payload: Vec<u8> = (0..40_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -156,6 +156,7 @@ fn echo_exchange(server: Context, mut client: Context) {
     assert_eq!(client.read(s, &mut [0u8; 4]), Err(Error::BadDescriptor));
     done.store(true, std::sync::atomic::Ordering::Release);
     srv.join().unwrap();
+    client
 }
 
 #[test]
@@ -180,7 +181,11 @@ fn echo_over_shm_run_to_completion() {
     let link = unique("rtc");
     let s = Context::run_to_completion(&config(&link, SERVER, CLIENT), 0).unwrap();
     let c = Context::run_to_completion(&config(&link, CLIENT, SERVER), 0).unwrap();
-    echo_exchange(s, c);
+    assert_eq!(c.stats().unwrap().frames_out, 0);
+    let c = echo_exchange(s, c);
+    let stats = c.stats().unwrap();
+    assert!(stats.frames_out > 0 && stats.bytes_in > 40_000, "{stats}");
+    assert_eq!(stats.connects, 1);
 }
 
 /// Running out of local ports is an error on the socket (ERR, `SO_ERROR` =
