@@ -743,6 +743,9 @@ impl StackCore {
             let (lh, opts) = (s.handle, l.opts);
             let Ok(conn) = self.ep.accept(lh) else { return };
             let (Ok(local), Ok(peer)) = (self.ep.local_addr(conn), self.ep.peer_addr(conn)) else {
+                // Gone already: release it rather than hold a handle nobody will close.
+                let now = self.now();
+                let _ = self.ep.abort(now, conn);
                 continue;
             };
             let _ = opts;
