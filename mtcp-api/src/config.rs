@@ -294,6 +294,28 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// One host of a two-host shared-memory link `shm:{link}` (demos and tests): address
+    /// `me`/24, MAC `02:00:00:00:00:XX` with XX the last octet of `me`, and a static ARP
+    /// entry for `peer` (whose MAC follows the same rule). Everything else keeps its default;
+    /// change fields before [`init`](crate::init) (a multi-queue link: `port` with `/q=N`
+    /// and `cores`).
+    pub fn shm_host(link: &str, me: Ipv4Addr, peer: Ipv4Addr) -> Config {
+        let mac = |ip: Ipv4Addr| [0x02, 0, 0, 0, 0, ip.octets()[3]];
+        Config {
+            port: format!("shm:{link}"),
+            interface: InterfaceSection {
+                mac: mac(me),
+                address: (me, 24),
+                gateway: None,
+            },
+            arp: vec![ArpEntry {
+                ip: peer,
+                mac: mac(peer),
+            }],
+            ..Config::default()
+        }
+    }
+
     /// Reads and checks a TOML file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Config, ConfigError> {
         let path = path.as_ref();
@@ -903,6 +925,17 @@ mod tests {
         assert_eq!(e.tcp.initial_window_segments, Some(4));
         assert_eq!(e.ephemeral_ports, 10000..=20000);
         assert_eq!(e.secret[15], 0x0f);
+    }
+
+    #[test]
+    fn shm_hosts_find_each_other() {
+        let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+        let c = Config::shm_host("x", a, b);
+        assert_eq!(c.validate(), Ok(()));
+        let e = c.endpoint_config(0);
+        assert_eq!(e.iface.mac, [2, 0, 0, 0, 0, 1]);
+        assert_eq!(e.iface.static_arp, vec![(b, [2, 0, 0, 0, 0, 2])]);
+        assert_eq!(c.port_of(0), ("shm:x".to_string(), 0));
     }
 
     #[test]

@@ -11,16 +11,13 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 
 fn config(link: &str, me: Ipv4Addr, peer: Ipv4Addr) -> Config {
-    let mac = |ip: Ipv4Addr| format!("02:00:00:00:00:{:02x}", ip.octets()[3]);
-    let text = format!(
-        "cores = 2\nport = \"shm:{link}/q=2\"\npin_threads = false\n\
-         [interface]\nmac = \"{}\"\naddress = \"{me}/24\"\n\
-         [[arp]]\nip = \"{peer}\"\nmac = \"{}\"\n\
-         [tcp]\nmax_concurrency = 1024\nsend_buffer = 8192\nrecv_buffer = 8192\n",
-        mac(me),
-        mac(peer)
-    );
-    Config::from_toml_str(&text, "lifecycle").unwrap()
+    let mut c = Config::shm_host(link, me, peer);
+    c.cores = 2;
+    c.port = format!("shm:{link}/q=2");
+    c.pin_threads = false;
+    c.tcp.max_concurrency = 1024;
+    (c.tcp.send_buffer, c.tcp.recv_buffer) = (8192, 8192);
+    c
 }
 
 /// The tests of this file take turns: one counts the process's threads and descriptors,

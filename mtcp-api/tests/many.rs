@@ -17,19 +17,16 @@ const PER_CORE: usize = 5_000;
 const PORT: u16 = 7000;
 
 fn config(link: &str, me: Ipv4Addr, peer: Ipv4Addr) -> Config {
-    let mac = |ip: Ipv4Addr| format!("02:00:00:00:00:{:02x}", ip.octets()[3]);
-    let text = format!(
-        "cores = 2\nport = \"shm:{link}/q=2,slots=1024\"\npin_threads = false\n\
-         secret = \"{:032x}\"\n\
-         [interface]\nmac = \"{}\"\naddress = \"{me}/24\"\n\
-         [[arp]]\nip = \"{peer}\"\nmac = \"{}\"\n\
-         [tcp]\nmax_concurrency = 20000\nsend_buffer = 4096\nrecv_buffer = 4096\n\
-         time_wait_ms = 1000\n[loop]\ncommand_queue = 16384\n",
-        u32::from(me),
-        mac(me),
-        mac(peer)
-    );
-    Config::from_toml_str(&text, "many").unwrap()
+    let mut c = Config::shm_host(link, me, peer);
+    c.cores = 2;
+    c.port = format!("shm:{link}/q=2,slots=1024");
+    c.pin_threads = false;
+    c.secret = Some([u32::from(me) as u8; 16]);
+    c.tcp.max_concurrency = 20_000;
+    (c.tcp.send_buffer, c.tcp.recv_buffer) = (4096, 4096);
+    c.tcp.time_wait_ms = 1000;
+    c.run_loop.command_queue = 16_384;
+    c
 }
 
 fn request(core: usize, i: usize) -> [u8; 16] {

@@ -9,18 +9,13 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 
 fn config(link: &str, me: Ipv4Addr, peer: Ipv4Addr) -> Config {
-    let mac = |ip: Ipv4Addr| format!("02:00:00:00:00:{:02x}", ip.octets()[3]);
-    let text = format!(
-        "port = \"shm:{link}\"\npin_threads = false\nsecret = \"{:032x}\"\n\
-         [interface]\nmac = \"{}\"\naddress = \"{me}/24\"\n\
-         [[arp]]\nip = \"{peer}\"\nmac = \"{}\"\n\
-         [tcp]\nmax_concurrency = 20000\nsend_buffer = 16384\nrecv_buffer = 16384\n\
-         time_wait_ms = 100\n",
-        u32::from(me),
-        mac(me),
-        mac(peer)
-    );
-    Config::from_toml_str(&text, "test").unwrap()
+    let mut c = Config::shm_host(link, me, peer);
+    c.pin_threads = false;
+    c.secret = Some([u32::from(me) as u8; 16]);
+    c.tcp.max_concurrency = 20_000;
+    (c.tcp.send_buffer, c.tcp.recv_buffer) = (16_384, 16_384);
+    c.tcp.time_wait_ms = 100;
+    c
 }
 
 fn unique(tag: &str) -> String {

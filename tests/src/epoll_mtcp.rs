@@ -33,17 +33,13 @@ const MAX_ROUNDS: usize = 50;
 pub struct MtcpSockets;
 
 fn config(link: &str, me: Ipv4Addr, peer: Ipv4Addr) -> Result<Config, String> {
-    let mac = |ip: Ipv4Addr| format!("02:00:00:00:00:{:02x}", ip.octets()[3]);
-    let text = format!(
-        "port = \"shm:{link}\"\npin_threads = false\nsecret = \"{:032x}\"\n\
-         [interface]\nmac = \"{}\"\naddress = \"{me}/24\"\n\
-         [[arp]]\nip = \"{peer}\"\nmac = \"{}\"\n\
-         [tcp]\nsend_buffer = {BUFFER}\nrecv_buffer = {BUFFER}\ntime_wait_ms = 1000\n",
-        u32::from(me),
-        mac(me),
-        mac(peer)
-    );
-    Config::from_toml_str(&text, "epoll-diff").map_err(|e| e.to_string())
+    let mut c = Config::shm_host(link, me, peer);
+    c.pin_threads = false;
+    c.secret = Some([u32::from(me) as u8; 16]);
+    (c.tcp.send_buffer, c.tcp.recv_buffer) = (BUFFER, BUFFER);
+    c.tcp.time_wait_ms = 1000;
+    c.validate().map_err(|e| e.to_string())?;
+    Ok(c)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
