@@ -237,7 +237,14 @@ impl PortSet {
                 });
             }
             if now < spin_until {
-                std::hint::spin_loop();
+                // Let another thread on this CPU run now and then (a stack thread and an
+                // application thread sharing a CPU would otherwise each spin out the other's
+                // time slice); a yield with nobody waiting returns at once.
+                if spins % 256 == 1 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
                 continue;
             }
             self.sleep(interests, deadline)?;
