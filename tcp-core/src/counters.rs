@@ -17,7 +17,8 @@ pub struct Counters {
     pub fast_retransmits: u64,
     /// Connections opened (active and passive, including from SYN cookies).
     pub connections_opened: u64,
-    /// Connections reset by the application (`abort`, or `close` with unread data).
+    /// Connections reset by the application (`abort`, `close` with unread data, or a
+    /// handshake that completed after its listener was closed).
     pub aborts: u64,
     /// Frames dropped for a bad IPv4, TCP or ICMP checksum.
     pub bad_checksum: u64,

@@ -225,12 +225,14 @@ impl Endpoint {
         }
         if let Some(((lslot, lgen), established)) = completed {
             let mut queued = false;
+            let mut listener_alive = false;
             if let Some(Slot {
                 generation,
                 body: Body::Listener(l),
             }) = self.slots.get_mut(lslot as usize)
             {
                 if *generation == lgen {
+                    listener_alive = true;
                     l.half_open = l.half_open.saturating_sub(1);
                     if established && l.accept_q.len() < l.backlog {
                         l.accept_q.push_back(slot);
@@ -239,8 +241,13 @@ impl Endpoint {
                 }
             }
             if established && !queued {
-                // The listener is gone or its accept queue is full: refuse the connection.
-                self.counters.accept_queue_full += 1;
+                // The listener is gone (the application closed it: counted as an abort) or
+                // its accept queue is full: refuse the connection.
+                if listener_alive {
+                    self.counters.accept_queue_full += 1;
+                } else {
+                    self.counters.aborts += 1;
+                }
                 if let Some((tcb, mut env, _)) = self.conn_env(slot, self.now) {
                     tcb.listener = None;
                     tcb.abort_with_rst(CloseReason::Aborted, &mut env);

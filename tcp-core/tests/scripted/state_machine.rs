@@ -721,6 +721,22 @@ fn closing_a_listener_resets_unaccepted_connections() {
     h.expect(&[Exp::rstack(0, 1)]);
 }
 
+/// A handshake that completes after its listener was closed is reset, and counted as an
+/// abort of the application's (not as a full accept queue).
+#[test]
+fn handshake_completing_after_its_listener_closed_is_reset() {
+    let mut h = H::plain();
+    let l = h.listen(4);
+    h.send(0, Seg::syn(0));
+    h.expect(&[Exp::synack(0, 1)]);
+    let now = h.now();
+    h.ep.close(now, l).unwrap();
+    h.send(1, Seg::ack(1, 1));
+    h.expect(&[Exp::rst(1)]);
+    assert_eq!(h.counters().accept_queue_full, 0);
+    assert_eq!(h.counters().aborts, 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Segment text, FIN and window processing (RFC 9293 §3.10.7.4)
 // ---------------------------------------------------------------------------------------------
