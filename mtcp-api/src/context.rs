@@ -1432,16 +1432,7 @@ impl Context {
 
     /// `setsockopt(TCP_NODELAY)`.
     pub fn set_nodelay(&mut self, fd: Fd, on: bool) -> Result<(), Error> {
-        let s = self.sock_mut(fd)?;
-        s.opts.nodelay = on;
-        let (talked, opts) = (
-            s.phase != Phase::Fresh,
-            s.opts.for_stack(s.rcvbuf, s.sndbuf),
-        );
-        if talked {
-            self.send(Cmd::SetOpts { fd, opts })?;
-        }
-        Ok(())
+        self.setsockopt(fd, SockOpt::NoDelay(on))
     }
 
     /// `getsockopt(TCP_NODELAY)`.

@@ -97,7 +97,6 @@ struct Listener {
     backlog: usize,
     /// Accepted by the stack, not yet adopted by the application.
     waiting: usize,
-    opts: SockOpts,
 }
 
 struct Sock {
@@ -447,7 +446,6 @@ impl StackCore {
                         Some(Listener {
                             backlog: backlog.max(1),
                             waiting: 0,
-                            opts: SockOpts::default(),
                         }),
                     );
                     self.out.push_back(Msg::Listening { fd, port });
@@ -508,15 +506,12 @@ impl StackCore {
             }
             Cmd::Close { fd, abort } => self.close(fd, abort),
             Cmd::SetOpts { fd, opts } => {
-                if let Some(s) = self.sock(fd) {
+                // A listener's options reach its connections with `Adopt`.
+                if let Some(s) = self.sock(fd).filter(|s| s.listener.is_none()) {
                     let h = s.handle;
-                    if let Some(l) = s.listener.as_mut() {
-                        l.opts = opts;
-                    } else {
-                        self.apply_opts(h, opts);
-                        self.set_recv_limit(fd, opts.recv_limit);
-                        self.set_send_limit(fd, opts.send_limit);
-                    }
+                    self.apply_opts(h, opts);
+                    self.set_recv_limit(fd, opts.recv_limit);
+                    self.set_send_limit(fd, opts.send_limit);
                 }
             }
         }
@@ -570,7 +565,7 @@ impl StackCore {
         if let Some(reason) = w.ended {
             self.out.push_back(Msg::Ended { fd, reason });
         }
-        self.writable(fd);
+        self.flush(fd);
         // The listener may take more from tcp-core's accept queue now.
         self.accept_more(w.listener);
     }
@@ -695,10 +690,6 @@ impl StackCore {
         }
     }
 
-    fn writable(&mut self, fd: Fd) {
-        self.flush(fd);
-    }
-
     /// Delivers received bytes up to the application's credit; then end of stream.
     fn pump(&mut self, fd: Fd) {
         let Some(s) = self.socks.get_mut(fd as usize).and_then(Option::as_mut) else {
@@ -740,7 +731,7 @@ impl StackCore {
             if l.waiting >= l.backlog {
                 return;
             }
-            let (lh, opts) = (s.handle, l.opts);
+            let lh = s.handle;
             let Ok(conn) = self.ep.accept(lh) else { return };
             let (Ok(local), Ok(peer)) = (self.ep.local_addr(conn), self.ep.peer_addr(conn)) else {
                 // Gone already: release it rather than hold a handle nobody will close.
@@ -748,7 +739,6 @@ impl StackCore {
                 let _ = self.ep.abort(now, conn);
                 continue;
             };
-            let _ = opts;
             let (n, i) = self.steer;
             if n > 1 && psio::sys::af_packet::queue_for_port(peer.port(), n) != i {
                 self.stats.misrouted += 1;
@@ -798,7 +788,7 @@ impl StackCore {
                 Event::Connected(h) => {
                     if let Some(fd) = self.fd_of(h) {
                         self.out.push_back(Msg::Connected { fd });
-                        self.writable(fd);
+                        self.flush(fd);
                     }
                 }
                 Event::Readable(h) => {
@@ -808,7 +798,7 @@ impl StackCore {
                 }
                 Event::Writable(h) => {
                     if let Some(fd) = self.fd_of(h) {
-                        self.writable(fd);
+                        self.flush(fd);
                     }
                 }
                 Event::PeerClosed(h) => {
