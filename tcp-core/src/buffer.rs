@@ -193,8 +193,9 @@ fn copy_pair(out: &mut [u8], (a, b): (&[u8], &[u8])) -> usize {
 /// Ring storage shared by both buffers: bytes addressed by offset from `head`, modulo the
 /// storage size, which starts at 0 and grows on demand up to `capacity` (see the module doc).
 ///
-/// Invariants: `storage.len() <= capacity`; `head < storage.len()`, or `head == 0` when the
-/// storage is empty; every byte the owner holds is at an offset below `storage.len()`.
+/// Invariants: `storage.len() <= capacity` unless the capacity was lowered after the storage
+/// grew ([`Ring::set_capacity`]); `head < storage.len()`, or `head == 0` when the storage is
+/// empty; every byte the owner holds is at an offset below `storage.len()`.
 #[derive(Debug, Clone)]
 struct Ring {
     storage: Vec<u8>,
@@ -222,6 +223,12 @@ impl Ring {
     /// Heap bytes held.
     fn allocated(&self) -> usize {
         self.storage.capacity()
+    }
+
+    /// A new logical bound (clamped to [`MAX_CAPACITY`]). Storage already grown beyond it
+    /// stays (the bytes in it are still held); it never grows further than the bound.
+    fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.min(MAX_CAPACITY);
     }
 
     /// Storage index of offset `off` (`off <= size()`).
@@ -338,7 +345,13 @@ impl SendBuffer {
 
     /// Room for more application bytes.
     pub fn free(&self) -> usize {
-        self.ring.capacity - self.len
+        self.ring.capacity.saturating_sub(self.len)
+    }
+
+    /// A new capacity (clamped to [`MAX_CAPACITY`]; `SO_SNDBUF`). Bytes held beyond a lower
+    /// one stay until acknowledged; no write is taken before they have gone.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.ring.set_capacity(capacity);
     }
 
     /// Heap bytes this buffer holds: its ring storage, at most `capacity()` (0 until the
@@ -624,7 +637,13 @@ impl RecvBuffer {
     /// The receive window: free space after the in-order data (out-of-order data sits inside
     /// it). The connection advertises this (scaled, RFC 7323 §2.3) as RCV.WND.
     pub fn window(&self) -> usize {
-        self.ring.capacity - self.len
+        self.ring.capacity.saturating_sub(self.len)
+    }
+
+    /// A new capacity (clamped to [`MAX_CAPACITY`]; `SO_RCVBUF`): the window follows it.
+    /// Bytes already held, in order or not, stay.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.ring.set_capacity(capacity);
     }
 
     /// RCV.NXT as far as data is concerned: the next in-order data byte expected.

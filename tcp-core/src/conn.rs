@@ -1675,6 +1675,14 @@ impl Tcb {
         n
     }
 
+    /// New send and receive buffer sizes ([`Endpoint::set_buffer_sizes`]).
+    ///
+    /// [`Endpoint::set_buffer_sizes`]: crate::Endpoint::set_buffer_sizes
+    pub fn set_buffer_sizes(&mut self, send: usize, recv: usize) {
+        self.send.set_capacity(send);
+        self.recv.set_capacity(recv);
+    }
+
     /// Report the next room freed by an acknowledgment ([`Endpoint::want_writable`]).
     ///
     /// [`Endpoint::want_writable`]: crate::Endpoint::want_writable

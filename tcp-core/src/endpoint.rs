@@ -170,6 +170,9 @@ struct Listener {
     accept_q: VecDeque<u32>,
     /// Connections in SYN-RECEIVED from this listener.
     half_open: usize,
+    /// Send and receive buffer sizes of its connections, when not the configured ones
+    /// ([`Endpoint::set_buffer_sizes`]).
+    buffers: Option<(usize, usize)>,
 }
 
 /// What a slot of the connection table holds.

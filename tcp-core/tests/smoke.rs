@@ -92,3 +92,64 @@ fn want_writable_reports_room_freed_by_an_ack() {
         );
     }
 }
+
+/// `set_buffer_sizes` on a listener gives its connections those sizes from the SYN-ACK on:
+/// the peer never has more than the receive size in flight, and the rest waits in its send
+/// buffer until the application reads. On a connection, the send size bounds what `send`
+/// takes. `accept_ready` says whether `accept` has a connection to give.
+#[test]
+fn buffer_sizes_bound_the_window_and_the_send_buffer() {
+    const RECV: usize = 4096;
+    let mut p = Pair::default_pair();
+    let l = p.b.listen(80, 16).unwrap();
+    p.b.set_buffer_sizes(l, 1 << 30, RECV).unwrap();
+    assert!(!p.b.accept_ready(l));
+    let c =
+        p.a.connect(p.now, SocketAddrV4::new(pair_addr(1).1, 80))
+            .unwrap();
+    p.advance(Duration::from_millis(10));
+    assert!(p.b.accept_ready(l));
+    let s = p.b.accept(l).unwrap();
+    assert!(!p.b.accept_ready(l));
+    let data: Vec<u8> = (0..64 * 1024u32).map(|i| (i * 13) as u8).collect();
+    let mut sent = p.a.send(c, &data).unwrap();
+    for _ in 0..50 {
+        p.advance(Duration::from_millis(10));
+        let held = p.b.recv_available(s).unwrap();
+        assert!(held <= RECV, "the receiver holds {held} bytes");
+        let info = p.a.conn_info(c).unwrap();
+        assert!(info.snd_wnd as usize <= RECV, "window {}", info.snd_wnd);
+    }
+    assert!(p.b.recv_available(s).unwrap() > 0, "nothing arrived");
+    // Reading lets the rest through, in order.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1500];
+    for _ in 0..10_000 {
+        if let Ok(n) = p.a.send(c, &data[sent..]) {
+            sent += n;
+        }
+        while let Ok(n) = p.b.recv(s, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(p.b.recv_available(s).unwrap() <= RECV);
+        if got.len() == data.len() {
+            break;
+        }
+        p.advance(Duration::from_millis(1));
+    }
+    assert!(
+        got == data,
+        "{} of {} bytes, or different",
+        got.len(),
+        data.len()
+    );
+    // A smaller send buffer on the connection: a send takes at most that much.
+    p.advance(Duration::from_millis(100));
+    p.a.set_buffer_sizes(c, 3000, 1 << 30).unwrap();
+    assert_eq!(p.a.send(c, &data), Ok(3000));
+    assert_eq!(p.a.send_space(c), Ok(0));
+    assert_eq!(p.a.send(c, &data), Err(tcp_core::SocketError::WouldBlock));
+}

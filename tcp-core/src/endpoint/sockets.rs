@@ -549,7 +549,7 @@ impl Endpoint {
         else {
             return;
         };
-        let lgen = *lgen;
+        let (lgen, buffers) = (*lgen, l.buffers);
         if l.accept_q.len() >= l.backlog {
             // Nobody accepts: drop the SYN (the peer retries), as Linux does.
             self.counters.accept_queue_full += 1;
@@ -574,7 +574,10 @@ impl Endpoint {
         let Some(slot) = self.alloc_slot(Body::Free) else {
             return;
         };
-        let tcb = Tcb::accept_syn(&self.config.tcp, tuple, iss, ts_offset, &syn, now);
+        let mut tcb = Tcb::accept_syn(&self.config.tcp, tuple, iss, ts_offset, &syn, now);
+        if let Some((send, recv)) = buffers {
+            tcb.set_buffer_sizes(send, recv);
+        }
         self.install(slot, tcb, Some((lslot, lgen)), Some(eth.src));
         self.after(slot);
     }
@@ -687,7 +690,7 @@ impl Endpoint {
         if l.accept_q.len() >= l.backlog {
             return false;
         }
-        let lgen = *lgen;
+        let (lgen, buffers) = (*lgen, l.buffers);
         let ts_offset = self.ts_offset(&tuple);
         let tsecr = seg
             .options
@@ -714,6 +717,9 @@ impl Endpoint {
         };
         let iss = SeqNumber(seg.ack.0.wrapping_sub(1));
         let mut tcb = Tcb::accept_syn(&self.config.tcp, tuple, iss, ts_offset, &syn, now);
+        if let Some((send, recv)) = buffers {
+            tcb.set_buffer_sizes(send, recv);
+        }
         tcb.synack_sent_by_cookie();
         self.install(slot, tcb, Some((lslot, lgen)), Some(eth.src));
         self.counters.syn_cookies_accepted += 1;
@@ -838,6 +844,7 @@ impl Endpoint {
                 backlog,
                 accept_q: VecDeque::new(),
                 half_open: 0,
+                buffers: None,
             }))
             .ok_or(SocketError::TooManyConnections)?;
         self.listeners.insert(port, slot);
@@ -1195,6 +1202,49 @@ impl Endpoint {
     pub fn want_writable(&mut self, h: Handle) -> Result<(), SocketError> {
         self.tcb_mut(h)?.want_writable();
         Ok(())
+    }
+
+    /// The send and receive buffer sizes of a connection, or of the connections a listener
+    /// will accept (`SO_SNDBUF`/`SO_RCVBUF`), each clamped to `1..=` the configured size.
+    /// The receive window follows the receive size from the next segment on (a window
+    /// already advertised is not taken back: RFC 9293 §3.8.6.2.1); a send buffer made smaller
+    /// than what it holds takes no write until acknowledgments bring it below the new size.
+    pub fn set_buffer_sizes(
+        &mut self,
+        h: Handle,
+        send: usize,
+        recv: usize,
+    ) -> Result<(), SocketError> {
+        let send = send.clamp(1, self.config.tcp.send_buffer.max(1));
+        let recv = recv.clamp(1, self.config.tcp.recv_buffer.max(1));
+        if self.is_listener(h) {
+            if let Some(Body::Listener(l)) =
+                self.slots.get_mut(h.slot as usize).map(|s| &mut s.body)
+            {
+                l.buffers = Some((send, recv));
+            }
+            return Ok(());
+        }
+        self.tcb_mut(h)?.set_buffer_sizes(send, recv);
+        Ok(())
+    }
+
+    /// Whether the listener `h` has a connection for [`accept`](Self::accept) (`false` for
+    /// anything that is not a listener).
+    pub fn accept_ready(&self, h: Handle) -> bool {
+        let Some(Slot {
+            generation,
+            body: Body::Listener(l),
+        }) = self.slots.get(h.slot as usize)
+        else {
+            return false;
+        };
+        *generation == h.generation
+            && l.accept_q.iter().any(|&slot| {
+                matches!(self.slots.get(slot as usize).map(|s| &s.body),
+                    Some(Body::Conn(tcb)) if tcb.listener == Some((h.slot, h.generation))
+                        && !tcb.app_owned)
+            })
     }
 
     /// Whether Nagle's algorithm is disabled.
