@@ -1276,6 +1276,7 @@ impl Tcb {
             && (self.snd_wl1 < seg.seq || (self.snd_wl1 == seg.seq && self.snd_wl2 <= ack))
         {
             let opened = window > self.snd_wnd;
+            let was_closed = self.snd_wnd == 0;
             self.snd_wnd = window;
             self.max_snd_wnd = self.max_snd_wnd.max(window);
             self.snd_wl1 = seg.seq;
@@ -1287,6 +1288,12 @@ impl Tcb {
                 }
                 if opened {
                     self.retries = 0;
+                }
+                if was_closed && self.snd_nxt > ack {
+                    // What went beyond a closed window (the probe octet) was not accepted
+                    // (SEG.ACK did not cover it): send on from SND.UNA, or the octet would be
+                    // a hole behind new data until the RTO.
+                    self.snd_nxt = ack;
                 }
             }
         }

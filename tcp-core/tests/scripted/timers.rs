@@ -185,6 +185,25 @@ fn persist_keeps_probing_when_the_probe_octet_is_all_the_data() {
     assert_eq!(h.info().send_buffered, 0);
 }
 
+/// A window update that does not take the probe octet (SEG.ACK below it) makes the sender
+/// go on from SND.UNA: the octet is sent again at the head of the data, not left as a hole
+/// behind it until the RTO. (Seen against mtcp-api: a reader that drained a full buffer got
+/// the data after the probe octet and waited 200 ms for the octet.)
+#[test]
+fn window_update_after_a_refused_probe_resends_the_probe_octet_first() {
+    let mut h = H::plain();
+    h.passive_open(0, PeerOpts::plain());
+    h.send(1, Seg::ack(1, 1).win(0));
+    h.write(b"0123456789");
+    h.expect_nothing();
+    assert_eq!(h.wake(), 1001);
+    h.expect(&[Exp::data(1, 1, b"0")]);
+    // Refused (window 0), then the reader drains and the window opens: ACK still 1.
+    h.send(1010, Seg::ack(1, 1).win(0));
+    h.send(1500, Seg::ack(1, 1).win(4000));
+    h.expect(&[Exp::data(1, 1, b"0123456789")]);
+}
+
 /// A window update ends the persist state without waiting for the next probe.
 #[test]
 fn persist_ends_when_a_window_update_arrives() {
