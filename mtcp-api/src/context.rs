@@ -18,8 +18,10 @@
 //! [`Context::epoll_wait`], as mTCP applications do.
 //!
 //! In run-to-completion mode ([`Context::run_to_completion`]) the same calls drive the stack
-//! in the calling thread: commands and messages pass through in-process queues and
-//! `epoll_wait` runs the stack's loop itself.
+//! in the calling thread: they operate on the endpoint directly (no commands, no messages;
+//! see the `direct` module) and `epoll_wait` runs the stack's loop itself.
+
+mod direct;
 
 use crate::config::Config;
 use crate::proto::{Cmd, Fd, Msg, SockOpts};
@@ -87,10 +89,14 @@ enum Link {
         msgs: Receiver<Msg>,
         bell: Doorbell,
     },
-    /// The stack itself, run by the application's thread.
-    Local {
+    /// The stack itself, run by the application's thread; calls go straight to its
+    /// endpoint.
+    Direct {
         core: Box<StackCore>,
-        cmds: VecDeque<Cmd>,
+        /// Whose events are whose.
+        slots: direct::Slots,
+        /// The last pass found nothing to do.
+        idle: bool,
     },
 }
 
@@ -192,6 +198,23 @@ fn stack_core(
     ec.prefetch = Some(tcp_core::Prefetch(psio::prefetch));
     ec.checksum_accel = Some(tcp_core::ChecksumAccel(psio::checksum_sum));
     let ep = Endpoint::new(ec).map_err(InitError::Endpoint)?;
+    // Debugging aid: MTCP_PCAP=<dir> records every frame of every core in <dir>.
+    let queue: Queue = match std::env::var_os("MTCP_PCAP") {
+        Some(dir) => {
+            let file = std::path::Path::new(&dir).join(format!(
+                "mtcp-{}-core{core}.pcap",
+                config.interface.address.0
+            ));
+            Box::new(
+                psio::PcapTap::create(queue, file).map_err(|err| InitError::Port {
+                    core,
+                    name: port.into(),
+                    err,
+                })?,
+            )
+        }
+        None => queue,
+    };
     StackCore::new(
         ep,
         port,
@@ -393,6 +416,11 @@ struct Opts {
 }
 
 impl Opts {
+    /// Keepalive parameters when `SO_KEEPALIVE` is on.
+    fn keepalive_opt(&self) -> Option<Keepalive> {
+        self.keepalive.then_some(self.keepalive_params)
+    }
+
     fn for_stack(&self, rcvbuf: usize, sndbuf: usize) -> SockOpts {
         SockOpts {
             nodelay: self.nodelay,
@@ -416,6 +444,11 @@ enum Phase {
 
 struct Sock {
     phase: Phase,
+    /// The endpoint's connection or listener (run-to-completion contexts only: there the
+    /// bytes and the readiness are the endpoint's, and `rx`/`credit` stay unused).
+    handle: Option<Handle>,
+    /// `shutdown(SHUT_RD)` (run-to-completion contexts): arriving bytes are discarded.
+    rd_shut: bool,
     bound_port: Option<u16>,
     local: Option<SocketAddrV4>,
     peer: Option<SocketAddrV4>,
@@ -470,6 +503,8 @@ impl Sock {
     fn new(opts: Opts, sndbuf: usize, rcvbuf: usize) -> Sock {
         Sock {
             phase: Phase::Fresh,
+            handle: None,
+            rd_shut: false,
             bound_port: None,
             local: None,
             peer: None,
@@ -514,6 +549,8 @@ impl Sock {
     /// buffer sizes, binding and epoll registrations.
     fn reset_unconnected(&mut self) {
         self.phase = Phase::Fresh;
+        self.handle = None;
+        self.rd_shut = false;
         self.peer = None;
         self.local = self
             .bound_port
@@ -753,14 +790,28 @@ impl Context {
                 let sc = stack_core(config, core, &port, queue, steer, secret)?;
                 Ok(Context::new(
                     core,
-                    Link::Local {
+                    Link::Direct {
                         core: Box::new(sc),
-                        cmds: VecDeque::new(),
+                        slots: direct::Slots::default(),
+                        idle: false,
                     },
                     config,
                 ))
             })
             .collect()
+    }
+
+    /// Whether this is a run-to-completion context (calls go to the endpoint directly).
+    fn is_direct(&self) -> bool {
+        matches!(self.link, Link::Direct { .. })
+    }
+
+    /// The endpoint of a run-to-completion context.
+    fn endpoint(&self) -> Option<&Endpoint> {
+        match &self.link {
+            Link::Direct { core, .. } => Some(core.endpoint()),
+            Link::Thread { .. } => None,
+        }
     }
 
     /// The core this context belongs to.
@@ -772,7 +823,7 @@ impl Context {
     /// context whose stack runs in its own thread: ask [`Mtcp::stats`]).
     pub fn stats(&self) -> Option<StackStats> {
         match &self.link {
-            Link::Local { core, .. } => Some(core.stats()),
+            Link::Direct { core, .. } => Some(core.stats()),
             Link::Thread { .. } => None,
         }
     }
@@ -796,8 +847,9 @@ impl Context {
                     }
                 }
             }
-            Link::Local { cmds, .. } => {
-                cmds.push_back(cmd);
+            Link::Direct { .. } => {
+                // Run-to-completion calls operate on the endpoint directly.
+                debug_assert!(false, "a command in a run-to-completion context: {cmd:?}");
                 Ok(())
             }
         }
@@ -806,10 +858,10 @@ impl Context {
     /// Applies every message already there; in run-to-completion mode, runs one pass of the
     /// stack first. Returns whether anything arrived.
     pub fn poll(&mut self) -> Result<bool, Error> {
-        let mut any = false;
-        if let Link::Local { core, cmds } = &mut self.link {
-            core.pass(cmds.drain(..)).map_err(|_| Error::ContextGone)?;
+        if let Link::Direct { .. } = self.link {
+            return self.d_pass();
         }
+        let mut any = false;
         while let Some(m) = self.try_msg()? {
             any = true;
             self.apply(m);
@@ -827,7 +879,7 @@ impl Context {
                     Err(Error::ContextGone)
                 }
             },
-            Link::Local { core, .. } => Ok(core.take_msg()),
+            Link::Direct { .. } => Ok(None),
         }
     }
 
@@ -851,17 +903,10 @@ impl Context {
                     }
                 }
             }
-            Link::Local { core, cmds } => {
-                let busy = core.pass(cmds.drain(..)).map_err(|_| Error::ContextGone)?;
-                if !busy && core.pending_msgs() == 0 {
-                    let limit = deadline
-                        .map(|d| d.saturating_duration_since(Instant::now()).as_micros() as u64);
-                    core.select(limit).map_err(|_| Error::ContextGone)?;
-                }
-                while let Some(m) = self.try_msg()? {
-                    self.apply(m);
-                }
-                Ok(())
+            Link::Direct { .. } => {
+                let limit = deadline
+                    .map(|d| d.saturating_duration_since(Instant::now()).as_micros() as u64);
+                self.d_block(limit)
             }
         }
     }
@@ -908,15 +953,7 @@ impl Context {
 
     /// Tells every epoll watching `fd` about a change with these flags.
     fn notify(&mut self, fd: Fd, flags: Events) {
-        let watchers = match self.watchers_mut(fd) {
-            Some(w) if !w.is_empty() => w.clone(),
-            _ => return,
-        };
-        for ep in watchers {
-            if let Some(Obj::Epoll(e)) = self.objs.get_mut(ep as usize) {
-                e.notify(fd, flags);
-            }
-        }
+        direct::notify(&mut self.objs, fd, flags);
     }
 
     /// Applies one message from the stack.
@@ -1015,16 +1052,22 @@ impl Context {
     }
 
     /// What `poll` would say of descriptor `fd` (modelled on Linux's `tcp_poll`).
-    fn level(objs: &[Obj], pipes: &[Option<PipeBuf>], fd: Fd) -> Events {
+    /// `ep`: the endpoint of a run-to-completion context, which holds the bytes.
+    fn level(objs: &[Obj], pipes: &[Option<PipeBuf>], ep: Option<&Endpoint>, fd: Fd) -> Events {
         let s = match objs.get(fd as usize) {
             Some(Obj::Sock(s)) => s,
             Some(Obj::Pipe(p)) => return pipe_level(pipes, p),
             _ => return Events::empty(),
         };
+        let direct = ep.zip(s.handle);
         let mut m = Events::empty();
         match s.phase {
             Phase::Listening | Phase::ListenPending => {
-                if !s.accept_q.is_empty() {
+                let ready = match direct {
+                    Some((ep, h)) => ep.accept_ready(h),
+                    None => !s.accept_q.is_empty(),
+                };
+                if ready {
                     m |= Events::IN | Events::RDNORM;
                 }
                 return m;
@@ -1044,10 +1087,17 @@ impl Context {
             m |= Events::IN | Events::RDNORM | Events::RDHUP;
         }
         if s.phase != Phase::Connecting || s.ended.is_some() {
-            if s.rx_bytes > 0 {
+            let (readable, writable) = match direct {
+                Some((ep, h)) => (
+                    !s.rd_shut && ep.recv_available(h).unwrap_or(0) > 0,
+                    direct::writable(ep, h, s.sndbuf),
+                ),
+                None => (s.rx_bytes > 0, s.writable()),
+            };
+            if readable {
                 m |= Events::IN | Events::RDNORM;
             }
-            if wr_shut || s.writable() {
+            if wr_shut || writable {
                 m |= Events::OUT | Events::WRNORM;
             } else {
                 s.nospace.set(true);
@@ -1094,6 +1144,7 @@ impl Context {
     /// socket not bound to a port gets a free ephemeral one, as on Linux. The only call that
     /// waits for its stack (up to 5 s).
     pub fn listen(&mut self, fd: Fd, backlog: usize) -> Result<(), Error> {
+        let direct = self.is_direct();
         let s = self.sock_mut(fd)?;
         if s.phase == Phase::Listening {
             s.backlog = backlog.max(1);
@@ -1104,6 +1155,11 @@ impl Context {
         }
         // Port 0: the stack picks a free one.
         let port = s.bound_port.unwrap_or(0);
+        if direct {
+            s.backlog = backlog.max(1);
+            s.error = None;
+            return self.d_listen(fd, port, backlog.max(1));
+        }
         s.phase = Phase::ListenPending;
         s.backlog = backlog.max(1);
         s.error = None;
@@ -1128,6 +1184,12 @@ impl Context {
         if s.phase != Phase::Listening {
             return Err(Error::InvalidInput);
         }
+        if let Link::Direct { .. } = self.link {
+            return self.d_accept(fd);
+        }
+        let Some(s) = self.sock_mut(fd).ok() else {
+            return Err(Error::BadDescriptor);
+        };
         let (handle, local, peer) = s.accept_q.pop_front().ok_or(Error::WouldBlock)?;
         let (opts, lsndbuf, lrcvbuf) = (s.opts, s.sndbuf, s.rcvbuf);
         let new = self.socket()?;
@@ -1151,6 +1213,7 @@ impl Context {
     /// `connect`: starts the handshake and returns [`Error::InProgress`]; OUT (connected) or
     /// ERR (with the reason in `SO_ERROR`) follows.
     pub fn connect(&mut self, fd: Fd, remote: SocketAddrV4) -> Result<(), Error> {
+        let direct = self.is_direct();
         let s = self.sock_mut(fd)?;
         match s.phase {
             Phase::Connecting if s.ended.is_some() => {
@@ -1158,6 +1221,11 @@ impl Context {
                 // (or ECONNABORTED once taken) and leaves the socket unconnected; the next
                 // connect starts anew. The stack forgets the old connection first.
                 let err = s.error.take().unwrap_or(Error::ConnectionAborted);
+                if direct {
+                    self.d_forget(fd);
+                    self.sock_mut(fd)?.reset_unconnected();
+                    return Err(err);
+                }
                 s.reset_unconnected();
                 self.send(Cmd::Close { fd, abort: true })?;
                 return Err(err);
@@ -1168,6 +1236,12 @@ impl Context {
             Phase::Fresh if s.ended.is_some() => return Err(Error::InvalidInput),
             Phase::Fresh => {}
         }
+        if let Link::Direct { .. } = self.link {
+            return self.d_connect(fd, remote);
+        }
+        let Ok(s) = self.sock_mut(fd) else {
+            return Err(Error::BadDescriptor);
+        };
         s.phase = Phase::Connecting;
         s.peer = Some(remote);
         s.credit = s.sndbuf;
@@ -1191,7 +1265,10 @@ impl Context {
         if let Some(Obj::Pipe(_)) = self.objs.get(fd as usize) {
             return self.pipe_read(fd, buf, peek);
         }
-        self.sock(fd)?;
+        let s = self.sock(fd)?;
+        if let (Some(h), true) = (s.handle, self.is_direct()) {
+            return self.d_recv(fd, h, buf, peek);
+        }
         let Context { objs, spare, .. } = self;
         let Some(Obj::Sock(s)) = objs.get_mut(fd as usize) else {
             return Err(Error::BadDescriptor);
@@ -1299,6 +1376,9 @@ impl Context {
         if data.is_empty() {
             return Ok(0);
         }
+        if s.handle.is_some() {
+            return self.d_write(fd, data);
+        }
         let n = data.len().min(s.credit);
         if n < data.len() {
             s.nospace.set(true);
@@ -1328,6 +1408,13 @@ impl Context {
         let s = self.sock_mut(fd)?;
         if !matches!(s.phase, Phase::Connected | Phase::Connecting) {
             return Err(Error::NotConnected);
+        }
+        if s.handle.is_some() {
+            let read = matches!(how, Shutdown::Read | Shutdown::Both);
+            let write = matches!(how, Shutdown::Write | Shutdown::Both);
+            self.d_shutdown(fd, read, write);
+            self.notify(fd, Events::OUT | Events::IN | Events::HUP);
+            return Ok(());
         }
         if matches!(how, Shutdown::Read | Shutdown::Both) {
             s.rd_closed = true;
@@ -1378,8 +1465,18 @@ impl Context {
         }
         let talked = !matches!(s.phase, Phase::Fresh) || s.ended.is_some();
         let abort = s.rx_bytes > 0 || s.opts.linger == Some(0);
+        let (handle, listener) = (s.handle, s.phase == Phase::Listening);
         if self.sock_pool.len() < SOCK_POOL {
             self.sock_pool.push(s);
+        }
+        if self.is_direct() {
+            // The endpoint resets a connection closed with unread bytes itself.
+            if let Some(h) = handle {
+                self.d_close(h, listener, abort);
+            }
+            self.objs[fd as usize] = Obj::Free;
+            self.free.push(fd);
+            return Ok(());
         }
         if !talked {
             // The stack never heard of it.
@@ -1427,7 +1524,12 @@ impl Context {
                 .and_then(Option::as_ref)
                 .map_or(0, |b| if p.write { 0 } else { b.data.len() }));
         }
-        Ok(self.sock(fd)?.rx_bytes)
+        let s = self.sock(fd)?;
+        match s.handle {
+            Some(h) if !s.rd_shut => Ok(self.d_available(h)),
+            Some(_) => Ok(0),
+            None => Ok(s.rx_bytes),
+        }
     }
 
     /// `setsockopt(TCP_NODELAY)`.
@@ -1489,11 +1591,20 @@ impl Context {
                 | SockOpt::KeepInterval(_)
                 | SockOpt::KeepCount(_)
         );
-        if talked && needs_stack {
+        if s.handle.is_some() {
+            if needs_stack {
+                self.d_set_opts(fd);
+            }
+        } else if talked && needs_stack {
             let opts = s.opts.for_stack(s.rcvbuf, s.sndbuf);
             self.send(Cmd::SetOpts { fd, opts })?;
         }
-        if matches!(opt, SockOpt::SendBuffer(_)) && self.sock(fd)?.writable() {
+        let s = self.sock(fd)?;
+        let writable = match s.handle {
+            Some(h) => self.d_writable(h, s.sndbuf),
+            None => s.writable(),
+        };
+        if matches!(opt, SockOpt::SendBuffer(_)) && writable {
             self.notify(fd, Events::OUT | Events::WRNORM);
         }
         Ok(())
@@ -1673,7 +1784,7 @@ impl Context {
             Some(Obj::Epoll(_)) => return Err(Error::NotSupported),
             _ => return Err(Error::BadDescriptor),
         }
-        let level = Self::level(&self.objs, &self.pipes, fd);
+        let level = Self::level(&self.objs, &self.pipes, self.endpoint(), fd);
         let Some(Obj::Epoll(e)) = self.objs.get_mut(ep as usize) else {
             return Err(Error::BadDescriptor);
         };
@@ -1740,8 +1851,12 @@ impl Context {
         else {
             return 0;
         };
+        let endpoint = match &self.link {
+            Link::Direct { core, .. } => Some(core.endpoint()),
+            Link::Thread { .. } => None,
+        };
         let (objs, pipes) = (&self.objs, &self.pipes);
-        let n = e.wait(out, |fd| Self::level(objs, pipes, fd));
+        let n = e.wait(out, |fd| Self::level(objs, pipes, endpoint, fd));
         self.objs[ep as usize] = Obj::Epoll(e);
         n
     }

@@ -220,7 +220,7 @@ impl StackCore {
 
     /// The time of the current pass (the clock is read once per pass: a clock read costs
     /// as much as handling a small command).
-    fn now(&self) -> Instant {
+    pub(crate) fn now(&self) -> Instant {
         self.now
     }
 
@@ -284,13 +284,39 @@ impl StackCore {
             self.stats.commands += 1;
             self.command(cmd);
         }
+        self.run_timers();
+        busy |= self.events();
+        busy |= self.tx()?;
+        Ok(busy)
+    }
+
+    /// The first half of a pass for a context that talks to the endpoint itself (no
+    /// commands, no messages): read the clock, receive a batch, run the timers due. The
+    /// caller then takes the endpoint's events and ends the pass with [`tx`](Self::tx).
+    /// Returns whether frames arrived.
+    pub(crate) fn begin_pass(&mut self) -> psio::Result<bool> {
+        self.stats.passes += 1;
+        self.now = self.clock();
+        let busy = self.rx()?;
+        self.run_timers();
+        Ok(busy)
+    }
+
+    fn run_timers(&mut self) {
         let now = self.now();
         if self.ep.poll_timeout().is_some_and(|t| t <= now) {
             self.ep.handle_timeout(now);
         }
-        busy |= self.events();
-        busy |= self.tx()?;
-        Ok(busy)
+    }
+
+    /// The endpoint, to operate on.
+    pub(crate) fn ep_mut(&mut self) -> &mut Endpoint {
+        &mut self.ep
+    }
+
+    /// The counters a context that talks to the endpoint itself keeps up to date.
+    pub(crate) fn stats_mut(&mut self) -> &mut StackStats {
+        &mut self.stats
     }
 
     fn rx(&mut self) -> psio::Result<bool> {
@@ -311,7 +337,9 @@ impl StackCore {
         Ok(true)
     }
 
-    fn tx(&mut self) -> psio::Result<bool> {
+    /// Sends what the endpoint has, as far as the TX ring has room. Returns whether any
+    /// frame went out.
+    pub(crate) fn tx(&mut self) -> psio::Result<bool> {
         let now = self.now();
         let q = self.set.port(0).queue(0);
         let mut sent = 0;
@@ -436,7 +464,6 @@ impl StackCore {
 
     /// Applies one command.
     pub fn command(&mut self, cmd: Cmd) {
-        let now = self.now();
         match cmd {
             Cmd::Listen { fd, port, backlog } => match self.listen(port, backlog.max(1)) {
                 Ok((h, port)) => {
@@ -458,15 +485,7 @@ impl StackCore {
                 local_port,
                 opts,
             } => {
-                // A port chosen with `bind` must be one of the ephemeral ports (the endpoint
-                // keeps their bookkeeping); any other fails with AddrNotAvailable.
-                let (n, i) = self.steer;
-                let r = match local_port {
-                    Some(p) => self.ep.connect_with(now, remote, |q| q == p),
-                    None => self.ep.connect_with(now, remote, |q| {
-                        psio::sys::af_packet::queue_for_port(q, n) == i
-                    }),
-                };
+                let r = self.open(remote, local_port);
                 match r {
                     Ok(h) => {
                         self.stats.connects += 1;
@@ -517,9 +536,38 @@ impl StackCore {
         }
     }
 
+    /// Starts an active open to `remote` from `local_port` (chosen with `bind`), else from an
+    /// ephemeral port whose replies are steered to this core.
+    pub(crate) fn open(
+        &mut self,
+        remote: SocketAddrV4,
+        local_port: Option<u16>,
+    ) -> Result<Handle, tcp_core::SocketError> {
+        // A port chosen with `bind` must be one of the ephemeral ports (the endpoint keeps
+        // their bookkeeping); any other fails with AddrNotAvailable.
+        let now = self.now();
+        let (n, i) = self.steer;
+        match local_port {
+            Some(p) => self.ep.connect_with(now, remote, |q| q == p),
+            None => self.ep.connect_with(now, remote, |q| {
+                psio::sys::af_packet::queue_for_port(q, n) == i
+            }),
+        }
+    }
+
+    /// Counts a connection handed to the application, and whether its peer's port steers
+    /// it to another core.
+    pub(crate) fn note_accepted(&mut self, peer: SocketAddrV4) {
+        let (n, i) = self.steer;
+        if n > 1 && psio::sys::af_packet::queue_for_port(peer.port(), n) != i {
+            self.stats.misrouted += 1;
+        }
+        self.stats.accepted += 1;
+    }
+
     /// Listens on `port`, or on a free ephemeral port for 0 (tried from a point that moves
     /// with every call, as Linux picks one).
-    fn listen(
+    pub(crate) fn listen(
         &mut self,
         port: u16,
         backlog: usize,
@@ -739,14 +787,10 @@ impl StackCore {
                 let _ = self.ep.abort(now, conn);
                 continue;
             };
-            let (n, i) = self.steer;
-            if n > 1 && psio::sys::af_packet::queue_for_port(peer.port(), n) != i {
-                self.stats.misrouted += 1;
-            }
+            self.note_accepted(peer);
             if let Some(l) = self.sock(fd).and_then(|s| s.listener.as_mut()) {
                 l.waiting += 1;
             }
-            self.stats.accepted += 1;
             self.waiting.insert(
                 conn,
                 Waiting {
@@ -766,7 +810,7 @@ impl StackCore {
 
     /// Counts a connection that ended on its own (a normal end is counted when the
     /// application closes it).
-    fn count_end(&mut self, reason: CloseReason) {
+    pub(crate) fn count_end(&mut self, reason: CloseReason) {
         match reason {
             CloseReason::Normal | CloseReason::Aborted => {}
             CloseReason::TimedOut => self.stats.timed_out += 1,
