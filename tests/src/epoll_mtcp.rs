@@ -1,6 +1,9 @@
 //! The mtcp-api half of the epoll differential test: [`MtcpSockets`] runs the scenarios of
-//! [`epoll_diff`](crate::epoll_diff) on two run-to-completion contexts (a "client" stack at
-//! 10.0.0.1 and a "server" stack at 10.0.0.2) joined by a shared-memory link.
+//! [`epoll_diff`](crate::epoll_diff) on two mtcp-api contexts (a "client" stack at 10.0.0.1 and
+//! a "server" stack at 10.0.0.2) joined by a shared-memory link, in either of mtcp-api's modes
+//! ([`Mode`]): run-to-completion contexts, or contexts whose stacks run in their own threads
+//! ([`mtcp_api::init`]). The two modes reach the TCP endpoint by different paths (directly,
+//! or through command and message queues), so the test runs every scenario in both.
 //!
 //! A socket belongs to the server when its first role is to listen or to be accepted, to the
 //! client otherwise. Each context has its own epoll instance (an mtcp epoll watches the
@@ -8,18 +11,25 @@
 //! Linux epoll watching every socket reports as long as `maxevents` holds them all (the
 //! scenarios make sure it does).
 //!
-//! The network moves only while a context is called: [`Step::Settle`] and [`Step::Wait`] poll
-//! both stacks for [`SETTLE`] (longer than the delayed-ACK timer, so every ACK the peer owes
-//! has been sent), and the steps that wait on the network (`FillSendBuffer`, `Drain`) settle
-//! between rounds as the Linux runner does.
+//! How the network moves depends on the mode. In run-to-completion mode it moves only while a
+//! context is called (its `poll` runs a pass of its stack). With stack threads it moves on
+//! its own, like Linux's, but what a context sees of it changes only when the context applies
+//! what its stack sent (`poll`, `epoll_wait`, `listen`). Either way, [`Step::Settle`] and
+//! [`Step::Wait`] poll both contexts for [`SETTLE`] of wall time (longer than the delayed-ACK
+//! timer, so every ACK the peer owes has been sent; with stack threads, sleeping [`PAUSE`]
+//! between polls so that the stack threads get the CPU), and the steps that wait on the
+//! network (`FillSendBuffer`, `Drain`) settle between rounds as the Linux runner does.
 
-use crate::epoll_diff::{Name, Scenario, Sockets, Step, WaitResult, COMPARED};
+use crate::epoll_diff::{describe, Name, Scenario, Sockets, Step, WaitResult, COMPARED};
 use core::net::{Ipv4Addr, SocketAddrV4};
-use mtcp_api::{Config, Context, EpollEvent, EpollOp, Error, Events, Fd, Shutdown};
+use mtcp_api::{Config, Context, EpollEvent, EpollOp, Error, Events, Fd, Mtcp, Shutdown};
 use std::time::{Duration, Instant};
 
 /// How long the stacks run at a settle point.
 pub const SETTLE: Duration = Duration::from_millis(60);
+/// With stack threads, the sleep between two polls of a settle: the stack threads (two per
+/// run, and the test runs many at once) get the CPU instead of the polling thread spinning.
+pub const PAUSE: Duration = Duration::from_micros(50);
 /// Socket buffers of both stacks (Linux's runner fixes 256 KiB too).
 pub const BUFFER: usize = 256 * 1024;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -28,9 +38,47 @@ const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const REFUSING_PORT: u16 = 9999;
 const MAX_ROUNDS: usize = 50;
 
-/// Runs scenarios on mtcp-api contexts (see the module doc).
-#[derive(Debug, Default)]
-pub struct MtcpSockets;
+/// How [`MtcpSockets`] runs its two stacks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// [`Context::run_to_completion`]: each stack runs in the runner's thread, inside its
+    /// context's calls (`poll`, `epoll_wait`).
+    #[default]
+    Rtc,
+    /// [`mtcp_api::init`]: each stack runs in its own thread; a context's `poll` applies what
+    /// its stack sent.
+    Threaded,
+}
+
+impl Mode {
+    /// `"rtc"` or `"threaded"`: for reports and link names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Rtc => "rtc",
+            Mode::Threaded => "threaded",
+        }
+    }
+}
+
+impl core::fmt::Display for Mode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Runs scenarios on mtcp-api contexts in one [`Mode`] (see the module doc).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MtcpSockets {
+    /// How the stacks run.
+    pub mode: Mode,
+}
+
+impl MtcpSockets {
+    /// A runner in `mode`.
+    pub fn new(mode: Mode) -> MtcpSockets {
+        MtcpSockets { mode }
+    }
+}
 
 fn config(link: &str, me: Ipv4Addr, peer: Ipv4Addr) -> Result<Config, String> {
     let mut c = Config::shm_host(link, me, peer);
@@ -57,6 +105,10 @@ struct Run {
     ctx: [Context; 2],
     ep: [Fd; 2],
     results: Vec<WaitResult>,
+    mode: Mode,
+    /// The stack threads behind `ctx` ([`Mode::Threaded`]; empty otherwise). Declared after
+    /// `ctx` so that they are dropped (stopped) after the contexts.
+    stacks: Vec<Mtcp>,
 }
 
 /// Which side each name is on: the server for names whose first role is to listen or be
@@ -80,18 +132,32 @@ fn err(what: &str) -> impl Fn(Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
+/// The context of core 0 of `config` in `mode`; with stack threads, their [`Mtcp`] goes to
+/// `stacks` (it must outlive the context).
+fn context(mode: Mode, config: Config, stacks: &mut Vec<Mtcp>) -> Result<Context, String> {
+    match mode {
+        Mode::Rtc => Context::run_to_completion(&config, 0).map_err(|e| e.to_string()),
+        Mode::Threaded => {
+            let mut mtcp = mtcp_api::init(config).map_err(|e| e.to_string())?;
+            let ctx = mtcp.context(0).ok_or("no context for core 0")?;
+            stacks.push(mtcp);
+            Ok(ctx)
+        }
+    }
+}
+
 impl Run {
-    fn new(s: &Scenario) -> Result<Run, String> {
+    fn new(s: &Scenario, mode: Mode) -> Result<Run, String> {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        // Runs go on in parallel (each scenario, in each mode): each has its own link.
         let link = format!(
-            "epoll-diff-{}-{}",
+            "epoll-diff-{mode}-{}-{}",
             std::process::id(),
             SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let mut client = Context::run_to_completion(&config(&link, CLIENT, SERVER)?, 0)
-            .map_err(|e| e.to_string())?;
-        let mut server = Context::run_to_completion(&config(&link, SERVER, CLIENT)?, 0)
-            .map_err(|e| e.to_string())?;
+        let mut stacks = Vec::new();
+        let mut client = context(mode, config(&link, CLIENT, SERVER)?, &mut stacks)?;
+        let mut server = context(mode, config(&link, SERVER, CLIENT)?, &mut stacks)?;
         let ep = [
             client.epoll_create(64).map_err(err("epoll_create"))?,
             server.epoll_create(64).map_err(err("epoll_create"))?,
@@ -105,6 +171,8 @@ impl Run {
             ctx: [client, server],
             ep,
             results: Vec::new(),
+            mode,
+            stacks,
         })
     }
 
@@ -134,12 +202,16 @@ impl Run {
         Ok((side, fd))
     }
 
-    /// Runs both stacks for `d`.
+    /// Runs both stacks for `d` (run-to-completion), or lets them run and applies what they
+    /// sent (stack threads, pausing [`PAUSE`] between polls).
     fn settle_for(&mut self, d: Duration) -> Result<(), String> {
         let end = Instant::now() + d;
         while Instant::now() < end {
             for c in &mut self.ctx {
                 c.poll().map_err(err("poll"))?;
+            }
+            if self.mode == Mode::Threaded {
+                std::thread::sleep(PAUSE);
             }
         }
         Ok(())
@@ -337,11 +409,27 @@ impl Run {
 impl Sockets for MtcpSockets {
     fn run(&mut self, s: &Scenario) -> Result<Vec<WaitResult>, String> {
         s.validate()?;
-        let mut run = Run::new(s).map_err(|e| format!("{}: setup: {e}", s.name))?;
+        let mut run = Run::new(s, self.mode).map_err(|e| format!("{}: setup: {e}", s.name))?;
         for (i, step) in s.steps.iter().enumerate() {
-            run.step(step)
-                .map_err(|e| format!("{}: step {} {step:?}: {e}", s.name, i + 1))?;
+            run.step(step).map_err(|e| {
+                let before = match describe(&run.results) {
+                    d if d.is_empty() => "no wait recorded before it".to_string(),
+                    d => format!("recorded before it:\n{d}"),
+                };
+                format!("{}: step {} {step:?}: {e}; {before}", s.name, i + 1)
+            })?;
         }
-        Ok(run.results)
+        let Run {
+            ctx,
+            stacks,
+            results,
+            ..
+        } = run;
+        // The contexts go first; then the stack threads stop (and report how they ended).
+        drop(ctx);
+        for (i, r) in stacks.into_iter().flat_map(Mtcp::destroy).enumerate() {
+            r.map_err(|e| format!("{}: stack {i}: {e}", s.name))?;
+        }
+        Ok(results)
     }
 }
