@@ -267,34 +267,35 @@ impl Context {
             return Err(Error::ContextGone);
         };
         let s = sock_of(objs, fd).ok_or(Error::BadDescriptor)?;
-        if buf.is_empty() && s.phase == Phase::Connected {
-            // Linux returns 0 at once for a zero-length read.
-            return Ok(0);
-        }
         let ep = core.ep_mut();
-        let avail = if s.rd_shut {
-            0
-        } else {
-            ep.recv_available(h).unwrap_or(0)
-        };
-        if avail == 0 {
-            if let Some(e) = s.error.take() {
-                return Err(e);
-            }
-            if s.rd_closed || s.ended.is_some() {
+        if buf.is_empty() {
+            // Linux returns 0 at once for a zero-length read (of a connected socket, or
+            // of one with bytes to read).
+            if s.phase == Phase::Connected || ep.recv_available(h).unwrap_or(0) > 0 {
                 return Ok(0);
             }
-            return Err(match s.phase {
-                Phase::Connected | Phase::Connecting => Error::WouldBlock,
-                _ => Error::NotConnected,
-            });
+        } else if !s.rd_shut {
+            // The common case first: bytes are there.
+            let got = if peek {
+                ep.peek(h, buf)
+            } else {
+                ep.recv(h, buf)
+            };
+            if let Ok(n @ 1..) = got {
+                return Ok(n);
+            }
         }
-        let n = if peek {
-            ep.peek(h, buf)
-        } else {
-            ep.recv(h, buf)
-        };
-        Ok(n.unwrap_or(0))
+        // Nothing to read: a pending error, the end of the stream, or not yet.
+        if let Some(e) = s.error.take() {
+            return Err(e);
+        }
+        if s.rd_closed || s.ended.is_some() {
+            return Ok(0);
+        }
+        Err(match s.phase {
+            Phase::Connected | Phase::Connecting => Error::WouldBlock,
+            _ => Error::NotConnected,
+        })
     }
 
     /// `write` in a run-to-completion context, once the socket's state allowed it.
