@@ -883,7 +883,7 @@ impl<'a, N: Net> Client<'a, N> {
             errors: ErrorLog::new(who),
         };
         for i in 0..c.slots.len() {
-            c.start(i);
+            c.start(i, Instant::now());
         }
         let mut ready = Vec::with_capacity(EVENTS);
         while !shared.stop.load(Ordering::Relaxed) {
@@ -914,11 +914,11 @@ impl<'a, N: Net> Client<'a, N> {
         }
     }
 
-    /// Connects slot `i` (a new transaction in new-conn mode).
-    fn start(&mut self, i: usize) {
+    /// Connects slot `i` (a new transaction in new-conn mode), starting at `now`.
+    fn start(&mut self, i: usize, now: Instant) {
         let s = &mut self.slots[i];
         s.generation = s.generation.wrapping_add(1);
-        s.t0 = Instant::now();
+        s.t0 = now;
         match self.net.connect(self.to, token(i, s.generation)) {
             Ok(sock) => {
                 s.sock = Some(sock);
@@ -928,8 +928,8 @@ impl<'a, N: Net> Client<'a, N> {
         }
     }
 
-    /// Prepares the next request of slot `i`.
-    fn begin_request(&mut self, i: usize) {
+    /// Prepares the next request of slot `i`, at `now` (persistent mode times from there).
+    fn begin_request(&mut self, i: usize, now: Instant) {
         self.next_tx += 1;
         let s = &mut self.slots[i];
         s.tx = self.next_tx;
@@ -938,7 +938,7 @@ impl<'a, N: Net> Client<'a, N> {
         s.got = 0;
         s.phase = ClientPhase::Sending;
         if self.mode == Mode::Persistent {
-            s.t0 = Instant::now();
+            s.t0 = now;
         }
     }
 
@@ -960,7 +960,7 @@ impl<'a, N: Net> Client<'a, N> {
                 if !r.writable {
                     return;
                 }
-                self.begin_request(i);
+                self.begin_request(i, Instant::now());
             }
             ClientPhase::Sending | ClientPhase::Receiving => {}
         }
@@ -1022,12 +1022,14 @@ impl<'a, N: Net> Client<'a, N> {
         if let Err(m) = check_response(s.tx, &s.resp) {
             return self.fail(i, m);
         }
+        // One clock read per transaction: its end is the next one's start.
+        let now = Instant::now();
         if self.shared.measuring.load(Ordering::Relaxed) {
-            self.latency.record(s.t0.elapsed());
+            self.latency.record(now.saturating_duration_since(s.t0));
         }
         self.shared.done[self.me].0.fetch_add(1, Ordering::Relaxed);
         match self.mode {
-            Mode::Persistent => self.begin_request(i),
+            Mode::Persistent => self.begin_request(i, now),
             Mode::NewConn => {
                 let sock = s.sock.take();
                 s.phase = ClientPhase::Idle;
@@ -1036,7 +1038,7 @@ impl<'a, N: Net> Client<'a, N> {
                         return self.errors.add(self.shared, format_args!("close: {e}"));
                     }
                 }
-                self.start(i);
+                self.start(i, now);
             }
         }
     }
