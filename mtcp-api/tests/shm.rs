@@ -280,3 +280,49 @@ fn a_small_send_buffer_still_streams() {
     }
     assert!(got == data);
 }
+
+/// Dropping a run-to-completion context closes its connections as `close` would: the peer
+/// reads the bytes written last and then the end of the stream (a FIN), not silence.
+#[test]
+fn dropping_a_run_to_completion_context_closes_its_connections() {
+    let link = unique("drop-rtc");
+    let mut s = Context::run_to_completion(&config(&link, SERVER, CLIENT), 0).unwrap();
+    let mut c = Context::run_to_completion(&config(&link, CLIENT, SERVER), 0).unwrap();
+    let l = s.socket().unwrap();
+    s.bind(l, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080))
+        .unwrap();
+    s.listen(l, 16).unwrap();
+    let fd = c.socket().unwrap();
+    assert_eq!(
+        c.connect(fd, SocketAddrV4::new(SERVER, 8080)),
+        Err(Error::InProgress)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let conn = loop {
+        assert!(Instant::now() < deadline, "no connection");
+        c.poll().unwrap();
+        s.poll().unwrap();
+        if let Ok((conn, _)) = s.accept(l) {
+            break conn;
+        }
+    };
+    while c.peer_addr(fd).is_err() {
+        assert!(Instant::now() < deadline, "not connected");
+        c.poll().unwrap();
+        s.poll().unwrap();
+    }
+    assert_eq!(c.write(fd, b"last words"), Ok(10));
+    drop(c);
+    let mut got = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "got {got:?} and no end of stream"
+        );
+        s.poll().unwrap();
+        if drain(&mut s, conn, &mut got) {
+            break;
+        }
+    }
+    assert_eq!(got, b"last words");
+}

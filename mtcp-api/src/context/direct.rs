@@ -399,6 +399,31 @@ impl Context {
     }
 }
 
+impl Drop for Context {
+    /// A run-to-completion context closes what is open as `close` would (FIN, or RST for
+    /// unread data or a zero linger time) and runs its stack until those segments are out,
+    /// for at most [`SHUTDOWN_GRACE`](super::SHUTDOWN_GRACE). (A context of stack threads
+    /// leaves that to [`Mtcp::destroy`](super::Mtcp::destroy).)
+    fn drop(&mut self) {
+        if !self.is_direct() || self.gone {
+            return;
+        }
+        let socks: Vec<Fd> = (0..self.objs.len() as Fd)
+            .filter(|&fd| matches!(self.objs[fd as usize], Obj::Sock(_)))
+            .collect();
+        for fd in socks {
+            let _ = self.close(fd);
+        }
+        let end = std::time::Instant::now() + super::SHUTDOWN_GRACE;
+        while std::time::Instant::now() < end {
+            match self.d_pass() {
+                Ok(true) => {}
+                _ => break,
+            }
+        }
+    }
+}
+
 /// Sets `TCP_NODELAY` and keepalive on a connection where they differ from what it has.
 fn d_apply_opts(
     core: &mut StackCore,
