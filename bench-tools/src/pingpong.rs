@@ -89,6 +89,7 @@
 
 use crate::core_bench::{check_response, request, response_to, MSG_LEN};
 use crate::cpu::{median, pin};
+use crate::netns;
 use core::net::{Ipv4Addr, SocketAddrV4};
 use mtcp_api::{Config, Context, EpollOp, Events, Fd, Mtcp};
 use nix::errno::Errno;
@@ -169,7 +170,7 @@ impl fmt::Display for Mode {
     }
 }
 
-/// The two stacks.
+/// The stacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stack {
     /// mtcp-rs: two `mtcp_api` instances over a shared-memory link.
@@ -179,11 +180,32 @@ pub enum Stack {
     MtcpShmRtc,
     /// Linux's TCP over 127.0.0.1.
     LinuxLoopback,
+    /// mtcp-rs with stack threads on both ends of a veth pair between two network
+    /// namespaces, through AF_PACKET (root).
+    MtcpVeth,
+    /// [`Stack::MtcpVeth`] in run-to-completion mode.
+    MtcpVethRtc,
+    /// Linux's TCP over the same kind of veth pair, client and server in their namespaces
+    /// (root).
+    LinuxVeth,
 }
 
 impl Stack {
     /// Every stack, in table order.
-    pub const ALL: [Stack; 3] = [Stack::MtcpShm, Stack::MtcpShmRtc, Stack::LinuxLoopback];
+    pub const ALL: [Stack; 6] = [
+        Stack::MtcpShm,
+        Stack::MtcpShmRtc,
+        Stack::LinuxLoopback,
+        Stack::MtcpVeth,
+        Stack::MtcpVethRtc,
+        Stack::LinuxVeth,
+    ];
+
+    /// The stacks that need no root: the default.
+    pub const NO_ROOT: [Stack; 3] = [Stack::MtcpShm, Stack::MtcpShmRtc, Stack::LinuxLoopback];
+
+    /// The stacks on a veth pair (root).
+    pub const VETH: [Stack; 3] = [Stack::MtcpVeth, Stack::MtcpVethRtc, Stack::LinuxVeth];
 
     /// The name in options and records.
     pub fn name(self) -> &'static str {
@@ -191,23 +213,52 @@ impl Stack {
             Stack::MtcpShm => "mtcp-shm",
             Stack::MtcpShmRtc => "mtcp-shm-rtc",
             Stack::LinuxLoopback => "linux-loopback",
+            Stack::MtcpVeth => "mtcp-veth",
+            Stack::MtcpVethRtc => "mtcp-veth-rtc",
+            Stack::LinuxVeth => "linux-veth",
         }
     }
 
-    /// Parses `mtcp-shm`, `mtcp-shm-rtc`, `linux-loopback` or `all`.
-    pub fn parse_list(text: &str) -> Result<Vec<Stack>, String> {
-        match text {
-            "all" => Ok(Stack::ALL.to_vec()),
-            _ => Stack::ALL
-                .into_iter()
-                .find(|s| s.name() == text)
-                .map(|s| vec![s])
-                .ok_or_else(|| {
-                    format!(
-                        "--stack is mtcp-shm, mtcp-shm-rtc, linux-loopback or all, not {text:?}"
-                    )
-                }),
+    /// Whether it runs in network namespaces (root only).
+    pub fn needs_root(self) -> bool {
+        Stack::VETH.contains(&self)
+    }
+
+    /// Linux's stack over the same kind of link: what this one is compared with.
+    pub fn baseline(self) -> Stack {
+        if self.needs_root() {
+            Stack::LinuxVeth
+        } else {
+            Stack::LinuxLoopback
         }
+    }
+
+    /// Parses a comma-separated list of stack names, `shm` (the three that need no root,
+    /// the default), `veth` (the three on a veth pair) or `all`.
+    pub fn parse_list(text: &str) -> Result<Vec<Stack>, String> {
+        let mut out = Vec::new();
+        for part in text.split(',') {
+            let some: &[Stack] = match part {
+                "all" => &Stack::ALL,
+                "shm" => &Stack::NO_ROOT,
+                "veth" => &Stack::VETH,
+                _ => match Stack::ALL.iter().find(|s| s.name() == part) {
+                    Some(s) => core::slice::from_ref(s),
+                    None => {
+                        return Err(format!(
+                            "--stack takes names among {}, shm, veth or all, not {part:?}",
+                            Stack::ALL.map(Stack::name).join(", ")
+                        ))
+                    }
+                },
+            };
+            for &st in some {
+                if !out.contains(&st) {
+                    out.push(st);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -244,7 +295,7 @@ impl Default for Options {
             modes: Mode::ALL.to_vec(),
             concurrency: vec![64],
             cores: 1,
-            stacks: Stack::ALL.to_vec(),
+            stacks: Stack::NO_ROOT.to_vec(),
             seconds: 2.0,
             runs: 3,
             pin: true,
@@ -303,8 +354,10 @@ impl Plan {
     fn cpu(&self, stack: Stack, side: usize, i: usize, app: bool) -> Option<usize> {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         let cpu = match stack {
-            Stack::MtcpShm => 4 * i + 2 * side + usize::from(app),
-            Stack::MtcpShmRtc | Stack::LinuxLoopback => 2 * i + side,
+            Stack::MtcpShm | Stack::MtcpVeth => 4 * i + 2 * side + usize::from(app),
+            Stack::MtcpShmRtc | Stack::LinuxLoopback | Stack::MtcpVethRtc | Stack::LinuxVeth => {
+                2 * i + side
+            }
         };
         (self.pin && n > 1).then_some(cpu % n)
     }
@@ -642,7 +695,7 @@ impl Net for LinuxNet {
         let s = Self::tcp_socket()?;
         socket::setsockopt(&s, sockopt::ReuseAddr, &true)?;
         socket::setsockopt(&s, sockopt::ReusePort, &true)?;
-        let addr = socket::SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        let addr = socket::SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
         socket::bind(s.as_raw_fd(), &addr)?;
         let max = i32::from(Backlog::MAXCONN);
         let backlog = Backlog::new(i32::try_from(backlog).unwrap_or(max).min(max))?;
@@ -1400,6 +1453,7 @@ fn drive_run<S, C>(
     servers: Vec<(S, S::Sock)>,
     clients: Vec<C>,
     to: SocketAddrV4,
+    client_ns: Option<&str>,
 ) -> Result<Sample, String>
 where
     S: Net + Send + 'static,
@@ -1427,7 +1481,22 @@ where
         }
         let (sh, p) = (shared.clone(), *plan);
         let who = format!("{stack} client {i}");
-        let f = move || Client::run(net, p, i, to, &sh, who);
+        let ns = client_ns.map(str::to_string);
+        let f = move || {
+            // Linux's client sockets belong to the namespace of the thread that opens them.
+            let _inside = match ns.as_deref().map(netns::enter).transpose() {
+                Ok(g) => g,
+                Err(e) => {
+                    let mut errors = ErrorLog::new(who);
+                    errors.add(&sh, format_args!("entering the client's namespace: {e}"));
+                    return Report {
+                        errors,
+                        latency: None,
+                    };
+                }
+            };
+            Client::run(net, p, i, to, &sh, who)
+        };
         match spawn(format!("pp-client-{i}"), plan.cpu(stack, 1, i, true), f) {
             Ok(h) => client_threads.push(h),
             Err(e) => started = Err(e),
@@ -1467,37 +1536,119 @@ where
     })
 }
 
-/// The configuration of one mtcp-rs instance of the link (`me` talks to `peer`).
+/// The link between the two mtcp-rs instances of a run.
+enum Wire {
+    /// A shared-memory link of this name.
+    Shm(String),
+    /// A veth pair between two namespaces, the server on end `a`, the client on end `b`
+    /// (the namespaces go when this drops).
+    Veth {
+        _lab: netns::Namespaces,
+        pair: netns::VethPair,
+        macs: [[u8; 6]; 2],
+    },
+}
+
+impl Wire {
+    /// A shared-memory link with a name of its own.
+    fn shm(tag: &str) -> Wire {
+        static RUN: AtomicU32 = AtomicU32::new(0);
+        Wire::Shm(format!(
+            "pingpong-{tag}-{}-{}",
+            std::process::id(),
+            RUN.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    /// Two new namespaces joined by a veth pair (root).
+    fn veth(tag: &str) -> Result<Wire, String> {
+        if !netns::is_root() {
+            return Err(netns::skip_message("pingpong over veth"));
+        }
+        let mut lab = netns::Namespaces::new(tag);
+        let pair = lab
+            .veth_pair("pp-srv", "pp-cli")
+            .map_err(|e| format!("veth pair: {e}"))?;
+        let mac = |ns: &str, dev: &str| lab.mac(ns, dev).map_err(|e| format!("MAC of {dev}: {e}"));
+        let macs = [mac(&pair.ns_a, &pair.dev_a)?, mac(&pair.ns_b, &pair.dev_b)?];
+        Ok(Wire::Veth {
+            _lab: lab,
+            pair,
+            macs,
+        })
+    }
+
+    /// The psio port of `side` (0 server, 1 client) with `cores` queues.
+    fn port(&self, side: usize, cores: usize) -> String {
+        match self {
+            Wire::Shm(link) => format!("shm:{link}/q={cores}"),
+            // Fanout steering by port: the server by its clients' (source) ports, the client
+            // by its own (destination) ports, so that each flow stays on the core that owns
+            // its port on both sides.
+            Wire::Veth { pair, .. } if side == 0 => {
+                format!("afpacket:{}/q={cores},steer=remote", pair.dev_a)
+            }
+            Wire::Veth { pair, .. } => format!("afpacket:{}/q={cores},steer=local", pair.dev_b),
+        }
+    }
+
+    /// The MAC address of `side`'s interface.
+    fn mac(&self, side: usize, ip: Ipv4Addr) -> String {
+        let m = match self {
+            Wire::Shm(_) => [2, 0, 0, 0, 0, ip.octets()[3]],
+            Wire::Veth { macs, .. } => macs[side],
+        };
+        m.map(|b| format!("{b:02x}")).join(":")
+    }
+
+    /// The namespace of `side`, if any.
+    fn ns(&self, side: usize) -> Option<&str> {
+        match self {
+            Wire::Shm(_) => None,
+            Wire::Veth { pair, .. } => Some(if side == 0 { &pair.ns_a } else { &pair.ns_b }),
+        }
+    }
+
+    /// Moves the calling thread into `side`'s namespace (if any) until the guard drops:
+    /// ports and sockets opened meanwhile belong there.
+    fn enter(&self, side: usize) -> Result<Option<netns::Entered>, String> {
+        self.ns(side)
+            .map(netns::enter)
+            .transpose()
+            .map_err(|e| format!("entering a namespace: {e}"))
+    }
+}
+
+/// The configuration of one mtcp-rs instance (`side` 0 the server, 1 the client; `me`
+/// talks to `peer`) on `wire`.
 fn mtcp_config(
-    link: &str,
+    wire: &Wire,
     plan: &Plan,
+    stack: Stack,
     side: usize,
     me: Ipv4Addr,
     peer: Ipv4Addr,
 ) -> Result<Config, String> {
-    let mac = |ip: Ipv4Addr| format!("02:00:00:00:00:{:02x}", ip.octets()[3]);
     let cpus: Vec<String> = (0..plan.cores)
-        .filter_map(|i| {
-            plan.cpu(Stack::MtcpShm, side, i, false)
-                .map(|c| c.to_string())
-        })
+        .filter_map(|i| plan.cpu(stack, side, i, false).map(|c| c.to_string()))
         .collect();
     let pinned = cpus.len() == plan.cores;
     let text = format!(
-        "cores = {cores}\nport = \"shm:{link}/q={cores}\"\npin_threads = {pinned}\n\
+        "cores = {cores}\nport = \"{port}\"\npin_threads = {pinned}\n\
          cpus = [{cpus}]\nsecret = \"{secret:032x}\"\n\
          [interface]\nmac = \"{my_mac}\"\naddress = \"{me}/24\"\n\
          [[arp]]\nip = \"{peer}\"\nmac = \"{peer_mac}\"\n\
          [tcp]\nmax_concurrency = {max}\n[loop]\nbusy_poll_us = {busy}\n",
         cores = plan.cores,
+        port = wire.port(side, plan.cores),
         cpus = if pinned {
             cpus.join(", ")
         } else {
             String::new()
         },
         secret = u32::from(me),
-        my_mac = mac(me),
-        peer_mac = mac(peer),
+        my_mac = wire.mac(side, me),
+        peer_mac = wire.mac(1 - side, peer),
         max = (4 * plan.concurrency).max(65_536),
         busy = plan.busy_poll_us,
     );
@@ -1515,15 +1666,14 @@ fn server_registrations(plan: &Plan) -> usize {
 }
 
 /// One run on two mtcp-rs instances over shared memory.
-fn mtcp_run(plan: &Plan) -> Result<Sample, String> {
-    static RUN: AtomicU32 = AtomicU32::new(0);
-    let link = format!(
-        "pingpong-{}-{}",
-        std::process::id(),
-        RUN.fetch_add(1, Ordering::Relaxed)
-    );
+fn mtcp_run(plan: &Plan, stack: Stack) -> Result<Sample, String> {
+    let wire = match stack {
+        Stack::MtcpVeth => Wire::veth("pingpong")?,
+        _ => Wire::shm("threads"),
+    };
     let init = |side, me, peer| -> Result<Mtcp, String> {
-        let config = mtcp_config(&link, plan, side, me, peer)?;
+        let config = mtcp_config(&wire, plan, stack, side, me, peer)?;
+        let _inside = wire.enter(side)?;
         mtcp_api::init(config).map_err(|e| format!("mtcp_api::init: {e}"))
     };
     let mut srv = init(0, MTCP_SERVER, MTCP_CLIENT)?;
@@ -1551,7 +1701,7 @@ fn mtcp_run(plan: &Plan) -> Result<Sample, String> {
             clients.push(net);
         }
         let to = SocketAddrV4::new(MTCP_SERVER, MTCP_PORT);
-        drive_run(Stack::MtcpShm, plan, servers, clients, to)
+        drive_run(stack, plan, servers, clients, to, None)
     };
     let result = run();
     let (mut failed, mut anomalies) = (Vec::new(), Vec::new());
@@ -1602,32 +1752,36 @@ fn mtcp_run(plan: &Plan) -> Result<Sample, String> {
 
 /// One run on two mtcp-rs run-to-completion contexts per core (server and client) over
 /// shared memory: each application thread runs its own stack.
-fn mtcp_rtc_run(plan: &Plan) -> Result<Sample, String> {
-    static RUN: AtomicU32 = AtomicU32::new(0);
-    let link = format!(
-        "pingpong-rtc-{}-{}",
-        std::process::id(),
-        RUN.fetch_add(1, Ordering::Relaxed)
-    );
+fn mtcp_rtc_run(plan: &Plan, stack: Stack) -> Result<Sample, String> {
+    let wire = match stack {
+        Stack::MtcpVethRtc => Wire::veth("pingpong")?,
+        _ => Wire::shm("rtc"),
+    };
     let mut servers = Vec::new();
     let mut clients = Vec::new();
-    let srv = mtcp_config(&link, plan, 0, MTCP_SERVER, MTCP_CLIENT)?;
-    let srv = Context::run_to_completion_cores(&srv).map_err(|e| format!("server: {e}"))?;
+    let srv = mtcp_config(&wire, plan, stack, 0, MTCP_SERVER, MTCP_CLIENT)?;
+    let srv = {
+        let _inside = wire.enter(0)?;
+        Context::run_to_completion_cores(&srv).map_err(|e| format!("server: {e}"))?
+    };
     for (i, ctx) in srv.into_iter().enumerate() {
         let io = |e: io::Error| format!("server core {i}: {e}");
         let mut net = MtcpNet::new(ctx, server_registrations(plan)).map_err(io)?;
         let l = net.listen(MTCP_PORT, backlog(plan), LISTENER).map_err(io)?;
         servers.push((net, l));
     }
-    let cli = mtcp_config(&link, plan, 1, MTCP_CLIENT, MTCP_SERVER)?;
-    let cli = Context::run_to_completion_cores(&cli).map_err(|e| format!("client: {e}"))?;
+    let cli = mtcp_config(&wire, plan, stack, 1, MTCP_CLIENT, MTCP_SERVER)?;
+    let cli = {
+        let _inside = wire.enter(1)?;
+        Context::run_to_completion_cores(&cli).map_err(|e| format!("client: {e}"))?
+    };
     for (i, ctx) in cli.into_iter().enumerate() {
         let net =
             MtcpNet::new(ctx, plan.conns(i) + 16).map_err(|e| format!("client core {i}: {e}"))?;
         clients.push(net);
     }
     let to = SocketAddrV4::new(MTCP_SERVER, MTCP_PORT);
-    drive_run(Stack::MtcpShmRtc, plan, servers, clients, to)
+    drive_run(stack, plan, servers, clients, to, None)
 }
 
 /// One run on Linux's loopback.
@@ -1651,16 +1805,60 @@ fn linux_run(plan: &Plan) -> Result<Sample, String> {
         .map(|_| LinuxNet::new().map_err(io("epoll_create")))
         .collect::<Result<Vec<_>, _>>()?;
     let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-    drive_run(Stack::LinuxLoopback, plan, servers, clients, to)
+    drive_run(Stack::LinuxLoopback, plan, servers, clients, to, None)
+}
+
+/// One run on Linux over a veth pair: the server in one namespace (10.0.0.2), the client in
+/// the other (10.0.0.1).
+fn linux_veth_run(plan: &Plan) -> Result<Sample, String> {
+    fn io(what: &'static str) -> impl Fn(io::Error) -> String {
+        move |e| format!("{what}: {e}")
+    }
+    let Wire::Veth {
+        _lab: lab, pair, ..
+    } = Wire::veth("pingpong")?
+    else {
+        return Err("no veth pair".into());
+    };
+    lab.add_address(&pair.ns_a, &pair.dev_a, &format!("{MTCP_SERVER}/24"))
+        .map_err(io("server address"))?;
+    lab.add_address(&pair.ns_b, &pair.dev_b, &format!("{MTCP_CLIENT}/24"))
+        .map_err(io("client address"))?;
+    let mut servers = Vec::new();
+    {
+        let _inside = netns::enter(&pair.ns_a).map_err(io("entering the server's namespace"))?;
+        for _ in 0..plan.cores {
+            let mut net = LinuxNet::new().map_err(io("epoll_create"))?;
+            let l = net
+                .listen(MTCP_PORT, backlog(plan), LISTENER)
+                .map_err(io("listen"))?;
+            servers.push((net, l));
+        }
+    }
+    let clients = (0..plan.cores)
+        .map(|_| LinuxNet::new().map_err(io("epoll_create")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let to = SocketAddrV4::new(MTCP_SERVER, MTCP_PORT);
+    let r = drive_run(
+        Stack::LinuxVeth,
+        plan,
+        servers,
+        clients,
+        to,
+        Some(&pair.ns_b),
+    );
+    drop(lab);
+    r
 }
 
 /// One run of `stack` (set up, warm-up, window, torn down).
 pub fn run_once(stack: Stack, plan: &Plan) -> Result<Sample, String> {
     plan.check()?;
     match stack {
-        Stack::MtcpShm => mtcp_run(plan),
-        Stack::MtcpShmRtc => mtcp_rtc_run(plan),
+        Stack::MtcpShm | Stack::MtcpVeth => mtcp_run(plan, stack),
+        Stack::MtcpShmRtc | Stack::MtcpVethRtc => mtcp_rtc_run(plan, stack),
         Stack::LinuxLoopback => linux_run(plan),
+        Stack::LinuxVeth => linux_veth_run(plan),
     }
 }
 
@@ -1711,6 +1909,18 @@ pub fn run(opts: &Options) -> Result<Vec<Record>, String> {
     if opts.runs == 0 {
         return Err("--runs must be positive".into());
     }
+    let mut opts = opts.clone();
+    if !netns::is_root() && opts.stacks.iter().any(|s| s.needs_root()) {
+        let skipped: Vec<&str> = opts
+            .stacks
+            .iter()
+            .filter(|s| s.needs_root())
+            .map(|s| s.name())
+            .collect();
+        println!("{}", netns::skip_message(&skipped.join(", ")));
+        opts.stacks.retain(|s| !s.needs_root());
+    }
+    let opts = &opts;
     if opts.stacks.is_empty() || opts.modes.is_empty() || opts.concurrency.is_empty() {
         return Err("nothing to run".into());
     }
@@ -1751,11 +1961,11 @@ pub fn run(opts: &Options) -> Result<Vec<Record>, String> {
                     .find(|r| r.stack == stack.name())
                     .map(|r| r.cpu_us_per_tx)
             };
-            // Every mtcp-rs row gets Linux's CPU per transaction over its own.
-            let linux = cpu_of(Stack::LinuxLoopback);
-            for r in &records {
-                let ratio = linux
-                    .filter(|_| r.stack != Stack::LinuxLoopback.name())
+            // Every mtcp-rs row gets Linux's CPU per transaction (over the same kind of
+            // link) over its own.
+            for (r, &stack) in records.iter().zip(&opts.stacks) {
+                let ratio = cpu_of(stack.baseline())
+                    .filter(|_| stack != stack.baseline())
                     .map(|l| l / r.cpu_us_per_tx);
                 print_row(r, ratio);
             }
@@ -1851,6 +2061,24 @@ mod tests {
         }
     }
 
+    /// Root only: every veth stack (both mtcp-rs modes over AF_PACKET, and Linux) carries
+    /// both workloads between two namespaces, on one core and on two.
+    #[test]
+    fn veth_stacks_run_both_modes_without_errors() {
+        if netns::skip_unless_root("pingpong over veth") {
+            return;
+        }
+        for stack in Stack::VETH {
+            for cores in [1, 2] {
+                for mode in Mode::ALL {
+                    let s = run_once(stack, &plan(mode, cores))
+                        .unwrap_or_else(|e| panic!("{stack} {mode}, {cores} cores: {e}"));
+                    assert!(s.tx > 0 && !s.latency.is_empty(), "{stack} {mode}: {s:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn bad_plans_are_refused() {
         let mut p = plan(Mode::NewConn, 2);
@@ -1858,5 +2086,10 @@ mod tests {
         assert!(run_once(Stack::MtcpShm, &p).is_err());
         assert!(Mode::parse_list("both").is_err());
         assert_eq!(Stack::parse_list("all").unwrap(), Stack::ALL.to_vec());
+        assert_eq!(
+            Stack::parse_list("shm,linux-veth,mtcp-shm").unwrap(),
+            [Stack::NO_ROOT.as_slice(), &[Stack::LinuxVeth]].concat()
+        );
+        assert!(Stack::parse_list("mtcp-shm,nope").is_err());
     }
 }
