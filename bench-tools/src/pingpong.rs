@@ -13,9 +13,18 @@
 //!   ways. Queue `i` of the link joins client core `i` to server core `i` only, so each core
 //!   pair is a link of its own and no RSS steering is needed. The application threads use
 //!   mtcp-api's public calls only (`Context`: sockets and epoll).
+//! - **mtcp-shm-rtc**: the same in run-to-completion mode (`Context::run_to_completion`):
+//!   each application thread runs its own stack, no stack threads.
 //! - **linux-loopback** (`LinuxNet`): kernel TCP sockets on 127.0.0.1 through `nix`:
 //!   non-blocking sockets and epoll; each server thread has its own listener on one shared
 //!   port (`SO_REUSEPORT`; the kernel spreads connections over them).
+//! - Root only, on a veth pair between two new network namespaces (server end, client
+//!   end): **mtcp-veth** and **mtcp-veth-rtc**, the two mtcp-rs modes with each end's port
+//!   `afpacket:<veth>/q=C` (AF_PACKET rings; fanout steering by the clients' ports on both
+//!   sides, so each flow stays on the core owning its port), no kernel address on either
+//!   end; and **linux-veth**, kernel sockets with 10.0.0.2 and 10.0.0.1 on the two ends
+//!   (the client threads live in the client's namespace). Every mtcp-rs row is compared
+//!   with Linux over the same kind of link.
 //!
 //! Every listener exists before any client starts (they are created before the threads).
 //! Connections are registered edge-triggered for `IN|OUT` (listeners level-triggered for
@@ -85,7 +94,8 @@
 //!   placement to the scheduler (`--no-pin`) gave 8.2–10.9 and 3.7–3.8 µs.
 //!
 //! What it does not measure: a NIC, a network between two hosts, loss, or more than one
-//! process.
+//! process. Over veth, AF_PACKET's TPACKET_V3 RX ring hands frames over when a block fills or
+//! its 1 ms retire timer fires, so light traffic waits up to a millisecond per hop there.
 
 use crate::core_bench::{check_response, request, response_to, MSG_LEN};
 use crate::cpu::{median, pin};
