@@ -51,7 +51,7 @@
 //! | name | what | needs |
 //! |---|---|---|
 //! | `shm:NAME` | netmap-format rings in shared memory linking two endpoints (threads or processes) | nothing |
-//! | `afpacket:IFNAME` | TPACKET_V3 RX ring + mmap TX ring on a Linux interface; `q=N` queues via `PACKET_FANOUT` + classic BPF steering by TCP port | `CAP_NET_RAW` |
+//! | `afpacket:IFNAME` | TPACKET_V3 RX ring + mmap TX ring on a Linux interface (`ring=v2`: TPACKET_V2 frame rings, no RX block timer); `q=N` queues via `PACKET_FANOUT` + classic BPF steering by TCP port | `CAP_NET_RAW` |
 //! | `netmap:IFNAME[-R]`, `vale*:P` | the real netmap kernel module | `/dev/netmap` |
 //!
 //! A backend provides, per queue: `rxsync`/`txsync` that never block, in-place frame access,
@@ -177,6 +177,22 @@ pub struct PortConfig {
     /// af_packet: milliseconds after which a partly filled RX block is handed to user space
     /// (TPACKET_V3 `tp_retire_blk_tov`; 0 means the smallest, 1 ms). Default 0.
     pub rx_block_timeout_ms: u32,
+    /// af_packet: the ring format (port option `ring=v3|v2`). Default
+    /// [`AfpRing::Blocks`].
+    pub afpacket_ring: AfpRing,
+}
+
+/// The format of an af_packet port's rings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AfpRing {
+    /// TPACKET_V3 (`ring=v3`): the kernel packs received frames into blocks and hands a
+    /// block over when it is full or its retire timer (at least 1 ms) expires. Fewest
+    /// wake-ups and least memory under load; light traffic waits up to a timer period.
+    #[default]
+    Blocks,
+    /// TPACKET_V2 (`ring=v2`): one slot per frame, each handed over (and a sleeping
+    /// `select` woken) as soon as it is written. For request/response traffic.
+    Frames,
 }
 
 impl Default for PortConfig {
@@ -187,6 +203,7 @@ impl Default for PortConfig {
             buf_size: 2048,
             steering: Steering::RemotePort,
             rx_block_timeout_ms: 0,
+            afpacket_ring: AfpRing::Blocks,
         }
     }
 }
@@ -238,6 +255,13 @@ impl PortName {
                 "slots" => config.slots = num(v)?,
                 "buf" => config.buf_size = num(v)?,
                 "tov" => config.rx_block_timeout_ms = num(v)?,
+                "ring" => {
+                    config.afpacket_ring = match v {
+                        "v3" => AfpRing::Blocks,
+                        "v2" => AfpRing::Frames,
+                        _ => return Err(bad("ring must be v3 or v2")),
+                    }
+                }
                 "steer" => {
                     config.steering = match v {
                         "remote" => Steering::RemotePort,

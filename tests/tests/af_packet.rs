@@ -113,7 +113,7 @@ struct Progress {
 /// many, keeping at most `window` frames beyond what the peer has verified in flight (so the
 /// peer's RX ring cannot overflow), and releasing received frames in irregular chunks.
 fn duplex_side(
-    dev: &str,
+    port: &str,
     me: u8,
     frames: u64,
     window: u64,
@@ -124,7 +124,7 @@ fn duplex_side(
         slots: 4096,
         ..PortConfig::default()
     };
-    let mut set = open_set(&format!("afpacket:{dev}"), &config)?;
+    let mut set = open_set(port, &config)?;
     let peer = 1 - me;
     start.wait();
     let (mut sent, mut expect, mut sleeps) = (0u64, 0u64, 0u64);
@@ -191,27 +191,35 @@ fn frames_cross_both_ways_intact_and_in_order() {
     }
     const FRAMES: u64 = 100_000;
     let (_lab, pair) = lab("afp-duplex", "afp-dx-a", "afp-dx-b");
-    let progress = Arc::new(Progress::default());
-    let start = Arc::new(Barrier::new(2));
-    let t0 = Instant::now();
-    let sides: Vec<_> = [
-        (0u8, &pair.ns_a, &pair.dev_a),
-        (1u8, &pair.ns_b, &pair.dev_b),
-    ]
-    .into_iter()
-    .map(|(me, ns, dev)| {
-        let (progress, start, dev) = (progress.clone(), start.clone(), dev.clone());
-        netns::spawn_in(ns, move || {
-            duplex_side(&dev, me, FRAMES, 1024, &progress, &start)
+    // Both ring formats: blocks (TPACKET_V3, the default) and frames (`ring=v2`).
+    for ring in ["v3", "v2"] {
+        let progress = Arc::new(Progress::default());
+        let start = Arc::new(Barrier::new(2));
+        let t0 = Instant::now();
+        let sides: Vec<_> = [
+            (0u8, &pair.ns_a, &pair.dev_a),
+            (1u8, &pair.ns_b, &pair.dev_b),
+        ]
+        .into_iter()
+        .map(|(me, ns, dev)| {
+            let (progress, start) = (progress.clone(), start.clone());
+            let port = format!("afpacket:{dev}/ring={ring}");
+            netns::spawn_in(ns, move || {
+                duplex_side(&port, me, FRAMES, 1024, &progress, &start)
+            })
         })
-    })
-    .collect();
-    for (i, h) in sides.into_iter().enumerate() {
-        let (got, sleeps) = join(h, &format!("side {i}"));
-        assert_eq!(got, FRAMES);
-        println!("side {i}: {got} frames verified, {sleeps} selects");
+        .collect();
+        for (i, h) in sides.into_iter().enumerate() {
+            let (got, sleeps) = join(h, &format!("ring={ring}, side {i}"));
+            assert_eq!(got, FRAMES);
+            println!("ring={ring}, side {i}: {got} frames verified, {sleeps} selects");
+        }
+        println!(
+            "ring={ring}, both ways: {} frames in {:?}",
+            2 * FRAMES,
+            t0.elapsed()
+        );
     }
-    println!("both ways: {} frames in {:?}", 2 * FRAMES, t0.elapsed());
 }
 
 #[test]
@@ -309,6 +317,13 @@ fn lone_frames_arrive_without_waiting_for_a_full_block() {
     // frame left behind in an open block fails the test.
     const ROUNDS: u64 = 200;
     let (_lab, pair) = lab("afp-pong", "afp-pp-a", "afp-pp-b");
+    for ring in ["v3", "v2"] {
+        lone_frames_case(&pair, ring, ROUNDS);
+    }
+}
+
+/// The ping-pong of lone frames on `pair` with ring format `ring`.
+fn lone_frames_case(pair: &VethPair, ring: &'static str, rounds: u64) {
     let start = Arc::new(Barrier::new(2));
     let s2 = start.clone();
     let one_frame = |set: &mut PortSet, from: u8, to: u8, seq: u64| -> Result<(), String> {
@@ -345,9 +360,12 @@ fn lone_frames_arrive_without_waiting_for_a_full_block() {
     };
     let dev_b = pair.dev_b.clone();
     let echo = netns::spawn_in(&pair.ns_b, move || -> Result<(), String> {
-        let mut set = open_set(&format!("afpacket:{dev_b}"), &PortConfig::default())?;
+        let mut set = open_set(
+            &format!("afpacket:{dev_b}/ring={ring}"),
+            &PortConfig::default(),
+        )?;
         s2.wait();
-        for seq in 0..ROUNDS {
+        for seq in 0..rounds {
             await_frame(&mut set, 0, 1, seq)?;
             one_frame(&mut set, 1, 0, seq)?;
         }
@@ -355,10 +373,13 @@ fn lone_frames_arrive_without_waiting_for_a_full_block() {
     });
     let dev_a = pair.dev_a.clone();
     let ping = netns::spawn_in(&pair.ns_a, move || -> Result<Vec<Duration>, String> {
-        let mut set = open_set(&format!("afpacket:{dev_a}"), &PortConfig::default())?;
+        let mut set = open_set(
+            &format!("afpacket:{dev_a}/ring={ring}"),
+            &PortConfig::default(),
+        )?;
         start.wait();
-        let mut rtts = Vec::with_capacity(ROUNDS as usize);
-        for seq in 0..ROUNDS {
+        let mut rtts = Vec::with_capacity(rounds as usize);
+        for seq in 0..rounds {
             let t = Instant::now();
             one_frame(&mut set, 0, 1, seq)?;
             await_frame(&mut set, 1, 0, seq)?;
@@ -370,7 +391,7 @@ fn lone_frames_arrive_without_waiting_for_a_full_block() {
     join(echo, "echo");
     rtts.sort();
     println!(
-        "ping-pong of lone frames: RTT p50 {:?}, p99 {:?}, max {:?} (retire timer 1 ms)",
+        "ring={ring}: ping-pong of lone frames: RTT p50 {:?}, p99 {:?}, max {:?}",
         rtts[rtts.len() / 2],
         rtts[rtts.len() * 99 / 100],
         rtts[rtts.len() - 1]

@@ -24,6 +24,16 @@
 //! (The TX cursors move left to right and wrap: free frames run from `push` round to
 //! `reclaim`; `tx_pending()` counts `p`, and `tx_space()` counts `f`.)
 //!
+//! ## Ring formats
+//! By default (`ring=v3`) both rings are TPACKET_V3, described below. With `ring=v2`
+//! ([`AfpRing::Frames`](crate::AfpRing)) they are TPACKET_V2: the RX ring is a ring of frame
+//! slots (frame slots never cross a block), each handed to user space — and a sleeping
+//! `poll()` woken — as soon as the kernel has written it, with no retire timer; `rxsync`
+//! indexes slot after slot into the same frame index (a slot is a "block" of one frame for
+//! the release logic) and gives each slot back once its frame is released. The TX ring is
+//! the same frame ring with `tpacket2_hdr` headers (32 bytes instead of 48). Request/response
+//! traffic wants `ring=v2`: with V3 a lone frame waits for the 1 ms timer.
+//!
 //! ## RX: blocks → a reusable index of frames
 //! TPACKET_V3 hands a whole block to user space when the block is full or when its retire
 //! timer (`tp_retire_blk_tov`, from [`PortConfig::rx_block_timeout_ms`], at least 1 ms)
@@ -87,7 +97,7 @@
 
 use crate::bell::syscall;
 use crate::error::{Error, Result};
-use crate::{PortConfig, QueueIo, WaitSpec};
+use crate::{AfpRing, PortConfig, QueueIo, WaitSpec};
 use std::collections::VecDeque;
 use std::ffi::CString;
 use std::io;
@@ -245,6 +255,16 @@ pub fn steering_program(n: u32, steering: Steering) -> Vec<libc::sock_filter> {
 /// where the `sockaddr_ll` sits in an RX frame.
 const TP3_HDR: usize = 48;
 const _: () = assert!(size_of::<libc::tpacket3_hdr>() == TP3_HDR);
+/// `TPACKET_ALIGN(sizeof(struct tpacket2_hdr))`: the same for the frame ring (`ring=v2`).
+const TP2_HDR: usize = 32;
+const _: () = assert!(size_of::<libc::tpacket2_hdr>() == TP2_HDR);
+/// Offsets within a TPACKET_V2 frame header (`struct tpacket2_hdr`).
+const H2_STATUS: usize = offset_of!(libc::tpacket2_hdr, tp_status);
+const H2_LEN: usize = offset_of!(libc::tpacket2_hdr, tp_len);
+const H2_SNAPLEN: usize = offset_of!(libc::tpacket2_hdr, tp_snaplen);
+const H2_MAC: usize = offset_of!(libc::tpacket2_hdr, tp_mac);
+/// `sll_pkttype` within the `sockaddr_ll` that follows a TPACKET_V2 RX frame header.
+const SLL2_PKTTYPE: usize = TP2_HDR + offset_of!(libc::sockaddr_ll, sll_pkttype);
 /// `BLK_PLUS_PRIV(0)`: the block descriptor, before the first frame of an RX block.
 const BLOCK_DESC: usize = 48;
 const _: () = assert!(size_of::<libc::tpacket_block_desc>() == BLOCK_DESC);
@@ -292,6 +312,9 @@ fn round_up(x: usize, to: usize) -> usize {
 /// Sizes of one queue's rings, derived from a [`PortConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Geometry {
+    ring: AfpRing,
+    /// Bytes of the TX frame header (`tpacket3_hdr` or `tpacket2_hdr`, aligned).
+    tx_hdr: usize,
     buf_size: usize,
     rx_block: usize,
     rx_blocks: usize,
@@ -303,10 +326,12 @@ struct Geometry {
     tx_blocks: usize,
     tx_frame: usize,
     tx_per_block: usize,
-    /// Frames one RX block can hold at most.
+    /// Frames one RX unit (a block; a frame slot with `ring=v2`) can hold at most.
     per_block_cap: usize,
-    /// Retired blocks indexed at once at most.
+    /// RX units (blocks, or frame slots with `ring=v2`) indexed at once at most.
     held_max: usize,
+    /// RX units in the ring: blocks, or frame slots with `ring=v2`.
+    rx_units: usize,
     /// Entries of the RX frame index (a power of two ≥ `per_block_cap × held_max`).
     index_cap: usize,
 }
@@ -322,15 +347,31 @@ impl Geometry {
             .div_ceil(rx_block)
             .clamp(MIN_RX_BLOCKS, MAX_RING_BYTES / rx_block);
         let rx_frame = round_up(buf_size + RX_FRAME_OVERHEAD, libc::TPACKET_ALIGNMENT);
-        let tx_frame = round_up(TP3_HDR + VNET_HDR + buf_size, libc::TPACKET_ALIGNMENT);
+        let ring = c.afpacket_ring;
+        let tx_hdr = match ring {
+            AfpRing::Blocks => TP3_HDR,
+            AfpRing::Frames => TP2_HDR,
+        };
+        let tx_frame = round_up(tx_hdr + VNET_HDR + buf_size, libc::TPACKET_ALIGNMENT);
         let tx_block = tx_frame.next_power_of_two().max(MIN_BLOCK);
         let tx_per_block = tx_block / tx_frame;
         let tx_blocks = slots
             .div_ceil(tx_per_block)
             .clamp(1, MAX_RING_BYTES / tx_block);
-        let per_block_cap = (rx_block - BLOCK_DESC) / MIN_RX_FOOTPRINT;
-        let held_max = rx_blocks.min(MAX_HELD_BLOCKS);
+        let (per_block_cap, rx_units, held_max) = match ring {
+            AfpRing::Blocks => (
+                (rx_block - BLOCK_DESC) / MIN_RX_FOOTPRINT,
+                rx_blocks,
+                rx_blocks.min(MAX_HELD_BLOCKS),
+            ),
+            AfpRing::Frames => {
+                let frames = rx_blocks * (rx_block / rx_frame);
+                (1, frames, frames)
+            }
+        };
         Geometry {
+            ring,
+            tx_hdr,
             buf_size,
             rx_block,
             rx_blocks,
@@ -342,6 +383,7 @@ impl Geometry {
             tx_per_block,
             per_block_cap,
             held_max,
+            rx_units,
             index_cap: (per_block_cap * held_max).next_power_of_two(),
         }
     }
@@ -358,7 +400,37 @@ impl Geometry {
         self.rx_len() + self.tx_block * self.tx_blocks
     }
 
-    /// Offset in the mapping of TX frame `i` (its `tpacket3_hdr`).
+    /// Offset in the mapping of RX unit `u`: block `u`, or frame slot `u` with `ring=v2`
+    /// (frame slots never cross a block).
+    fn rx_unit_offset(&self, u: usize) -> usize {
+        match self.ring {
+            AfpRing::Blocks => u * self.rx_block,
+            AfpRing::Frames => {
+                let per_block = self.rx_block / self.rx_frame;
+                (u / per_block) * self.rx_block + (u % per_block) * self.rx_frame
+            }
+        }
+    }
+
+    /// Offset in the mapping of RX unit `u`'s status word.
+    fn rx_status_offset(&self, u: usize) -> usize {
+        self.rx_unit_offset(u)
+            + match self.ring {
+                AfpRing::Blocks => BLOCK_STATUS,
+                AfpRing::Frames => H2_STATUS,
+            }
+    }
+
+    /// Offset in the mapping of TX frame `i`'s status word.
+    fn tx_status_offset(&self, i: usize) -> usize {
+        self.tx_frame_offset(i)
+            + match self.ring {
+                AfpRing::Blocks => H_STATUS,
+                AfpRing::Frames => H2_STATUS,
+            }
+    }
+
+    /// Offset in the mapping of TX frame `i` (its frame header).
     fn tx_frame_offset(&self, i: usize) -> usize {
         self.rx_len()
             + (i / self.tx_per_block) * self.tx_block
@@ -372,6 +444,7 @@ impl Geometry {
             tp_block_nr: self.rx_blocks as u32,
             tp_frame_size: self.rx_frame as u32,
             tp_frame_nr: (per_block * self.rx_blocks) as u32,
+            // (TPACKET_V2 reads only the first four fields.)
             tp_retire_blk_tov: self.tov_ms,
             tp_sizeof_priv: 0,
             tp_feature_req_word: 0,
@@ -483,6 +556,45 @@ fn scan_block(block: &[u8], base: usize, cap: usize, mut push: impl FnMut(FrameR
         }
     }
     scan
+}
+
+/// What [`scan_frame`] found in one TPACKET_V2 frame slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotScan {
+    /// A frame to deliver.
+    Frame(FrameRef),
+    /// Truncated by the ring, empty, or a malformed header.
+    Skipped,
+    /// Sent by this host (`PACKET_OUTGOING`).
+    Outgoing,
+}
+
+/// Reads the frame of one TPACKET_V2 RX slot (`slot` is its memory, `base` its offset in the
+/// mapping). The header is validated against the slot's bounds: any content yields an
+/// in-bounds frame or none.
+fn scan_frame(slot: &[u8], base: usize) -> SlotScan {
+    let hdr = (|| {
+        Some((
+            rd_u32(slot, H2_SNAPLEN)? as usize,
+            rd_u32(slot, H2_LEN)? as usize,
+            rd_u16(slot, H2_MAC)? as usize,
+            *slot.get(SLL2_PKTTYPE)?,
+        ))
+    })();
+    let Some((snaplen, len, mac, pkttype)) = hdr else {
+        return SlotScan::Skipped;
+    };
+    let in_bounds = mac >= TP2_HDR && mac.checked_add(snaplen).is_some_and(|e| e <= slot.len());
+    if !in_bounds || snaplen == 0 || snaplen < len {
+        SlotScan::Skipped
+    } else if pkttype == libc::PACKET_OUTGOING {
+        SlotScan::Outgoing
+    } else {
+        SlotScan::Frame(FrameRef {
+            off: (base + mac) as u32,
+            len: snaplen as u32,
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -667,13 +779,17 @@ impl AfpQueue {
         // SAFETY: `fd` was just returned by socket and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let raw = fd.as_raw_fd();
-        let v3 = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
-        packet_opt(
-            raw,
-            libc::PACKET_VERSION,
-            &v3,
-            "setting PACKET_VERSION to TPACKET_V3",
-        )?;
+        let (version, what) = match g.ring {
+            AfpRing::Blocks => (
+                libc::tpacket_versions::TPACKET_V3,
+                "setting PACKET_VERSION to TPACKET_V3",
+            ),
+            AfpRing::Frames => (
+                libc::tpacket_versions::TPACKET_V2,
+                "setting PACKET_VERSION to TPACKET_V2",
+            ),
+        };
+        packet_opt(raw, libc::PACKET_VERSION, &(version as libc::c_int), what)?;
         let one: libc::c_int = 1;
         packet_opt(
             raw,
@@ -741,17 +857,18 @@ impl AfpQueue {
             tx_next_reclaim: 0,
             tx_pending: 0,
             tx_in_flight: 0,
-            tx_data: if vnet { TP3_HDR + VNET_HDR } else { TP3_HDR },
+            tx_data: if vnet { g.tx_hdr + VNET_HDR } else { g.tx_hdr },
             stats: Stats::default(),
         })
     }
 
-    fn block_status(&self, block: usize) -> &AtomicU32 {
-        self.ring.status(block * self.g.rx_block + BLOCK_STATUS)
+    /// The status word of RX unit `u` (a block, or a frame slot with `ring=v2`).
+    fn block_status(&self, u: usize) -> &AtomicU32 {
+        self.ring.status(self.g.rx_status_offset(u))
     }
 
     fn tx_status(&self, frame: usize) -> &AtomicU32 {
-        self.ring.status(self.g.tx_frame_offset(frame) + H_STATUS)
+        self.ring.status(self.g.tx_status_offset(frame))
     }
 
     fn index_room(&self) -> usize {
@@ -778,6 +895,30 @@ impl AfpQueue {
         self.stats.rx_outgoing += scan.outgoing as u64;
         self.held.push_back(Held {
             block: b,
+            end: self.indexed,
+        });
+    }
+
+    /// Indexes the frame in slot `u` (`ring=v2`; its status was seen as TP_STATUS_USER).
+    fn index_slot(&mut self, u: usize) {
+        let base = self.g.rx_unit_offset(u);
+        debug_assert!(base + self.g.rx_frame <= self.g.rx_len());
+        // SAFETY: the slot lies inside the mapping (u < rx_units); its status is USER (loaded
+        // with Acquire by the caller), so the kernel does not write to it until we store
+        // TP_STATUS_KERNEL, which happens only after this slice is gone.
+        let slot = unsafe { std::slice::from_raw_parts(self.ring.ptr.add(base), self.g.rx_frame) };
+        match scan_frame(slot, base) {
+            SlotScan::Frame(f) => {
+                let mask = (self.g.index_cap - 1) as u64;
+                self.index[(self.indexed & mask) as usize] = f;
+                self.indexed += 1;
+                self.stats.rx_frames += 1;
+            }
+            SlotScan::Skipped => self.stats.rx_skipped += 1,
+            SlotScan::Outgoing => self.stats.rx_outgoing += 1,
+        }
+        self.held.push_back(Held {
+            block: u,
             end: self.indexed,
         });
     }
@@ -869,8 +1010,11 @@ impl QueueIo for AfpQueue {
             if self.block_status(b).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
                 break;
             }
-            self.index_block(b);
-            self.rx_next = if b + 1 == self.g.rx_blocks { 0 } else { b + 1 };
+            match self.g.ring {
+                AfpRing::Blocks => self.index_block(b),
+                AfpRing::Frames => self.index_slot(b),
+            }
+            self.rx_next = if b + 1 == self.g.rx_units { 0 } else { b + 1 };
         }
         // Blocks that held no usable frame go straight back.
         self.return_blocks();
@@ -938,19 +1082,25 @@ impl QueueIo for AfpQueue {
         assert!(len <= self.g.buf_size, "tx_push({len}) beyond buf_size");
         let hdr = self.g.tx_frame_offset(self.tx_next_push);
         // With a virtio_net_hdr (10 bytes, right before the frame), `tp_len` covers it too.
-        let tp_len = (len + self.tx_data - TP3_HDR) as u32;
+        let tp_len = (len + self.tx_data - self.g.tx_hdr) as u32;
+        let (at_len, at_snaplen, at_next) = match self.g.ring {
+            AfpRing::Blocks => (H_LEN, H_SNAPLEN, Some(H_NEXT)),
+            AfpRing::Frames => (H2_LEN, H2_SNAPLEN, None),
+        };
         // SAFETY: the header (and the virtio_net_hdr after it) lies inside the mapping
         // (offsets computed from the geometry the kernel accepted) and is 16-byte aligned;
         // the frame is still ours (AVAILABLE), so the kernel does not read it concurrently.
         unsafe {
             let h = self.ring.ptr.add(hdr);
-            h.add(H_NEXT).cast::<u32>().write(0);
-            h.add(H_LEN).cast::<u32>().write(tp_len);
-            h.add(H_SNAPLEN).cast::<u32>().write(tp_len);
-            if self.tx_data != TP3_HDR {
+            if let Some(at) = at_next {
+                h.add(at).cast::<u32>().write(0);
+            }
+            h.add(at_len).cast::<u32>().write(tp_len);
+            h.add(at_snaplen).cast::<u32>().write(tp_len);
+            if self.tx_data != self.g.tx_hdr {
                 // No offloads requested; `hdr_len` = the whole frame makes the kernel copy
                 // it into the skb head instead of attaching the ring page (module docs).
-                let v = h.add(TP3_HDR);
+                let v = h.add(self.g.tx_hdr);
                 v.write_bytes(0, VNET_HDR);
                 let hdr_len = u16::try_from(len).unwrap_or(u16::MAX).to_le_bytes();
                 v.add(VNET_HDR_LEN)
@@ -1226,6 +1376,17 @@ mod tests {
         }
 
         #[test]
+        fn garbage_slots_never_index_outside_the_slot(
+            slot in proptest::collection::vec(any::<u8>(), 0..3000),
+            base in 0usize..1 << 20,
+        ) {
+            if let SlotScan::Frame(f) = scan_frame(&slot, base) {
+                let (off, len) = (f.off as usize, f.len as usize);
+                prop_assert!(len > 0 && off >= base + TP2_HDR && off + len <= base + slot.len());
+            }
+        }
+
+        #[test]
         fn garbage_blocks_never_index_outside_the_block(
             bytes in proptest::collection::vec(any::<u8>(), 0..4096), cap in 0usize..64,
         ) {
@@ -1350,35 +1511,51 @@ mod tests {
             (4096, 9216),
             (100, 1600),
         ] {
-            let c = PortConfig {
-                slots,
-                buf_size: buf,
-                ..PortConfig::default()
-            };
-            c.validate().unwrap();
-            let g = Geometry::new(&c);
-            let (rx, tx) = (g.rx_req(), g.tx_req());
-            for r in [rx, tx] {
+            for ring in [AfpRing::Blocks, AfpRing::Frames] {
+                let c = PortConfig {
+                    slots,
+                    buf_size: buf,
+                    afpacket_ring: ring,
+                    ..PortConfig::default()
+                };
+                c.validate().unwrap();
+                let g = Geometry::new(&c);
+                let (rx, tx) = (g.rx_req(), g.tx_req());
+                for r in [rx, tx] {
+                    assert!(
+                        (r.tp_block_size as usize).is_multiple_of(page)
+                            && r.tp_block_size.is_power_of_two()
+                    );
+                    assert!((r.tp_frame_size as usize).is_multiple_of(libc::TPACKET_ALIGNMENT));
+                    assert!(r.tp_frame_size <= r.tp_block_size && r.tp_frame_nr > 0);
+                    assert_eq!(
+                        (r.tp_block_size / r.tp_frame_size) * r.tp_block_nr,
+                        r.tp_frame_nr
+                    );
+                }
+                // The largest frame fits an RX block, and a TX frame holds a whole buffer.
+                assert!(g.rx_block - BLOCK_DESC >= g.buf_size + 112);
+                assert!(g.tx_frame - g.tx_hdr - VNET_HDR >= g.buf_size);
+                if ring == AfpRing::Frames {
+                    // Every frame slot lies inside the RX ring, its largest frame included
+                    // (header, sockaddr_ll, alignment and a virtio_net_hdr: at most 112 bytes).
+                    assert_eq!(g.rx_units as u32, rx.tp_frame_nr);
+                    let last = g.rx_unit_offset(g.rx_units - 1);
+                    assert!(last + g.rx_frame <= g.rx_len());
+                    assert!(g.rx_frame >= g.buf_size + 112);
+                    assert_eq!(g.held_max, g.rx_units);
+                }
+                // As many TX frames as slots, unless the ring hit its memory bound.
                 assert!(
-                    (r.tp_block_size as usize).is_multiple_of(page)
-                        && r.tp_block_size.is_power_of_two()
+                    g.tx_frames() >= slots as usize || g.tx_blocks * g.tx_block == MAX_RING_BYTES
                 );
-                assert!((r.tp_frame_size as usize).is_multiple_of(libc::TPACKET_ALIGNMENT));
-                assert!(r.tp_frame_size <= r.tp_block_size && r.tp_frame_nr > 0);
-                assert_eq!(
-                    (r.tp_block_size / r.tp_frame_size) * r.tp_block_nr,
-                    r.tp_frame_nr
+                assert!(
+                    g.index_cap.is_power_of_two() && g.index_cap >= g.per_block_cap * g.held_max
                 );
+                assert!(g.map_len() <= 2 * MAX_RING_BYTES);
+                assert!(g.tx_frame_offset(g.tx_frames() - 1) + g.tx_frame <= g.map_len());
+                assert!(g.tov_ms >= 1);
             }
-            // The largest frame fits an RX block, and a TX frame holds a whole buffer.
-            assert!(g.rx_block - BLOCK_DESC >= g.buf_size + 112);
-            assert!(g.tx_frame - TP3_HDR - VNET_HDR >= g.buf_size);
-            // As many TX frames as slots, unless the ring hit its memory bound.
-            assert!(g.tx_frames() >= slots as usize || g.tx_blocks * g.tx_block == MAX_RING_BYTES);
-            assert!(g.index_cap.is_power_of_two() && g.index_cap >= g.per_block_cap * g.held_max);
-            assert!(g.map_len() <= 2 * MAX_RING_BYTES);
-            assert!(g.tx_frame_offset(g.tx_frames() - 1) + g.tx_frame <= g.map_len());
-            assert!(g.tov_ms >= 1);
         }
     }
 
