@@ -20,7 +20,7 @@
 //!   port (`SO_REUSEPORT`; the kernel spreads connections over them).
 //! - Root only, on a veth pair between two new network namespaces (server end, client
 //!   end): **mtcp-veth** and **mtcp-veth-rtc**, the two mtcp-rs modes with each end's port
-//!   `afpacket:<veth>/q=C` (AF_PACKET rings; fanout steering by the clients' ports on both
+//!   `afpacket:<veth>/q=C,ring=v2` (AF_PACKET rings; fanout steering by the clients' ports on both
 //!   sides, so each flow stays on the core owning its port), no kernel address on either
 //!   end; and **linux-veth**, kernel sockets with 10.0.0.2 and 10.0.0.1 on the two ends
 //!   (the client threads live in the client's namespace). Every mtcp-rs row is compared
@@ -94,8 +94,8 @@
 //!   placement to the scheduler (`--no-pin`) gave 8.2–10.9 and 3.7–3.8 µs.
 //!
 //! What it does not measure: a NIC, a network between two hosts, loss, or more than one
-//! process. Over veth, AF_PACKET's TPACKET_V3 RX ring hands frames over when a block fills or
-//! its 1 ms retire timer fires, so light traffic waits up to a millisecond per hop there.
+//! process. Over veth the ports use TPACKET_V2 frame rings (`ring=v2`): with the default
+//! TPACKET_V3 blocks, a frame waits until its block fills or the 1 ms retire timer fires.
 
 use crate::core_bench::{check_response, request, response_to, MSG_LEN};
 use crate::cpu::{median, pin};
@@ -1596,9 +1596,11 @@ impl Wire {
             // by its own (destination) ports, so that each flow stays on the core that owns
             // its port on both sides.
             Wire::Veth { pair, .. } if side == 0 => {
-                format!("afpacket:{}/q={cores},steer=remote", pair.dev_a)
+                format!("afpacket:{}/q={cores},steer=remote,ring=v2", pair.dev_a)
             }
-            Wire::Veth { pair, .. } => format!("afpacket:{}/q={cores},steer=local", pair.dev_b),
+            Wire::Veth { pair, .. } => {
+                format!("afpacket:{}/q={cores},steer=local,ring=v2", pair.dev_b)
+            }
         }
     }
 
