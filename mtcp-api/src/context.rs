@@ -342,7 +342,10 @@ fn stack_loop(
             }
         }
         if stop.load(Ordering::Acquire) {
-            sc.shutdown(SHUTDOWN_GRACE).map_err(|e| e.to_string())?;
+            // Commands sent before the stop are the application's last word (an accept, the
+            // bytes it wrote): apply them all, then close.
+            sc.shutdown(cmds.try_iter(), SHUTDOWN_GRACE)
+                .map_err(|e| e.to_string())?;
             return Ok(sc.stats());
         }
         if !busy && cmds.is_empty() {

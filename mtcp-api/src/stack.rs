@@ -426,12 +426,20 @@ impl StackCore {
         let _ = self.ep.set_keepalive(now, h, opts.keepalive);
     }
 
-    /// Closes every socket (listeners, then connections, gracefully; connections accepted
-    /// but never taken are reset) and runs passes until nothing is left to send or `grace`
-    /// has passed. For `destroy`.
-    pub fn shutdown(&mut self, grace: std::time::Duration) -> psio::Result<()> {
-        let waiting: Vec<Handle> = self.waiting.keys().copied().collect();
+    /// Applies the application's last `commands`, closes every socket (listeners, then
+    /// connections, gracefully; connections accepted but never taken are reset) and runs
+    /// passes until nothing is left to send or `grace` has passed. For `destroy`.
+    pub fn shutdown(
+        &mut self,
+        commands: impl IntoIterator<Item = Cmd>,
+        grace: std::time::Duration,
+    ) -> psio::Result<()> {
         self.now = self.clock();
+        for cmd in commands {
+            self.stats.commands += 1;
+            self.command(cmd);
+        }
+        let waiting: Vec<Handle> = self.waiting.keys().copied().collect();
         let now = self.now();
         for h in waiting {
             let _ = self.ep.abort(now, h);
