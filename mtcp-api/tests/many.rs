@@ -177,17 +177,22 @@ fn ten_thousand_concurrent_connections_on_two_cores() {
     }
     stop.store(true, Ordering::Release);
     let accepted: Vec<usize> = servers.into_iter().map(|s| s.join().unwrap()).collect();
+    // Every stack's statistics first: they explain a failure of the checks below.
+    let mut stats = Vec::new();
+    for (side, m) in [("server", srv), ("client", cli)] {
+        for (core, r) in m.destroy().into_iter().enumerate() {
+            let s = r.unwrap();
+            println!("{side} core {core}: {s}\n  {:?}", s.endpoint);
+            stats.push((side, core, s));
+        }
+    }
     assert_eq!(
         accepted,
         vec![PER_CORE, PER_CORE],
         "each server core served its client core"
     );
-    for (side, m) in [("server", srv), ("client", cli)] {
-        for (core, r) in m.destroy().into_iter().enumerate() {
-            let s = r.unwrap();
-            println!("{side} core {core}: {s}");
-            assert_eq!(s.misrouted, 0, "{side} core {core}");
-            assert_eq!(s.reset, 0, "{side} core {core}: no connection was reset");
-        }
+    for (side, core, s) in stats {
+        assert_eq!(s.misrouted, 0, "{side} core {core}");
+        assert_eq!(s.reset, 0, "{side} core {core}: no connection was reset");
     }
 }
