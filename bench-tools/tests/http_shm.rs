@@ -11,14 +11,14 @@
 mod common;
 
 use bench_tools::http;
-use common::{sha256, write_www, FILES};
+use common::{run_to_end, sha256, write_www, FILES};
 use mtcp_api::{Config, Context, Error, Fd};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -99,34 +99,14 @@ impl Setup {
 
     /// Runs `epwget` on `path` with `args`; its output (killed after 60 s).
     fn epwget(&self, path: &str, requests: u64, args: &[&str]) -> (bool, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_epwget"))
-            .arg(format!("{SERVER}:{PORT}{path}"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_epwget"));
+        cmd.arg(format!("{SERVER}:{PORT}{path}"))
             .arg(requests.to_string())
             .arg("-f")
             .arg(self.dir.join("client.toml"))
             .args(["--timeout", "30"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start epwget");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("epwget did not finish in 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let Output {
-            status,
-            stdout,
-            stderr,
-        } = child.wait_with_output().unwrap();
-        let out = String::from_utf8_lossy(&stdout).into_owned();
-        println!("[epwget {path} {args:?}] {status}\n{out}");
-        eprint!("{}", String::from_utf8_lossy(&stderr));
+            .args(args);
+        let (status, out) = run_to_end(cmd, &format!("epwget {path} {args:?}"));
         (status.success(), out)
     }
 

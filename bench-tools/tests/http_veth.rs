@@ -18,7 +18,7 @@
 mod common;
 
 use bench_tools::netns::{self, Namespaces, VethPair};
-use common::{sha256, write_www, FILES};
+use common::{run_to_end, sha256, write_www, FILES};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader};
@@ -135,27 +135,10 @@ impl Lab {
     }
 
     /// Runs `cmd` to the end (killed after 60 s): (success, stdout).
-    fn run(&self, mut cmd: Command) -> (bool, String) {
+    fn run(&self, cmd: Command) -> (bool, String) {
         let line = format!("{cmd:?}");
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{line} did not finish in 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        println!("$ {line}: {}\n{stdout}", out.status);
-        eprint!("{}", String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), stdout)
+        let (status, out) = run_to_end(cmd, &line);
+        (status.success(), out)
     }
 
     /// Starts epserver in `ns_a` and waits for it to listen.

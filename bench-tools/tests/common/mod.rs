@@ -1,7 +1,9 @@
-//! What the HTTP tests share: the document root they serve and sha256.
+//! What the HTTP tests share: the document root they serve, sha256, running a client.
 
 use sha2::{Digest, Sha256};
 use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 /// Test files: name and size; contents from a fixed seed.
 pub const FILES: &[(&str, usize)] = &[
@@ -37,4 +39,28 @@ pub fn write_www(www: &Path) {
         std::fs::write(www.join(name), seeded_bytes(len, 1 + i as u64)).unwrap();
     }
     std::fs::write(www.join("sub/index.html"), b"<h1>sub</h1>\n").unwrap();
+}
+
+/// Runs `cmd` to the end with its output captured; kills it (and fails the test) after 60 s.
+/// Prints both outputs under `what`. Returns (status, stdout).
+pub fn run_to_end(mut cmd: Command, what: &str) -> (ExitStatus, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("[{what}] {}\n{stdout}", out.status);
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    (out.status, stdout)
 }
