@@ -570,6 +570,21 @@ impl Sock {
         self.error = None;
     }
 
+    /// What a read finds when no byte is ready: the pending error, end of stream, or not
+    /// yet (`WouldBlock`; `NotConnected` on a socket that is not connected).
+    fn nothing_to_read(&mut self) -> Result<usize, Error> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        if self.rd_closed || self.ended.is_some() {
+            return Ok(0);
+        }
+        Err(match self.phase {
+            Phase::Connected | Phase::Connecting => Error::WouldBlock,
+            _ => Error::NotConnected,
+        })
+    }
+
     /// Linux's `sk_stream_is_writeable`: the free space is at least half of what is queued
     /// (free ≥ (sndbuf − free) / 2).
     fn writable(&self) -> bool {
@@ -1195,14 +1210,8 @@ impl Context {
         };
         let (handle, local, peer) = s.accept_q.pop_front().ok_or(Error::WouldBlock)?;
         let (opts, lsndbuf, lrcvbuf) = (s.opts, s.sndbuf, s.rcvbuf);
-        let new = self.socket()?;
+        let new = self.accepted_socket(fd, local, peer)?;
         if let Ok(c) = self.sock_mut(new) {
-            c.phase = Phase::Connected;
-            c.local = Some(local);
-            c.peer = Some(peer);
-            c.opts = opts;
-            c.sndbuf = lsndbuf;
-            c.rcvbuf = lrcvbuf;
             c.credit = lsndbuf;
         }
         self.send(Cmd::Adopt {
@@ -1211,6 +1220,27 @@ impl Context {
             opts: opts.for_stack(lrcvbuf, lsndbuf),
         })?;
         Ok((new, peer))
+    }
+
+    /// A new connected socket for a connection `accept` took from listener `fd`: its
+    /// addresses, and the listener's options and buffer sizes (inherited, as on Linux).
+    fn accepted_socket(
+        &mut self,
+        fd: Fd,
+        local: SocketAddrV4,
+        peer: SocketAddrV4,
+    ) -> Result<Fd, Error> {
+        let l = self.sock(fd)?;
+        let (opts, sndbuf, rcvbuf) = (l.opts, l.sndbuf, l.rcvbuf);
+        let new = self.socket()?;
+        let c = self.sock_mut(new)?;
+        c.phase = Phase::Connected;
+        c.local = Some(local);
+        c.peer = Some(peer);
+        c.opts = opts;
+        c.sndbuf = sndbuf;
+        c.rcvbuf = rcvbuf;
+        Ok(new)
     }
 
     /// `connect`: starts the handshake and returns [`Error::InProgress`]; OUT (connected) or
@@ -1282,16 +1312,7 @@ impl Context {
             return Ok(0);
         }
         if s.rx_bytes == 0 {
-            if let Some(e) = s.error.take() {
-                return Err(e);
-            }
-            if s.rd_closed || s.ended.is_some() {
-                return Ok(0);
-            }
-            return Err(match s.phase {
-                Phase::Connected | Phase::Connecting => Error::WouldBlock,
-                _ => Error::NotConnected,
-            });
+            return s.nothing_to_read();
         }
         if buf.is_empty() {
             return Ok(0);

@@ -144,9 +144,9 @@ impl Context {
 
     /// `accept` in a run-to-completion context.
     pub(super) fn d_accept(&mut self, fd: Fd) -> Result<(Fd, SocketAddrV4), Error> {
-        let (lh, opts, lsndbuf, lrcvbuf) = {
+        let (lh, opts) = {
             let s = self.sock(fd)?;
-            (s.handle, s.opts, s.sndbuf, s.rcvbuf)
+            (s.handle, s.opts)
         };
         let lh = lh.ok_or(Error::InvalidInput)?;
         let core = self.direct().ok_or(Error::ContextGone)?;
@@ -164,7 +164,7 @@ impl Context {
         };
         core.note_accepted(peer);
         d_apply_opts(core, conn, opts.nodelay, opts.keepalive_opt());
-        let new = match self.socket() {
+        let new = match self.accepted_socket(fd, local, peer) {
             Ok(new) => new,
             Err(e) => {
                 if let Some(core) = self.direct() {
@@ -175,12 +175,6 @@ impl Context {
             }
         };
         if let Ok(c) = self.sock_mut(new) {
-            c.phase = Phase::Connected;
-            c.local = Some(local);
-            c.peer = Some(peer);
-            c.opts = opts;
-            c.sndbuf = lsndbuf;
-            c.rcvbuf = lrcvbuf;
             c.handle = Some(conn);
         }
         if let Link::Direct { slots, .. } = &mut self.link {
@@ -285,17 +279,7 @@ impl Context {
                 return Ok(n);
             }
         }
-        // Nothing to read: a pending error, the end of the stream, or not yet.
-        if let Some(e) = s.error.take() {
-            return Err(e);
-        }
-        if s.rd_closed || s.ended.is_some() {
-            return Ok(0);
-        }
-        Err(match s.phase {
-            Phase::Connected | Phase::Connecting => Error::WouldBlock,
-            _ => Error::NotConnected,
-        })
+        s.nothing_to_read()
     }
 
     /// `write` in a run-to-completion context, once the socket's state allowed it.
