@@ -206,6 +206,10 @@ const _: () = assert!(core::mem::size_of::<Slot>() == 9 * 64);
 /// processed.
 pub const WARM_GROUP: usize = 32;
 
+/// Most connections remembered as closed while SYN cookies are in use (see
+/// `Endpoint::closed_recently`).
+const MAX_CLOSED_RECENTLY: usize = 64 * 1024;
+
 /// [`Endpoint::handle_frames`] warms the caches only with at least this many flows (below,
 /// the flow table and connections of a core fit in its caches).
 pub const WARM_MIN_FLOWS: usize = 4 * 1024;
@@ -324,6 +328,11 @@ pub struct Endpoint {
     cookies: SynCookies,
     /// When a SYN cookie was last sent: cookies are only accepted for a while after that.
     last_cookie: Option<Instant>,
+    /// Connections closed while cookies were in use: 4-tuple → when (ms, wrapping), with
+    /// the order they came in (the oldest go first when the bound is reached). A late
+    /// segment of such a connection must not be taken for a cookie ACK.
+    closed_recently: FlowTable,
+    closed_order: VecDeque<FourTuple>,
     challenge: ChallengeLimiter,
     queue: VecDeque<Control>,
     pool: PayloadPool,
@@ -383,6 +392,11 @@ impl Endpoint {
             ports,
             cookies: SynCookies::new(config.secret),
             last_cookie: None,
+            closed_recently: FlowTable::new(
+                config.max_connections.clamp(1, MAX_CLOSED_RECENTLY),
+                config.secret,
+            ),
+            closed_order: VecDeque::new(),
             challenge: ChallengeLimiter::new(config.tcp.challenge_ack_limit),
             queue: VecDeque::with_capacity(CONTROL_QUEUE_CAPACITY),
             pool: PayloadPool::new(ICMP_POOL_SLOTS, echo_payload_max),

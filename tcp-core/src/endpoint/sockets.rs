@@ -221,7 +221,9 @@ impl Endpoint {
             completed = tcb.listener.map(|l| (l, tcb.state != State::Closed));
         }
         if tcb.state == State::Closed {
-            self.flows.remove_if(&tcb.tuple, slot);
+            let tuple = tcb.tuple;
+            self.flows.remove_if(&tuple, slot);
+            self.remember_closed(tuple);
         }
         if let Some(((lslot, lgen), established)) = completed {
             let mut queued = false;
@@ -542,6 +544,10 @@ impl Endpoint {
             // "fourth, other data or control: ... drop the segment and return."
             return;
         }
+        // A new incarnation of a recently closed connection: its ACK is a cookie's again.
+        if !self.closed_order.is_empty() {
+            self.closed_recently.remove(&tuple);
+        }
         let Some(Slot {
             generation: lgen,
             body: Body::Listener(l),
@@ -680,6 +686,14 @@ impl Endpoint {
         {
             return false;
         }
+        if self.closed_within_cookie_window(now, &tuple) {
+            // A late segment of a connection closed meanwhile (e.g. the peer's last ACK
+            // again, answering a retransmitted FIN): in an exchange with as many bytes each
+            // way its ACK − SEQ is the handshake's, so the cookie arithmetic would accept it.
+            // Dropped, as a segment for no connection that needs no answer.
+            self.counters.out_of_window += 1;
+            return true;
+        }
         let Some(Slot {
             generation: lgen,
             body: Body::Listener(l),
@@ -729,6 +743,54 @@ impl Endpoint {
         }
         self.after(slot);
         true
+    }
+
+    /// Remembers that the connection of `tuple` closed, while SYN cookies are in use (else
+    /// no late segment can be taken for a cookie ACK). Bounded: the oldest go first.
+    fn remember_closed(&mut self, tuple: FourTuple) {
+        let now = self.now;
+        if self
+            .last_cookie
+            .is_none_or(|t| now.saturating_since(t) > COOKIE_WINDOW)
+        {
+            return;
+        }
+        let stamp = (now.micros() / 1000) as u32;
+        if self.closed_recently.replace(&tuple, stamp).is_some() {
+            return;
+        }
+        let cap = self.closed_recently.capacity();
+        while self.closed_recently.len() >= cap || self.closed_order.len() >= cap {
+            let Some(oldest) = self.closed_order.pop_front() else {
+                break;
+            };
+            self.closed_recently.remove(&oldest);
+        }
+        if self.closed_recently.insert(tuple, stamp).is_ok() {
+            self.closed_order.push_back(tuple);
+        }
+    }
+
+    /// Whether the connection of `tuple` closed less than the cookie window ago.
+    fn closed_within_cookie_window(&mut self, now: Instant, tuple: &FourTuple) -> bool {
+        if self.closed_order.is_empty() {
+            return false;
+        }
+        // Forget the entries older than the window (the order is by closing time).
+        let now_ms = (now.micros() / 1000) as u32;
+        let window_ms = (COOKIE_WINDOW.micros() / 1000) as u32;
+        while let Some(oldest) = self.closed_order.front().copied() {
+            match self.closed_recently.get(&oldest) {
+                Some(at) if now_ms.wrapping_sub(at) <= window_ms => break,
+                _ => {
+                    self.closed_order.pop_front();
+                    self.closed_recently.remove(&oldest);
+                }
+            }
+        }
+        self.closed_recently
+            .get(tuple)
+            .is_some_and(|at| now_ms.wrapping_sub(at) <= window_ms)
     }
 
     // -----------------------------------------------------------------------------------------

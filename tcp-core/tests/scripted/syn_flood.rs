@@ -138,3 +138,46 @@ fn syn_queue_room_ends_syn_cookies() {
     assert_eq!(h.counters().syn_cookies_sent, 1);
     assert_eq!(h.ep.connection_count(), 4);
 }
+
+/// A late duplicate of the peer's last ACK, arriving after a passive close freed the
+/// connection, is not taken for a cookie ACK. (In an exchange with as many bytes each way,
+/// its SEG.ACK − SEG.SEQ equals the handshake ACK's, so the cookie arithmetic accepts it: a
+/// bogus connection was made, seen in mtcp-api's 10 000-connection test.) It is dropped; a
+/// new SYN from the same port starts a connection as usual.
+#[test]
+fn a_late_last_ack_after_a_passive_close_is_not_a_cookie_ack() {
+    let mut h = H::new(cfg(2, cfg_plain()));
+    flood(&mut h, PeerOpts::plain());
+    h.send(10, Seg::data(1, 1, b"hello"));
+    h.expect(&[Exp::ack(1, 6).port(PEER_PORT + 2)]);
+    let l = h.listener.unwrap();
+    let c = h.ep.accept(l).unwrap();
+    h.conn = Some(c);
+    let _ = h.events();
+    assert_eq!(h.read(), b"hello");
+    h.write(b"world");
+    h.expect(&[Exp::data(1, 6, b"world").port(PEER_PORT + 2)]);
+    // The peer acknowledges and closes; the application closes: LAST-ACK, then CLOSED.
+    h.send(20, Seg::fin(6, 6));
+    h.expect(&[Exp::ack(6, 7).port(PEER_PORT + 2)]);
+    h.close();
+    h.expect(&[Exp::fin(6, 7).port(PEER_PORT + 2)]);
+    h.send(30, Seg::ack(7, 7));
+    h.expect_nothing();
+    let opened = h.counters().connections_opened;
+    // The same last ACK again (the peer answering a FIN retransmitted meanwhile).
+    h.send(40, Seg::ack(7, 7));
+    h.expect_nothing();
+    assert_eq!(h.counters().syn_cookies_accepted, 1);
+    assert_eq!(h.counters().connections_opened, opened);
+    assert!(!h.ep.accept_ready(l));
+    // A new incarnation from the same port (a new SYN) still completes with a cookie.
+    h.set_peer_isn(900_000);
+    h.reset_flow();
+    h.send(50, Seg::syn(0));
+    h.expect(&[Exp::synack(0, 1).port(PEER_PORT + 2)]);
+    h.send(51, Seg::ack(1, 1));
+    h.expect_nothing();
+    assert_eq!(h.counters().syn_cookies_accepted, 2);
+    assert!(h.ep.accept_ready(l));
+}
