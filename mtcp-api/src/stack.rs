@@ -290,16 +290,27 @@ impl StackCore {
         Ok(busy)
     }
 
-    /// The first half of a pass for a context that talks to the endpoint itself (no
-    /// commands, no messages): read the clock, receive a batch, run the timers due. The
-    /// caller then takes the endpoint's events and ends the pass with [`tx`](Self::tx).
-    /// Returns whether frames arrived.
+    /// The start of a pass for a context that talks to the endpoint itself (no commands,
+    /// no messages): reads the clock, sends what the application queued since the last pass
+    /// (with the ACKs held back then: see [`tx_holding_acks`](Self::tx_holding_acks)),
+    /// receives a batch and runs the timers due. The caller then takes the endpoint's
+    /// events and ends the pass with `tx_holding_acks`. Returns whether anything moved.
     pub(crate) fn begin_pass(&mut self) -> psio::Result<bool> {
         self.stats.passes += 1;
         self.now = self.clock();
-        let busy = self.rx()?;
+        let sent = self.tx()?;
+        let received = self.rx()?;
         self.run_timers();
-        Ok(busy)
+        Ok(sent || received)
+    }
+
+    /// [`tx`](Self::tx), keeping pure ACKs back for the next pass: the application acts on
+    /// the events of this pass first, and what it writes carries them (a connection's
+    /// handshake ACK rides on its first request), or an abort makes them moot. Returns
+    /// whether frames went out or ACKs wait (then the next pass must come soon).
+    pub(crate) fn tx_holding_acks(&mut self) -> psio::Result<bool> {
+        let sent = self.tx_with(false)?;
+        Ok(sent || self.ep.acks_waiting())
     }
 
     fn run_timers(&mut self) {
@@ -340,6 +351,10 @@ impl StackCore {
     /// Sends what the endpoint has, as far as the TX ring has room. Returns whether any
     /// frame went out.
     pub(crate) fn tx(&mut self) -> psio::Result<bool> {
+        self.tx_with(true)
+    }
+
+    fn tx_with(&mut self, acks: bool) -> psio::Result<bool> {
         let now = self.now();
         let q = self.set.port(0).queue(0);
         let mut sent = 0;
@@ -347,7 +362,13 @@ impl StackCore {
             if q.tx_space() == 0 && q.txsync()? == 0 {
                 break;
             }
-            let Some(len) = self.ep.poll_transmit(now, q.tx_buf(0)) else {
+            let frame = q.tx_buf(0);
+            let next = if acks {
+                self.ep.poll_transmit(now, frame)
+            } else {
+                self.ep.poll_transmit_holding_acks(now, frame)
+            };
+            let Some(len) = next else {
                 break;
             };
             q.tx_push(len);

@@ -594,6 +594,26 @@ impl Endpoint {
     /// `config.compute_tx_checksums` (ICMP checksums are always computed).
     #[must_use = "a returned length is a frame in `buf` to send"]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.transmit(now, buf, true)
+    }
+
+    /// [`poll_transmit`](Self::poll_transmit), but pure ACKs stay queued: for a layer that
+    /// lets its application act on what was received before sending again (run-to-completion
+    /// mTCP). An ACK kept back rides on the data the application writes meanwhile, or is not
+    /// needed at all when it aborts the connection; the next `poll_transmit` sends the rest,
+    /// so call it soon ([`acks_waiting`](Self::acks_waiting) says whether any wait).
+    #[must_use = "a returned length is a frame in `buf` to send"]
+    pub fn poll_transmit_holding_acks(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.transmit(now, buf, false)
+    }
+
+    /// Whether connections wait to send a pure ACK (see
+    /// [`poll_transmit_holding_acks`](Self::poll_transmit_holding_acks)).
+    pub fn acks_waiting(&self) -> bool {
+        !self.tx_q[TxClass::Ack as usize].is_empty()
+    }
+
+    fn transmit(&mut self, now: Instant, buf: &mut [u8], acks: bool) -> Option<usize> {
         self.now = self.now.max(now);
         // Bounded: each iteration removes one queued frame or one queue entry, and a
         // connection that had nothing to send is re-queued at most once per entry present
@@ -628,7 +648,7 @@ impl Endpoint {
             // Control segments, then pure ACKs, then data (mTCP's priority lists).
             let (class, (slot, generation)) = if let Some(e) = self.tx_q[0].pop_front() {
                 (TxClass::Control, e)
-            } else if let Some(e) = self.tx_q[1].pop_front() {
+            } else if let Some(e) = acks.then(|| self.tx_q[1].pop_front()).flatten() {
                 (TxClass::Ack, e)
             } else if let Some(e) = self.tx_q[2].pop_front() {
                 (TxClass::Data, e)

@@ -153,3 +153,52 @@ fn buffer_sizes_bound_the_window_and_the_send_buffer() {
     assert_eq!(p.a.send_space(c), Ok(0));
     assert_eq!(p.a.send(c, &data), Err(tcp_core::SocketError::WouldBlock));
 }
+
+/// `poll_transmit_holding_acks` keeps pure ACKs back: the handshake ACK of an active open
+/// then rides on the first data the application writes (one segment instead of two), and
+/// `acks_waiting` says an ACK waits meanwhile.
+#[test]
+fn held_acks_ride_on_the_next_data() {
+    let mut p = Pair::default_pair();
+    let l = p.b.listen(80, 16).unwrap();
+    let now = p.now;
+    let c =
+        p.a.connect(now, SocketAddrV4::new(pair_addr(1).1, 80))
+            .unwrap();
+    let mut buf = vec![0u8; 2048];
+    let n = p.a.poll_transmit(now, &mut buf).unwrap();
+    p.b.handle_frame(now, &buf[..n]);
+    let n = p.b.poll_transmit(now, &mut buf).unwrap();
+    p.a.handle_frame(now, &buf[..n]);
+    assert!(p.a.poll_event().is_some_and(|e| e == Event::Connected(c)));
+    // The ACK of the SYN-ACK is held back.
+    assert_eq!(p.a.poll_transmit_holding_acks(now, &mut buf), None);
+    assert!(p.a.acks_waiting());
+    // The application writes: one segment carries the data and the ACK.
+    assert_eq!(p.a.send(c, b"request"), Ok(7));
+    let n = p.a.poll_transmit(now, &mut buf).unwrap();
+    assert_eq!(
+        p.a.poll_transmit(now, &mut buf[n..]),
+        None,
+        "a second segment"
+    );
+    p.b.handle_frame(now, &buf[..n]);
+    while p.b.poll_event().is_some() {}
+    let s = p.b.accept(l).unwrap();
+    let mut got = [0u8; 16];
+    assert_eq!(p.b.recv(s, &mut got), Ok(7));
+    assert_eq!(&got[..7], b"request");
+    // Without data, the held ACK goes with the next poll_transmit.
+    let mut q = Pair::default_pair();
+    q.b.listen(80, 16).unwrap();
+    let now = q.now;
+    q.a.connect(now, SocketAddrV4::new(pair_addr(1).1, 80))
+        .unwrap();
+    let n = q.a.poll_transmit(now, &mut buf).unwrap();
+    q.b.handle_frame(now, &buf[..n]);
+    let n = q.b.poll_transmit(now, &mut buf).unwrap();
+    q.a.handle_frame(now, &buf[..n]);
+    assert_eq!(q.a.poll_transmit_holding_acks(now, &mut buf), None);
+    assert!(q.a.poll_transmit(now, &mut buf).is_some());
+    assert_eq!(q.a.poll_transmit(now, &mut buf), None);
+}

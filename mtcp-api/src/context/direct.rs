@@ -3,10 +3,14 @@
 //! made and no byte is copied twice: `write` copies into tcp-core's send buffer, `read` out
 //! of its receive buffer, and readiness is read from the endpoint when epoll asks.
 //!
-//! A pass ([`Context::poll`], and `epoll_wait` when nothing is ready) is `RX batch → timers
-//! → events → TX batch`; the events become epoll notifications at once. Calls between two
-//! passes act with the time of the last pass (as the stack thread's commands do with the
-//! time of theirs); what they make the endpoint send leaves with the next pass.
+//! A pass ([`Context::poll`], and `epoll_wait` when nothing is ready) is `TX (what the
+//! application queued since the last pass) → RX batch → timers → events → TX batch`; the
+//! events become epoll notifications at once. The second TX keeps pure ACKs back for one
+//! pass, so that the application, acting on those events in between, lets its writes carry
+//! them (a connection's handshake ACK rides on its first request, an ACK on the response) or
+//! makes them moot (an abort); a pass that keeps ACKs back counts as busy, so the next one
+//! follows at once. Calls between two passes act with the time of the last pass (as the
+//! stack thread's commands do with the time of theirs).
 
 use super::{Context, Link, Obj, Phase, Sock, STATE_CHANGE};
 use crate::proto::Fd;
@@ -99,7 +103,7 @@ impl Context {
             busy = true;
             d_event(core, slots, objs, ev);
         }
-        busy |= core.tx().map_err(|_| Error::ContextGone)?;
+        busy |= core.tx_holding_acks().map_err(|_| Error::ContextGone)?;
         *idle = !busy;
         Ok(busy)
     }
