@@ -20,7 +20,8 @@
 //!   port (`SO_REUSEPORT`; the kernel spreads connections over them).
 //! - Root only, on a veth pair between two new network namespaces (server end, client
 //!   end): **mtcp-veth** and **mtcp-veth-rtc**, the two mtcp-rs modes with each end's port
-//!   `afpacket:<veth>/q=C,ring=v2` (AF_PACKET rings; fanout steering by the clients' ports on both
+//!   `afpacket:<veth>/q=C,ring=v2,slots=4096` (AF_PACKET rings, large enough for a burst of
+//!   1 024 connections; fanout steering by the clients' ports on both
 //!   sides, so each flow stays on the core owning its port), no kernel address on either
 //!   end; and **linux-veth**, kernel sockets with 10.0.0.2 and 10.0.0.1 on the two ends
 //!   (the client threads live in the client's namespace). Every mtcp-rs row is compared
@@ -1596,10 +1597,16 @@ impl Wire {
             // by its own (destination) ports, so that each flow stays on the core that owns
             // its port on both sides.
             Wire::Veth { pair, .. } if side == 0 => {
-                format!("afpacket:{}/q={cores},steer=remote,ring=v2", pair.dev_a)
+                format!(
+                    "afpacket:{}/q={cores},steer=remote,ring=v2,slots=4096",
+                    pair.dev_a
+                )
             }
             Wire::Veth { pair, .. } => {
-                format!("afpacket:{}/q={cores},steer=local,ring=v2", pair.dev_b)
+                format!(
+                    "afpacket:{}/q={cores},steer=local,ring=v2,slots=4096",
+                    pair.dev_b
+                )
             }
         }
     }
