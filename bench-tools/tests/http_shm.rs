@@ -11,15 +11,13 @@
 mod common;
 
 use bench_tools::http;
-use common::{run_to_end, sha256, write_www, FILES};
+use common::{await_listening, run_to_end, sha256, write_www, FILES};
 use mtcp_api::{Config, Context, Error, Fd};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -73,23 +71,7 @@ impl Setup {
             .expect("start epserver");
         let stdout = child.stdout.take().unwrap();
         setup.server = Some(child);
-        // Wait for "listening", echoing what the server prints.
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                println!("[epserver] {line}");
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains("listening") => break,
-                Ok(_) => {}
-                Err(_) => panic!("epserver did not start listening"),
-            }
-        }
+        await_listening(stdout);
         setup
     }
 

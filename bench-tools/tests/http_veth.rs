@@ -18,13 +18,11 @@
 mod common;
 
 use bench_tools::netns::{self, Namespaces, VethPair};
-use common::{run_to_end, sha256, write_www, FILES};
+use common::{await_listening, run_to_end, sha256, write_www, FILES};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const PORT: u16 = 8080;
@@ -156,21 +154,7 @@ impl Lab {
             child,
             name: "epserver",
         });
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                println!("[epserver] {line}");
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.contains("listening") => return,
-                Ok(_) => {}
-                Err(_) => panic!("epserver did not start listening"),
-            }
-        }
+        await_listening(stdout);
     }
 
     fn curl(&self, args: &[&str]) -> (bool, String) {

@@ -1,8 +1,10 @@
 //! What the HTTP tests share: the document root they serve, sha256, running a client.
 
 use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Test files: name and size; contents from a fixed seed.
@@ -63,4 +65,24 @@ pub fn run_to_end(mut cmd: Command, what: &str) -> (ExitStatus, String) {
     println!("[{what}] {}\n{stdout}", out.status);
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     (out.status, stdout)
+}
+
+/// Echoes epserver's output (`stdout`) and returns once it says it is listening; fails the
+/// test after 10 s.
+pub fn await_listening(stdout: ChildStdout) {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("[epserver] {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains("listening") => return,
+            Ok(_) => {}
+            Err(_) => panic!("epserver did not start listening"),
+        }
+    }
 }
