@@ -106,7 +106,7 @@ use mtcp_api::{Config, Context, EpollOp, Events, Fd, Mtcp};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollFlags, EpollTimeout};
 use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, MsgFlags, SockFlag, SockType};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -316,7 +316,7 @@ impl Default for Options {
 }
 
 /// One line of the result, one JSON record.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Record {
     /// `mtcp-shm` or `linux-loopback`.
     pub stack: String,
@@ -330,6 +330,9 @@ pub struct Record {
     pub tx_per_s: f64,
     /// Process CPU µs (user + system, all threads) per transaction (median of the runs).
     pub cpu_us_per_tx: f64,
+    /// Application payload delivered per wall second, both directions, Gbit/s (median of
+    /// the runs).
+    pub gbit_per_s: f64,
     /// Median transaction latency, µs (median of the runs).
     pub p50_us: f64,
     /// 99th percentile transaction latency, µs (median of the runs).
@@ -395,6 +398,8 @@ impl Plan {
 pub struct Sample {
     /// Transactions completed in the window.
     pub tx: u64,
+    /// Application payload bytes delivered in the window, both directions.
+    pub bytes: u64,
     /// Wall time of the window.
     pub wall: Duration,
     /// Process CPU time (user + system) in the window.
@@ -420,6 +425,11 @@ impl Sample {
     /// Process CPU µs per transaction.
     pub fn cpu_us_per_tx(&self) -> f64 {
         self.cpu.as_secs_f64() * 1e6 / self.tx as f64
+    }
+
+    /// Application payload delivered per wall second, both directions, Gbit/s.
+    pub fn gbit_per_s(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.wall.as_secs_f64() / 1e9
     }
 }
 
@@ -1538,6 +1548,7 @@ where
     }
     Ok(Sample {
         tx: w.tx,
+        bytes: w.tx * 2 * MSG_LEN as u64,
         wall: w.wall,
         cpu: w.cpu,
         ksoftirqd: w.ksoftirqd,
@@ -1895,6 +1906,7 @@ fn record(stack: Stack, plan: &Plan, samples: &[Sample]) -> Record {
         cores: plan.cores,
         tx_per_s: med(&|s| s.tx_per_s()),
         cpu_us_per_tx: med(&|s| s.cpu_us_per_tx()),
+        gbit_per_s: med(&|s| s.gbit_per_s()),
         p50_us: med(&|s| q(s, 0.5)),
         p99_us: med(&|s| q(s, 0.99)),
     }
