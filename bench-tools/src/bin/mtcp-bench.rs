@@ -24,7 +24,9 @@ benchmarks:
           shared-memory link) and over Linux's loopback, the same epoll application on both:
           tx/s, process CPU µs per transaction (all threads, getrusage), p50/p99 latency, and
           Linux's CPU per transaction over mtcp-rs's
-          options: --mode new-conn|persistent|all (default all)  --concurrency N,N,... (default 64)
+          options: --mode new-conn,persistent,setup,bulk|all (default new-conn,persistent;
+                   setup: the server resets each connection it accepts; bulk: one-way
+                   stream, a transaction is 1 MB)  --concurrency N,N,... (default 64)
                    --cores C (per side, default 1)  --stack mtcp-shm|linux-loopback|all
                    (default all)  --seconds S (per window, default 2)  --runs R (default 3,
                    medians)  --no-pin  --busy-poll US (mtcp-rs polls this long before

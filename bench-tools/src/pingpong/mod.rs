@@ -44,6 +44,21 @@
 //!   is connect to last response byte.
 //! - **persistent**: `concurrency` connections are opened once and each runs a ping-pong
 //!   (request, response, next request); latency is request write to last response byte.
+//! - **setup** (connection setup rate, the paper's Fig. 8): a client slot connects; the
+//!   server accepts and resets the connection at once (abortive close); the transaction ends
+//!   when the client reads the reset (`ConnectionReset`; an end of stream or a refusal is an
+//!   error), and the slot connects again. Four frames per transaction: SYN, SYN-ACK, ACK,
+//!   RST. Latency is connect to the reset read.
+//! - **bulk**: each connection (run it at concurrency 1) carries one endless one-way stream:
+//!   the client writes 64 KiB chunks until the stack takes no more, the server reads 64 KiB
+//!   at a time and discards (the bytes are counted, not checked: byte-exact transfers are
+//!   the integration tests' job). A "transaction" is one megabyte (10^6 bytes) read by the
+//!   server, so `tx_per_s` is MB/s and `cpu_us_per_tx` CPU µs per MB; no latency.
+//!   Linux's loopback has a 64 KiB MTU, mtcp-rs's links 1 500 bytes: the bulk rows compare
+//!   stacks as they come, not per segment.
+//!
+//! `gbit_per_s` is the application payload the window delivered (both directions: 128 B per
+//! ping-pong transaction, 0 per setup, the bytes read in bulk) per wall second.
 //!
 //! Both stacks keep their defaults (Nagle and delayed ACKs on: with one message outstanding
 //! per direction neither delays anything, as each message's predecessor is acknowledged by
@@ -141,37 +156,62 @@ const OTHERS_NOTE: f64 = 0.05;
 // Options, records
 // ---------------------------------------------------------------------------------------------
 
-/// The two workloads.
+/// The workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Connect, 64 B request, 64 B response, close, per transaction.
     NewConn,
     /// Long-lived connections, one 64 B request/response per transaction.
     Persistent,
+    /// Connection setup: connect, the server accepts and resets at once; a transaction ends
+    /// when the client reads the reset.
+    Setup,
+    /// One-way bulk transfer: the client writes 64 KiB chunks as fast as the connection
+    /// takes them, the server reads and discards; a transaction is one megabyte (10^6
+    /// bytes) delivered to the server.
+    Bulk,
 }
 
 impl Mode {
-    /// Both, in table order.
-    pub const ALL: [Mode; 2] = [Mode::NewConn, Mode::Persistent];
+    /// Every workload, in table order.
+    pub const ALL: [Mode; 4] = [Mode::NewConn, Mode::Persistent, Mode::Setup, Mode::Bulk];
+
+    /// The two ping-pong workloads: what `pingpong` runs by default.
+    pub const PING_PONG: [Mode; 2] = [Mode::NewConn, Mode::Persistent];
 
     /// The name in options and records.
     pub fn name(self) -> &'static str {
         match self {
             Mode::NewConn => "new-conn",
             Mode::Persistent => "persistent",
+            Mode::Setup => "setup",
+            Mode::Bulk => "bulk",
         }
     }
 
-    /// Parses `new-conn`, `persistent` or `all`.
+    /// Parses a comma-separated list of workload names, or `all`.
     pub fn parse_list(text: &str) -> Result<Vec<Mode>, String> {
-        match text {
-            "all" => Ok(Mode::ALL.to_vec()),
-            _ => Mode::ALL
-                .into_iter()
-                .find(|m| m.name() == text)
-                .map(|m| vec![m])
-                .ok_or_else(|| format!("--mode is new-conn, persistent or all, not {text:?}")),
+        let mut out = Vec::new();
+        for part in text.split(',') {
+            let some: &[Mode] = match part {
+                "all" => &Mode::ALL,
+                _ => match Mode::ALL.iter().find(|m| m.name() == part) {
+                    Some(m) => core::slice::from_ref(m),
+                    None => {
+                        return Err(format!(
+                            "--mode takes names among {} or all, not {part:?}",
+                            Mode::ALL.map(Mode::name).join(", ")
+                        ))
+                    }
+                },
+            };
+            for &m in some {
+                if !out.contains(&m) {
+                    out.push(m);
+                }
+            }
         }
+        Ok(out)
     }
 }
 
@@ -303,7 +343,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            modes: Mode::ALL.to_vec(),
+            modes: Mode::PING_PONG.to_vec(),
             concurrency: vec![64],
             cores: 1,
             stacks: Stack::NO_ROOT.to_vec(),
@@ -832,9 +872,19 @@ struct Shared {
     measuring: AtomicBool,
     /// Errors counted so far, every thread.
     errors: AtomicU64,
-    /// Transactions completed, per client thread.
+    /// Transactions completed, per client thread (bulk: chunks written).
     done: Vec<Counter>,
+    /// Bulk: bytes the servers have read.
+    received: Counter,
 }
+
+/// What bulk clients write, chunk after chunk.
+static BULK_DATA: [u8; BULK_CHUNK] = [0x5a; BULK_CHUNK];
+
+/// Bytes of one bulk "transaction".
+const BULK_TX: u64 = 1_000_000;
+/// Bytes per bulk write and read call.
+const BULK_CHUNK: usize = 64 * 1024;
 
 impl Shared {
     fn new(clients: usize) -> Shared {
@@ -844,8 +894,19 @@ impl Shared {
         }
     }
 
-    fn completed(&self) -> u64 {
-        self.done.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
+    /// Transactions so far and the application payload they carried (both directions).
+    fn progress(&self, mode: Mode) -> (u64, u64) {
+        match mode {
+            Mode::Bulk => {
+                let bytes = self.received.0.load(Ordering::Relaxed);
+                (bytes / BULK_TX, bytes)
+            }
+            _ => {
+                let tx = self.done.iter().map(|c| c.0.load(Ordering::Relaxed)).sum();
+                let per = if mode == Mode::Setup { 0 } else { 2 * MSG_LEN };
+                (tx, tx * per as u64)
+            }
+        }
     }
 }
 
@@ -1010,7 +1071,11 @@ impl<'a, N: Net> Client<'a, N> {
         s.req = request(s.tx);
         s.sent = 0;
         s.got = 0;
-        s.phase = ClientPhase::Sending;
+        // Setup: nothing to send, the server's reset is the answer.
+        s.phase = match self.mode {
+            Mode::Setup => ClientPhase::Receiving,
+            _ => ClientPhase::Sending,
+        };
         if self.mode == Mode::Persistent {
             s.t0 = now;
         }
@@ -1022,6 +1087,12 @@ impl<'a, N: Net> Client<'a, N> {
             ClientPhase::Idle => return,
             ClientPhase::Connecting => {
                 let Some(sock) = s.sock.as_ref() else { return };
+                // Setup: the server may have reset the connection before this event; the
+                // read says which (a reset completes the transaction, a refusal fails it).
+                if r.failed && self.mode == Mode::Setup {
+                    self.begin_request(i, Instant::now());
+                    return self.drive(i);
+                }
                 if r.failed {
                     let why = match self.net.take_error(sock) {
                         Ok(Some(e)) => e.to_string(),
@@ -1048,6 +1119,25 @@ impl<'a, N: Net> Client<'a, N> {
             let Some(sock) = s.sock.as_ref() else { return };
             match s.phase {
                 ClientPhase::Idle | ClientPhase::Connecting => return,
+                ClientPhase::Sending if self.mode == Mode::Bulk => {
+                    match self.net.write(sock, &BULK_DATA[..]) {
+                        Ok(_) => {
+                            self.shared.done[self.me].0.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) if would_block(&e) => return,
+                        Err(e) => return self.fail(i, format_args!("write: {e}")),
+                    }
+                }
+                ClientPhase::Receiving if self.mode == Mode::Setup => {
+                    let mut buf = [0u8; MSG_LEN];
+                    return match self.net.read(sock, &mut buf) {
+                        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => self.complete(i),
+                        Err(e) if would_block(&e) => {}
+                        Err(e) => self.fail(i, format_args!("read: {e}")),
+                        Ok(0) => self.fail(i, "end of stream instead of a reset"),
+                        Ok(n) => self.fail(i, format_args!("{n} bytes instead of a reset")),
+                    };
+                }
                 ClientPhase::Sending => match self.net.write(sock, &s.req[s.sent..]) {
                     Ok(n) => {
                         s.sent += n;
@@ -1093,8 +1183,10 @@ impl<'a, N: Net> Client<'a, N> {
     /// Slot `i` has its whole response.
     fn complete(&mut self, i: usize) {
         let s = &mut self.slots[i];
-        if let Err(m) = check_response(s.tx, &s.resp) {
-            return self.fail(i, m);
+        if self.mode != Mode::Setup {
+            if let Err(m) = check_response(s.tx, &s.resp) {
+                return self.fail(i, m);
+            }
         }
         // One clock read per transaction: its end is the next one's start.
         let now = Instant::now();
@@ -1103,8 +1195,8 @@ impl<'a, N: Net> Client<'a, N> {
         }
         self.shared.done[self.me].0.fetch_add(1, Ordering::Relaxed);
         match self.mode {
-            Mode::Persistent => self.begin_request(i, now),
-            Mode::NewConn => {
+            Mode::Persistent | Mode::Bulk => self.begin_request(i, now),
+            Mode::NewConn | Mode::Setup => {
                 let sock = s.sock.take();
                 s.phase = ClientPhase::Idle;
                 if let Some(sock) = sock {
@@ -1151,6 +1243,8 @@ struct Server<'a, N: Net> {
     free: Vec<usize>,
     shared: &'a Shared,
     errors: ErrorLog,
+    /// Bulk: where reads land (discarded).
+    sink: Vec<u8>,
 }
 
 impl<'a, N: Net> Server<'a, N> {
@@ -1162,6 +1256,11 @@ impl<'a, N: Net> Server<'a, N> {
             free: Vec::new(),
             shared,
             errors: ErrorLog::new(who),
+            sink: if mode == Mode::Bulk {
+                vec![0; BULK_CHUNK]
+            } else {
+                Vec::new()
+            },
         };
         let mut ready = Vec::with_capacity(EVENTS);
         while !shared.exit.load(Ordering::Relaxed) {
@@ -1215,6 +1314,14 @@ impl<'a, N: Net> Server<'a, N> {
             let c = &mut self.conns[i];
             c.generation = c.generation.wrapping_add(1);
             match self.net.accept(listener, token(i, c.generation)) {
+                Ok(Some(sock)) if self.mode == Mode::Setup => {
+                    self.free.push(i);
+                    if let Err(e) = self.net.abort(sock) {
+                        if !self.stopping() {
+                            self.errors.add(self.shared, format_args!("abort: {e}"));
+                        }
+                    }
+                }
                 Ok(Some(sock)) => {
                     c.sock = Some(sock);
                     c.got = 0;
@@ -1237,6 +1344,9 @@ impl<'a, N: Net> Server<'a, N> {
 
     /// Reads and writes connection `i` as far as it goes.
     fn drive(&mut self, i: usize) {
+        if self.mode == Mode::Bulk {
+            return self.drain(i);
+        }
         loop {
             let c = &mut self.conns[i];
             let Some(sock) = c.sock.as_ref() else { return };
@@ -1275,6 +1385,26 @@ impl<'a, N: Net> Server<'a, N> {
                             Err(m) => return self.end(i, Some(m)),
                         }
                     }
+                }
+                Err(e) if would_block(&e) => return,
+                Err(e) => return self.end(i, Some(format!("read: {e}"))),
+            }
+        }
+    }
+
+    /// Bulk: reads connection `i` until it would block, counting the bytes.
+    fn drain(&mut self, i: usize) {
+        loop {
+            let Some(sock) = self.conns[i].sock.as_ref() else {
+                return;
+            };
+            match self.net.read(sock, &mut self.sink) {
+                Ok(0) => return self.end(i, Some("end of stream".into())),
+                Ok(n) => {
+                    self.shared
+                        .received
+                        .0
+                        .fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(e) if would_block(&e) => return,
                 Err(e) => return self.end(i, Some(format!("read: {e}"))),
@@ -1367,6 +1497,7 @@ fn system_busy() -> Option<Duration> {
 /// The window's figures, before the threads' reports are merged in.
 struct Window {
     tx: u64,
+    bytes: u64,
     wall: Duration,
     cpu: Duration,
     ksoftirqd: Duration,
@@ -1402,7 +1533,7 @@ fn window(shared: &Shared, plan: &Plan) -> Result<Window, String> {
     }
     let (soft0, busy0) = (ksoftirqd_time(), system_busy());
     shared.measuring.store(true, Ordering::Relaxed);
-    let (t0, c0, n0) = (Instant::now(), rusage_self(), shared.completed());
+    let (t0, c0, (n0, b0)) = (Instant::now(), rusage_self(), shared.progress(plan.mode));
     let span = Duration::from_secs_f64(plan.seconds);
     loop {
         let left = span.saturating_sub(t0.elapsed());
@@ -1414,7 +1545,7 @@ fn window(shared: &Shared, plan: &Plan) -> Result<Window, String> {
             return Err("errors during the window".into());
         }
     }
-    let (n1, c1, wall) = (shared.completed(), rusage_self(), t0.elapsed());
+    let ((n1, b1), c1, wall) = (shared.progress(plan.mode), rusage_self(), t0.elapsed());
     shared.measuring.store(false, Ordering::Relaxed);
     let (soft1, busy1) = (ksoftirqd_time(), system_busy());
     if n1 == n0 {
@@ -1427,6 +1558,7 @@ fn window(shared: &Shared, plan: &Plan) -> Result<Window, String> {
     };
     Ok(Window {
         tx: n1 - n0,
+        bytes: b1 - b0,
         wall,
         cpu,
         ksoftirqd,
@@ -1548,7 +1680,7 @@ where
     }
     Ok(Sample {
         tx: w.tx,
-        bytes: w.tx * 2 * MSG_LEN as u64,
+        bytes: w.bytes,
         wall: w.wall,
         cpu: w.cpu,
         ksoftirqd: w.ksoftirqd,
@@ -1915,24 +2047,117 @@ fn record(stack: Stack, plan: &Plan, samples: &[Sample]) -> Record {
 /// Prints the table's header.
 pub fn print_header() {
     println!(
-        "{:<14} {:<10} {:>5} {:>5} | {:>9} {:>9} {:>8} {:>8} | {:>10}",
-        "stack", "mode", "conc", "cores", "tx/s", "CPU µs/tx", "p50 µs", "p99 µs", "linux/mtcp"
+        "{:<14} {:<10} {:>5} {:>5} | {:>9} {:>9} {:>7} {:>8} {:>8} | {:>10}",
+        "stack",
+        "mode",
+        "conc",
+        "cores",
+        "tx/s",
+        "CPU µs/tx",
+        "Gbit/s",
+        "p50 µs",
+        "p99 µs",
+        "linux/mtcp"
     );
 }
 
 fn print_row(r: &Record, ratio: Option<f64>) {
     println!(
-        "{:<14} {:<10} {:>5} {:>5} | {:>9.0} {:>9.2} {:>8.1} {:>8.1} | {:>10}",
+        "{:<14} {:<10} {:>5} {:>5} | {:>9.0} {:>9.2} {:>7.2} {:>8.1} {:>8.1} | {:>10}",
         r.stack,
         r.mode,
         r.concurrency,
         r.cores,
         r.tx_per_s,
         r.cpu_us_per_tx,
+        r.gbit_per_s,
         r.p50_us,
         r.p99_us,
         ratio.map_or("-".into(), |x| format!("{x:.2}x")),
     );
+}
+
+/// One case of the table: every stack of `stacks` on `plan`, `runs` times each, the runs of
+/// the stacks alternating (see the module doc).
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// One record per stack, in the order of the stacks.
+    pub records: Vec<Record>,
+    /// Notes on the figures (ksoftirqd work not counted, retransmissions, a busy machine).
+    pub notes: Vec<String>,
+}
+
+/// Runs one case; an error names the stack and run that failed.
+pub fn run_case(stacks: &[Stack], plan: &Plan, runs: usize) -> Result<Case, String> {
+    plan.check()?;
+    if runs == 0 {
+        return Err("--runs must be positive".into());
+    }
+    let (mode, concurrency) = (plan.mode, plan.concurrency);
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); stacks.len()];
+    for r in 0..runs {
+        for (k, &stack) in stacks.iter().enumerate() {
+            let s = run_once(stack, plan).map_err(|e| {
+                format!(
+                    "{stack} {mode} at concurrency {concurrency}, {} cores, run {}: {e}",
+                    plan.cores,
+                    r + 1
+                )
+            })?;
+            samples[k].push(s);
+        }
+    }
+    let records = stacks
+        .iter()
+        .zip(&samples)
+        .map(|(&stack, s)| record(stack, plan, s))
+        .collect();
+    let mut notes = Vec::new();
+    for (&stack, s) in stacks.iter().zip(&samples) {
+        let soft: f64 = s.iter().map(|s| s.ksoftirqd.as_secs_f64()).sum();
+        let cpu: f64 = s.iter().map(|s| s.cpu.as_secs_f64()).sum();
+        let tx: u64 = s.iter().map(|s| s.tx).sum();
+        if soft > SOFTIRQ_NOTE * cpu {
+            notes.push(format!(
+                "{stack} {mode} {concurrency}: ksoftirqd ran {:.2} µs per transaction besides, \
+                 not counted",
+                soft * 1e6 / tx as f64
+            ));
+        }
+        if let Some((r, note)) = s
+            .iter()
+            .enumerate()
+            .find_map(|(r, s)| s.stack_note.as_ref().map(|n| (r, n)))
+        {
+            notes.push(format!(
+                "{stack} {mode} {concurrency} run {} (whole run): {note}",
+                r + 1
+            ));
+        }
+        let others: f64 = s.iter().map(|s| s.others.as_secs_f64()).sum();
+        let wall: f64 = s.iter().map(|s| s.wall.as_secs_f64()).sum();
+        if others > OTHERS_NOTE * wall {
+            notes.push(format!(
+                "{stack} {mode} {concurrency}: other processes kept {:.0}% of a CPU busy \
+                 during the windows; these figures are disturbed",
+                100.0 * others / wall
+            ));
+        }
+    }
+    Ok(Case { records, notes })
+}
+
+/// Drops the stacks that need root when not root, saying so.
+pub fn without_root_stacks(stacks: &mut Vec<Stack>) {
+    if !netns::is_root() && stacks.iter().any(|s| s.needs_root()) {
+        let skipped: Vec<&str> = stacks
+            .iter()
+            .filter(|s| s.needs_root())
+            .map(|s| s.name())
+            .collect();
+        println!("{}", netns::skip_message(&skipped.join(", ")));
+        stacks.retain(|s| !s.needs_root());
+    }
 }
 
 /// Runs every selected case, printing the table as it goes; returns the records.
@@ -1940,19 +2165,9 @@ pub fn run(opts: &Options) -> Result<Vec<Record>, String> {
     if opts.runs == 0 {
         return Err("--runs must be positive".into());
     }
-    let mut opts = opts.clone();
-    if !netns::is_root() && opts.stacks.iter().any(|s| s.needs_root()) {
-        let skipped: Vec<&str> = opts
-            .stacks
-            .iter()
-            .filter(|s| s.needs_root())
-            .map(|s| s.name())
-            .collect();
-        println!("{}", netns::skip_message(&skipped.join(", ")));
-        opts.stacks.retain(|s| !s.needs_root());
-    }
-    let opts = &opts;
-    if opts.stacks.is_empty() || opts.modes.is_empty() || opts.concurrency.is_empty() {
+    let mut stacks = opts.stacks.clone();
+    without_root_stacks(&mut stacks);
+    if stacks.is_empty() || opts.modes.is_empty() || opts.concurrency.is_empty() {
         return Err("nothing to run".into());
     }
     let mut out = Vec::new();
@@ -1966,69 +2181,25 @@ pub fn run(opts: &Options) -> Result<Vec<Record>, String> {
                 pin: opts.pin,
                 busy_poll_us: opts.busy_poll_us,
             };
-            plan.check()?;
-            let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); opts.stacks.len()];
-            // Runs alternate between the stacks (see the module doc).
-            for r in 0..opts.runs {
-                for (k, &stack) in opts.stacks.iter().enumerate() {
-                    let s = run_once(stack, &plan).map_err(|e| {
-                        format!(
-                            "{stack} {mode} at concurrency {concurrency}, run {}: {e}",
-                            r + 1
-                        )
-                    })?;
-                    samples[k].push(s);
-                }
-            }
-            let records: Vec<Record> = opts
-                .stacks
-                .iter()
-                .zip(&samples)
-                .map(|(&stack, s)| record(stack, &plan, s))
-                .collect();
+            let case = run_case(&stacks, &plan, opts.runs)?;
             let cpu_of = |stack: Stack| {
-                records
+                case.records
                     .iter()
                     .find(|r| r.stack == stack.name())
                     .map(|r| r.cpu_us_per_tx)
             };
             // Every mtcp-rs row gets Linux's CPU per transaction (over the same kind of
             // link) over its own.
-            for (r, &stack) in records.iter().zip(&opts.stacks) {
+            for (r, &stack) in case.records.iter().zip(&stacks) {
                 let ratio = cpu_of(stack.baseline())
                     .filter(|_| stack != stack.baseline())
                     .map(|l| l / r.cpu_us_per_tx);
                 print_row(r, ratio);
             }
-            for (&stack, s) in opts.stacks.iter().zip(&samples) {
-                let soft: f64 = s.iter().map(|s| s.ksoftirqd.as_secs_f64()).sum();
-                let cpu: f64 = s.iter().map(|s| s.cpu.as_secs_f64()).sum();
-                let tx: u64 = s.iter().map(|s| s.tx).sum();
-                if soft > SOFTIRQ_NOTE * cpu {
-                    println!(
-                        "  note: {stack}: ksoftirqd ran {:.2} µs per transaction besides, \
-                         not counted above",
-                        soft * 1e6 / tx as f64
-                    );
-                }
-                if let Some((r, note)) = s
-                    .iter()
-                    .enumerate()
-                    .find_map(|(r, s)| s.stack_note.as_ref().map(|n| (r, n)))
-                {
-                    println!("  note: {stack} run {} (whole run): {note}", r + 1);
-                }
-                let others: f64 = s.iter().map(|s| s.others.as_secs_f64()).sum();
-                let wall: f64 = s.iter().map(|s| s.wall.as_secs_f64()).sum();
-                if others > OTHERS_NOTE * wall {
-                    println!(
-                        "  note: {stack}: other processes kept {:.0}% of a CPU busy during \
-                         the windows; these figures are disturbed",
-                        100.0 * others / wall
-                    );
-                }
+            for n in &case.notes {
+                println!("  note: {n}");
             }
-            out.extend(records);
+            out.extend(case.records);
         }
     }
     Ok(out)
@@ -2072,30 +2243,42 @@ mod tests {
         assert_eq!(h.len(), 101);
     }
 
+    /// A run's figures are there: transactions, payload where the workload carries some,
+    /// and latencies (bulk has none).
+    fn assert_measured(s: &Sample, mode: Mode, what: &str) {
+        assert!(s.tx > 0, "{what} {mode}: {s:?}");
+        assert_eq!(s.bytes > 0, mode != Mode::Setup, "{what} {mode}: {s:?}");
+        assert_eq!(
+            s.latency.is_empty(),
+            mode == Mode::Bulk,
+            "{what} {mode}: {s:?}"
+        );
+    }
+
     #[test]
-    fn mtcp_shm_runs_both_modes_without_errors() {
+    fn mtcp_shm_runs_every_mode_without_errors() {
         for cores in [1, 2] {
             for mode in Mode::ALL {
                 let s = run_once(Stack::MtcpShm, &plan(mode, cores))
                     .unwrap_or_else(|e| panic!("{mode}, {cores} cores: {e}"));
-                assert!(s.tx > 0 && !s.latency.is_empty(), "{mode}: {s:?}");
+                assert_measured(&s, mode, "mtcp-shm");
             }
         }
     }
 
     #[test]
-    fn linux_loopback_runs_both_modes_without_errors() {
+    fn linux_loopback_runs_every_mode_without_errors() {
         for mode in Mode::ALL {
             let s = run_once(Stack::LinuxLoopback, &plan(mode, 1))
                 .unwrap_or_else(|e| panic!("{mode}: {e}"));
-            assert!(s.tx > 0 && !s.latency.is_empty(), "{mode}: {s:?}");
+            assert_measured(&s, mode, "linux-loopback");
         }
     }
 
     /// Root only: every veth stack (both mtcp-rs modes over AF_PACKET, and Linux) carries
-    /// both workloads between two namespaces, on one core and on two.
+    /// every workload between two namespaces, on one core and on two.
     #[test]
-    fn veth_stacks_run_both_modes_without_errors() {
+    fn veth_stacks_run_every_mode_without_errors() {
         if netns::skip_unless_root("pingpong over veth") {
             return;
         }
@@ -2104,7 +2287,7 @@ mod tests {
                 for mode in Mode::ALL {
                     let s = run_once(stack, &plan(mode, cores))
                         .unwrap_or_else(|e| panic!("{stack} {mode}, {cores} cores: {e}"));
-                    assert!(s.tx > 0 && !s.latency.is_empty(), "{stack} {mode}: {s:?}");
+                    assert_measured(&s, mode, &format!("{stack}, {cores} cores"));
                 }
             }
         }
@@ -2116,6 +2299,10 @@ mod tests {
         p.concurrency = 1;
         assert!(run_once(Stack::MtcpShm, &p).is_err());
         assert!(Mode::parse_list("both").is_err());
+        assert_eq!(
+            Mode::parse_list("setup,bulk,setup").unwrap(),
+            [Mode::Setup, Mode::Bulk]
+        );
         assert_eq!(Stack::parse_list("all").unwrap(), Stack::ALL.to_vec());
         assert_eq!(
             Stack::parse_list("shm,linux-veth,mtcp-shm").unwrap(),
