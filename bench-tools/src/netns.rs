@@ -260,6 +260,25 @@ impl Namespaces {
         Ok(())
     }
 
+    /// Gives `dev` in `ns` to a user-level stack the way netmap gives it a NIC: the kernel's
+    /// own receive path stops right after the packet taps. An nftables `netdev` ingress chain
+    /// with policy drop on `dev` (table `mtcp_user_stack`): AF_PACKET sockets bound with
+    /// `ETH_P_ALL`, as psio's are, still get every frame (the taps run before the ingress
+    /// hook), while the kernel's IPv4 stack, which would route-look-up and drop each frame
+    /// for an address it does not have, never sees them. Needs `nft` (Debian `nftables`).
+    pub fn reserve_for_user_stack(&self, ns: &str, dev: &str) -> io::Result<()> {
+        let rules = format!(
+            "table netdev mtcp_user_stack {{\n  chain ingress_{dev} {{\n    \
+             type filter hook ingress device \"{dev}\" priority 0; policy drop;\n  }}\n}}\n"
+        );
+        let path =
+            std::env::temp_dir().join(format!("mtcp-nft-{}-{ns}-{dev}.nft", std::process::id()));
+        std::fs::write(&path, rules)?;
+        let r = self.exec(ns, "nft", &["-f", &path.to_string_lossy()]);
+        let _ = std::fs::remove_file(&path);
+        r.map(drop)
+    }
+
     /// The MAC address of `dev` in `ns`.
     pub fn mac(&self, ns: &str, dev: &str) -> io::Result<[u8; 6]> {
         let out = run("ip", ["-n", ns, "-o", "link", "show", "dev", dev])?;
