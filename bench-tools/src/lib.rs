@@ -17,4 +17,5 @@ pub mod cpu;
 pub mod http;
 pub mod netns;
 pub mod pingpong;
+pub mod plot;
 pub mod psio_bench;
