@@ -70,7 +70,11 @@
 //! `cargo build --release -p bench-tools` (`cargo run --bin mtcp-bench` alone does not).
 //!
 //! What it does not measure: a NIC, other file sizes, new connections per request (see
-//! `mtcp-bench pingpong --mode new-conn` for that), or pinned placements.
+//! `mtcp-bench pingpong --mode new-conn` for that), pinned placements, or epserver and
+//! epwget in run-to-completion mode (`--rtc`; their default, a stack thread per core, is
+//! what runs here). Over veth the kernel's IPv4 input also sees every frame arriving on our
+//! address-less ends and routes and drops it (`ip_rcv` → `ip_route_input_slow`, in the
+//! sender's `sendto`); as in `mtcp-bench pingpong` that cost is left in our figures.
 
 use crate::cpu::median;
 use crate::netns;
