@@ -1,7 +1,7 @@
 //! `mtcp-bench <name> [--json PATH] [options]`: every benchmark of mtcp-rs, one subcommand
 //! each. Results print as a table; `--json PATH` also writes them as a JSON array.
 
-use bench_tools::{core_bench, pingpong, psio_bench};
+use bench_tools::{core_bench, http_bench, pingpong, psio_bench};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: mtcp-bench <benchmark> [--json PATH] [options]
@@ -30,7 +30,15 @@ benchmarks:
                    --cores C (per side, default 1)  --stack mtcp-shm|linux-loopback|all
                    (default all)  --seconds S (per window, default 2)  --runs R (default 3,
                    medians)  --no-pin  --busy-poll US (mtcp-rs polls this long before
-                   sleeping, default 0)";
+                   sleeping, default 0)
+  http    keep-alive GETs of a 64 B file: epserver driven by epwget (mtcp-rs; child processes
+          built next to this binary) against nginx driven by wrk (Linux), same cores on both
+          sides: requests/s, CPU µs per request of server and client together, p50/p99, and
+          Linux's CPU per request over ours (same kind of link)
+          options: --stack mtcp-shm,mtcp-veth,linux-loopback,linux-veth|shm|veth|all (default
+                   shm; veth needs root)  --concurrency N,N,... (default 64)  --cores C
+                   (default 1)  --seconds S (per client run, whole seconds, default 2)
+                   --runs R (default 3, medians)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -52,6 +60,9 @@ fn run(args: &[String]) -> Result<(), String> {
     let Some(name) = args.first() else {
         return Err(USAGE.into());
     };
+    if name == "http" {
+        return http(&args[1..]);
+    }
     let mut json = None;
     let mut runs = None;
     let mut seconds = None;
@@ -186,6 +197,55 @@ fn run(args: &[String]) -> Result<(), String> {
     }
     .map_err(|e| e.to_string())?;
     if let Some(path) = json {
+        std::fs::write(&path, text + "\n").map_err(|e| format!("writing {path}: {e}"))?;
+        println!("wrote {path}");
+    }
+    Ok(())
+}
+
+/// `mtcp-bench http [options]`.
+fn http(args: &[String]) -> Result<(), String> {
+    let mut opts = http_bench::Options::default();
+    let mut json = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |flag: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--json" => json = Some(value("--json")?),
+            "--stack" => opts.stacks = http_bench::HttpStack::parse_list(&value("--stack")?)?,
+            "--concurrency" => {
+                opts.concurrency = value("--concurrency")?
+                    .split(',')
+                    .map(|c| number("--concurrency", c.trim()))
+                    .collect::<Result<_, _>>()?
+            }
+            "--cores" => opts.cores = number("--cores", &value("--cores")?)?,
+            "--seconds" => opts.seconds = number("--seconds", &value("--seconds")?)?,
+            "--runs" => opts.runs = number("--runs", &value("--runs")?)?,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+    }
+    println!(
+        "http: keep-alive GETs of a {} B file; each figure the median of {} runs, each run a \
+         fresh server, a warm-up client run, then a measured client run of about {} s; CPU \
+         µs/req = user+sys of server (/proc schedstat, all threads and processes) + client \
+         (wait4 rusage) over the client's run, per request; linux/mtcp = Linux's CPU per \
+         request over ours",
+        http_bench::BODY_LEN,
+        opts.runs,
+        opts.seconds.round().max(1.0)
+    );
+    let records = http_bench::run(&opts)?;
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?;
         std::fs::write(&path, text + "\n").map_err(|e| format!("writing {path}: {e}"))?;
         println!("wrote {path}");
     }

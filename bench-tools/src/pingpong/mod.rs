@@ -1450,7 +1450,7 @@ fn rusage_self() -> Duration {
 
 /// CPU time of the `ksoftirqd/N` threads so far (their `schedstat`, ns): softirq work the
 /// kernel deferred out of our threads' system calls. 0 where `/proc` does not tell.
-fn ksoftirqd_time() -> Duration {
+pub(crate) fn ksoftirqd_time() -> Duration {
     static PIDS: OnceLock<Vec<String>> = OnceLock::new();
     let pids = PIDS.get_or_init(|| {
         let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -1477,7 +1477,7 @@ fn ksoftirqd_time() -> Duration {
 
 /// Busy time of all CPUs so far (`/proc/stat`: everything but idle and iowait), at
 /// `USER_HZ` resolution; `None` where `/proc/stat` does not tell.
-fn system_busy() -> Option<Duration> {
+pub(crate) fn system_busy() -> Option<Duration> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;
     let line = text.lines().find(|l| l.starts_with("cpu "))?;
     let ticks: Vec<u64> = line
