@@ -69,12 +69,15 @@
 //! directory, for tests running from `target/*/deps`): build them first with
 //! `cargo build --release -p bench-tools` (`cargo run --bin mtcp-bench` alone does not).
 //!
+//! Our side runs in both of its modes: a stack thread per core (`mtcp-shm`, `mtcp-veth`) and
+//! run-to-completion (`--rtc`: `mtcp-shm-rtc`, `mtcp-veth-rtc`). Over veth our two ends are
+//! reserved for the user-level stack as in `mtcp-bench pingpong`
+//! ([`netns::Namespaces::reserve_for_user_stack`]): without it the kernel's IPv4 input sees
+//! every frame arriving on the address-less ends, routes it and drops it, in the sender's
+//! `sendto` (measured 10-15 % of mtcp-veth's CPU).
+//!
 //! What it does not measure: a NIC, other file sizes, new connections per request (see
-//! `mtcp-bench pingpong --mode new-conn` for that), pinned placements, or epserver and
-//! epwget in run-to-completion mode (`--rtc`; their default, a stack thread per core, is
-//! what runs here). Over veth the kernel's IPv4 input also sees every frame arriving on our
-//! address-less ends and routes and drops it (`ip_rcv` → `ip_route_input_slow`, in the
-//! sender's `sendto`); as in `mtcp-bench pingpong` that cost is left in our figures.
+//! `mtcp-bench pingpong --mode new-conn` for that), or pinned placements.
 
 use crate::cpu::median;
 use crate::netns;
@@ -120,8 +123,13 @@ const OTHERS_NOTE: f64 = 0.05;
 pub enum HttpStack {
     /// epserver and epwget over a shared-memory link.
     MtcpShm,
+    /// The same in run-to-completion mode (`--rtc`: each application thread runs its
+    /// core's stack).
+    MtcpShmRtc,
     /// epserver and epwget on AF_PACKET over a veth pair between two namespaces (root).
     MtcpVeth,
+    /// The same in run-to-completion mode (root).
+    MtcpVethRtc,
     /// nginx and wrk over 127.0.0.1.
     LinuxLoopback,
     /// nginx and wrk over a veth pair between two namespaces (root).
@@ -130,24 +138,36 @@ pub enum HttpStack {
 
 impl HttpStack {
     /// Every stack, in table order.
-    pub const ALL: [HttpStack; 4] = [
+    pub const ALL: [HttpStack; 6] = [
         HttpStack::MtcpShm,
+        HttpStack::MtcpShmRtc,
         HttpStack::LinuxLoopback,
         HttpStack::MtcpVeth,
+        HttpStack::MtcpVethRtc,
         HttpStack::LinuxVeth,
     ];
 
     /// The stacks that need no root: the default.
-    pub const NO_ROOT: [HttpStack; 2] = [HttpStack::MtcpShm, HttpStack::LinuxLoopback];
+    pub const NO_ROOT: [HttpStack; 3] = [
+        HttpStack::MtcpShm,
+        HttpStack::MtcpShmRtc,
+        HttpStack::LinuxLoopback,
+    ];
 
     /// The stacks on a veth pair (root).
-    pub const VETH: [HttpStack; 2] = [HttpStack::MtcpVeth, HttpStack::LinuxVeth];
+    pub const VETH: [HttpStack; 3] = [
+        HttpStack::MtcpVeth,
+        HttpStack::MtcpVethRtc,
+        HttpStack::LinuxVeth,
+    ];
 
     /// The name in options and records.
     pub fn name(self) -> &'static str {
         match self {
             HttpStack::MtcpShm => "mtcp-shm",
+            HttpStack::MtcpShmRtc => "mtcp-shm-rtc",
             HttpStack::MtcpVeth => "mtcp-veth",
+            HttpStack::MtcpVethRtc => "mtcp-veth-rtc",
             HttpStack::LinuxLoopback => "linux-loopback",
             HttpStack::LinuxVeth => "linux-veth",
         }
@@ -160,7 +180,12 @@ impl HttpStack {
 
     /// Whether it is ours (epserver and epwget) rather than nginx and wrk.
     pub fn is_mtcp(self) -> bool {
-        matches!(self, HttpStack::MtcpShm | HttpStack::MtcpVeth)
+        !matches!(self, HttpStack::LinuxLoopback | HttpStack::LinuxVeth)
+    }
+
+    /// Whether epserver and epwget run in run-to-completion mode.
+    pub fn is_rtc(self) -> bool {
+        matches!(self, HttpStack::MtcpShmRtc | HttpStack::MtcpVethRtc)
     }
 
     /// Linux over the same kind of link: what this one is compared with.
@@ -905,8 +930,14 @@ fn mtcp_run(stack: HttpStack, plan: &Plan, rate: &mut Option<f64>) -> Result<Sam
     let (link, veth);
     let (server_ns, client_ns, server_conf, client_conf);
     let c = plan.cores;
-    if stack == HttpStack::MtcpVeth {
+    if stack.needs_root() {
         let v = Veth::new()?;
+        // Both ends are ours: the kernel's IPv4 input never sees their frames.
+        for (ns, dev) in [(&v.pair.ns_a, &v.pair.dev_a), (&v.pair.ns_b, &v.pair.dev_b)] {
+            v.lab
+                .reserve_for_user_stack(ns, dev)
+                .map_err(|e| format!("reserving {dev}: {e}"))?;
+        }
         let (mac_s, mac_c) = (v.mac(0)?, v.mac(1)?);
         let ps = format!(
             "afpacket:{}/q={c},steer=remote,ring=v2,slots=4096",
@@ -937,6 +968,9 @@ fn mtcp_run(stack: HttpStack, plan: &Plan, rate: &mut Option<f64>) -> Result<Sam
         .arg("-f")
         .arg(&server_conf)
         .args(["-N", &c.to_string(), "--port", &PORT.to_string()]);
+    if stack.is_rtc() {
+        cmd.arg("--rtc");
+    }
     let mut server = Proc::spawn(cmd, server_ns.as_deref(), "epserver")?;
     server.await_line("listening", START_LIMIT)?;
     let client = |requests: u64, limit: Duration| {
@@ -947,6 +981,9 @@ fn mtcp_run(stack: HttpStack, plan: &Plan, rate: &mut Option<f64>) -> Result<Sam
             .arg(&client_conf)
             .args(["-N", &c.to_string(), "-c", &plan.concurrency.to_string()])
             .args(["--keep-alive", "--timeout", &limit.as_secs().to_string()]);
+        if stack.is_rtc() {
+            cmd.arg("--rtc");
+        }
         cmd
     };
     // Warm-up: not measured, but it must be clean too.
@@ -1327,6 +1364,7 @@ mod tests {
             [
                 HttpStack::MtcpVeth,
                 HttpStack::MtcpShm,
+                HttpStack::MtcpShmRtc,
                 HttpStack::LinuxLoopback
             ]
         );

@@ -12,6 +12,7 @@
 
 pub mod afp_bench;
 pub mod apps;
+pub mod compare;
 pub mod core_bench;
 pub mod cpu;
 pub mod http;

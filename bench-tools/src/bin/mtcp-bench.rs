@@ -1,12 +1,21 @@
 //! `mtcp-bench <name> [--json PATH] [options]`: every benchmark of mtcp-rs, one subcommand
-//! each. Results print as a table; `--json PATH` also writes them as a JSON array.
+//! each. Results print as a table; `--json PATH` also writes them as a JSON array. Without
+//! arguments it runs `compare --quick`.
 
-use bench_tools::{core_bench, http_bench, pingpong, psio_bench};
+use bench_tools::{compare, core_bench, http_bench, pingpong, psio_bench};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: mtcp-bench <benchmark> [--json PATH] [options]
+const USAGE: &str = "usage: mtcp-bench [<benchmark> [--json PATH] [options]]
 
 benchmarks:
+  compare (the default, as compare --quick)
+          the paper's experiments side by side: new-conn, persistent, setup (connect +
+          reset), bulk (one connection) and HTTP (epwget -> epserver, wrk -> nginx) on
+          mtcp-rs over shm (stack threads, run-to-completion), Linux loopback, smoltcp over
+          shm and, as root, mtcp-rs and Linux over a veth pair; medians, ratios to Linux and
+          to smoltcp, the targets
+          options: --quick (no root, about a minute)  --runs R (default 3)  --seconds S
+                   (per window; default 0.3 quick, 1 full)  --svg DIR (figures)  --no-http
   psio    frames/s and CPU per frame of each psio backend
           options: --frames N (default 5000000)  --runs R (default 5)  --no-af-packet  --no-shm
   core    tcp-core (mtcp-rs) against smoltcp, two stacks in one thread over an in-memory link:
@@ -27,15 +36,17 @@ benchmarks:
           options: --mode new-conn,persistent,setup,bulk|all (default new-conn,persistent;
                    setup: the server resets each connection it accepts; bulk: one-way
                    stream, a transaction is 1 MB)  --concurrency N,N,... (default 64)
-                   --cores C (per side, default 1)  --stack mtcp-shm|linux-loopback|all
-                   (default all)  --seconds S (per window, default 2)  --runs R (default 3,
+                   --cores C (per side, default 1)  --stack NAME,... among mtcp-shm,
+                   mtcp-shm-rtc, linux-loopback, smoltcp-shm, mtcp-veth, mtcp-veth-rtc,
+                   linux-veth, or shm (no root), veth or all (default shm)  --seconds S (per window, default 2)  --runs R (default 3,
                    medians)  --no-pin  --busy-poll US (mtcp-rs polls this long before
                    sleeping, default 0)
   http    keep-alive GETs of a 64 B file: epserver driven by epwget (mtcp-rs; child processes
           built next to this binary) against nginx driven by wrk (Linux), same cores on both
           sides: requests/s, CPU µs per request of server and client together, p50/p99, and
           Linux's CPU per request over ours (same kind of link)
-          options: --stack mtcp-shm,mtcp-veth,linux-loopback,linux-veth|shm|veth|all (default
+          options: --stack NAME,... among mtcp-shm, mtcp-shm-rtc, linux-loopback,
+                   mtcp-veth, mtcp-veth-rtc, linux-veth, or shm, veth, all (default
                    shm; veth needs root)  --concurrency N,N,... (default 64)  --cores C
                    (default 1)  --seconds S (per client run, whole seconds, default 2)
                    --runs R (default 3, medians)";
@@ -57,9 +68,9 @@ fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
 }
 
 fn run(args: &[String]) -> Result<(), String> {
-    let Some(name) = args.first() else {
-        return Err(USAGE.into());
-    };
+    let quick = ["compare".to_string(), "--quick".to_string()];
+    let args = if args.is_empty() { &quick[..] } else { args };
+    let name = &args[0];
     if name == "http" {
         return http(&args[1..]);
     }
@@ -70,6 +81,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let mut psio = psio_bench::Options::default();
     let mut core = core_bench::Options::default();
     let mut pingpong = pingpong::Options::default();
+    let mut cmp = compare::Options::default();
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         let mut value = |flag: &str| {
@@ -113,6 +125,9 @@ fn run(args: &[String]) -> Result<(), String> {
             "--stack" => pingpong.stacks = pingpong::Stack::parse_list(&value("--stack")?)?,
             "--cores" => pingpong.cores = number("--cores", &value("--cores")?)?,
             "--no-pin" => pingpong.pin = false,
+            "--quick" => cmp.quick = true,
+            "--svg" => cmp.svg = Some(value("--svg")?.into()),
+            "--no-http" => cmp.no_http = true,
             "--busy-poll" => pingpong.busy_poll_us = number("--busy-poll", &value("--busy-poll")?)?,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -122,6 +137,27 @@ fn run(args: &[String]) -> Result<(), String> {
         }
     }
     let text = match name.as_str() {
+        "compare" => {
+            cmp.runs = runs;
+            cmp.seconds = seconds;
+            if cmp.seconds.is_some_and(|s| !s.is_finite() || s <= 0.0) || runs == Some(0) {
+                return Err("--seconds and --runs must be positive".into());
+            }
+            let (records, failed) = compare::run(&cmp);
+            let text = serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?;
+            if let Some(path) = &json {
+                std::fs::write(path, text + "\n").map_err(|e| format!("writing {path}: {e}"))?;
+                println!("wrote {path}");
+            }
+            if failed.is_empty() {
+                return Ok(());
+            }
+            return Err(format!(
+                "{} case(s) failed:\n  {}",
+                failed.len(),
+                failed.join("\n  ")
+            ));
+        }
         "psio" => {
             if let Some(r) = runs {
                 psio.runs = r;
