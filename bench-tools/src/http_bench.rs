@@ -65,9 +65,9 @@
 //! Every child is killed, namespace deleted and temporary directory (and shared-memory
 //! link) removed on every path, by guards.
 //!
-//! epserver and epwget are found next to the running executable (or in its parent
-//! directory, for tests running from `target/*/deps`): build them first with
-//! `cargo build --release -p bench-tools` (`cargo run --bin mtcp-bench` alone does not).
+//! epserver and epwget run as `mtcp-bench epserver …` and `mtcp-bench epwget …`: the
+//! benchmark's own executable (or, from tests in `target/*/deps`, the `mtcp-bench` built
+//! beside them), so they are always the same build as the benchmark.
 //!
 //! Our side runs in both of its modes: a stack thread per core (`mtcp-shm`, `mtcp-veth`) and
 //! run-to-completion (`--rtc`: `mtcp-shm-rtc`, `mtcp-veth-rtc`). Over veth our two ends are
@@ -676,10 +676,15 @@ impl Veth {
     }
 }
 
-/// Where epserver and epwget are: next to the running executable, or in its parent
-/// directory (tests run from `target/*/deps`).
-fn our_binaries() -> Result<(PathBuf, PathBuf), String> {
+/// The `mtcp-bench` executable, which runs epserver and epwget (`mtcp-bench epserver …`):
+/// this process when it is `mtcp-bench`, or else (tests run from `target/*/deps`) the one
+/// next to it or in its parent directory. Running the applications from the benchmark's own
+/// executable means they are never older than it.
+fn our_executable() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    if exe.file_name().is_some_and(|n| n == "mtcp-bench") {
+        return Ok(exe);
+    }
     let mut dirs = Vec::new();
     if let Some(d) = exe.parent() {
         dirs.push(d.to_path_buf());
@@ -688,13 +693,13 @@ fn our_binaries() -> Result<(PathBuf, PathBuf), String> {
         }
     }
     for d in &dirs {
-        let (s, c) = (d.join("epserver"), d.join("epwget"));
-        if s.is_file() && c.is_file() {
-            return Ok((s, c));
+        let b = d.join("mtcp-bench");
+        if b.is_file() {
+            return Ok(b);
         }
     }
     Err(format!(
-        "epserver and epwget not found in {}: build them with \
+        "mtcp-bench (which runs epserver and epwget) not found in {}: build it with \
          `cargo build --release -p bench-tools`",
         dirs.iter()
             .map(|d| d.display().to_string())
@@ -925,7 +930,7 @@ fn mtcp_config(port: &str, me: Ipv4Addr, my_mac: &str, peer: Ipv4Addr, peer_mac:
 /// One run of epserver and epwget. `rate`: requests per second of the previous run of this
 /// case (sizes the measured run), updated.
 fn mtcp_run(stack: HttpStack, plan: &Plan, rate: &mut Option<f64>) -> Result<Sample, String> {
-    let (epserver, epwget) = our_binaries()?;
+    let exe = our_executable()?;
     let dir = TempDir::new(stack.name())?;
     let (link, veth);
     let (server_ns, client_ns, server_conf, client_conf);
@@ -962,8 +967,9 @@ fn mtcp_run(stack: HttpStack, plan: &Plan, rate: &mut Option<f64>) -> Result<Sam
     }
     let server_conf = dir.write("server.toml", &server_conf)?;
     let client_conf = dir.write("client.toml", &client_conf)?;
-    let mut cmd = Command::new(&epserver);
-    cmd.arg("-p")
+    let mut cmd = Command::new(&exe);
+    cmd.arg("epserver")
+        .arg("-p")
         .arg(dir.path("www"))
         .arg("-f")
         .arg(&server_conf)
@@ -974,8 +980,9 @@ fn mtcp_run(stack: HttpStack, plan: &Plan, rate: &mut Option<f64>) -> Result<Sam
     let mut server = Proc::spawn(cmd, server_ns.as_deref(), "epserver")?;
     server.await_line("listening", START_LIMIT)?;
     let client = |requests: u64, limit: Duration| {
-        let mut cmd = Command::new(&epwget);
-        cmd.arg(format!("{SERVER}:{PORT}/{FILE}"))
+        let mut cmd = Command::new(&exe);
+        cmd.arg("epwget")
+            .arg(format!("{SERVER}:{PORT}/{FILE}"))
             .arg(requests.to_string())
             .arg("-f")
             .arg(&client_conf)
@@ -1260,7 +1267,7 @@ fn runnable(opts: &Options) -> Result<Vec<HttpStack>, String> {
         }
     }
     if stacks.iter().any(|s| s.is_mtcp()) {
-        our_binaries()?;
+        our_executable()?;
     }
     Ok(stacks)
 }

@@ -1,9 +1,10 @@
 //! # bench-tools — applications and benchmarks of mtcp-rs
 //!
-//! Everything a user runs: the `mtcp-bench` binary with one subcommand per benchmark (today
-//! `psio`, `core`, `pingpong` and `http`; later `bulk`, `conns`, `compare`), the `epserver`
-//! static-file HTTP server and the `epwget` load generator (their shared HTTP/1.1 code is
-//! [`http`], the rest they share [`apps`]). Each benchmark prints a table and, with
+//! Everything a user runs: the `mtcp-bench` binary with one subcommand per benchmark
+//! (`compare`, its default, runs the others side by side; `psio`, `core`, `pingpong`,
+//! `http`), the [`epserver`] static-file HTTP server and the [`epwget`] load generator (their
+//! programs, also reachable as `mtcp-bench epserver` and `mtcp-bench epwget`; their shared
+//! HTTP/1.1 code is [`http`], the rest they share [`apps`]). Each benchmark prints a table and, with
 //! `--json PATH`, writes one JSON record per case; every performance claim is a ratio against
 //! a baseline measured in the same run.
 //!
@@ -15,6 +16,8 @@ pub mod apps;
 pub mod compare;
 pub mod core_bench;
 pub mod cpu;
+pub mod epserver;
+pub mod epwget;
 pub mod http;
 pub mod http_bench;
 pub mod netns;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: mtcp-bench [<benchmark> [--json PATH] [options]]
 
-benchmarks:
+benchmarks (and the applications: mtcp-bench epserver|epwget ARGS runs them):
   compare (the default, as compare --quick)
           the paper's experiments side by side: new-conn, persistent, setup (connect +
           reset), bulk (one connection) and HTTP (epwget -> epserver, wrk -> nginx) on
@@ -42,7 +42,7 @@ benchmarks:
                    medians)  --no-pin  --busy-poll US (mtcp-rs polls this long before
                    sleeping, default 0)
   http    keep-alive GETs of a 64 B file: epserver driven by epwget (mtcp-rs; child processes
-          built next to this binary) against nginx driven by wrk (Linux), same cores on both
+          of this executable) against nginx driven by wrk (Linux), same cores on both
           sides: requests/s, CPU µs per request of server and client together, p50/p99, and
           Linux's CPU per request over ours (same kind of link)
           options: --stack NAME,... among mtcp-shm, mtcp-shm-rtc, linux-loopback,
@@ -53,6 +53,12 @@ benchmarks:
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The applications, so that benchmarks can run them from this one executable.
+    match args.first().map(String::as_str) {
+        Some("epserver") => return bench_tools::epserver::main(&args[1..]),
+        Some("epwget") => return bench_tools::epwget::main(&args[1..]),
+        _ => {}
+    }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
