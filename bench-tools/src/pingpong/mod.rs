@@ -15,6 +15,8 @@
 //!   mtcp-api's public calls only (`Context`: sockets and epoll).
 //! - **mtcp-shm-rtc**: the same in run-to-completion mode (`Context::run_to_completion`):
 //!   each application thread runs its own stack, no stack threads.
+//! - **smoltcp-shm** (`smoltcp::SmolNet`, see `smoltcp.rs`): smoltcp 0.14's TCP, run to
+//!   completion in each application thread, over a shared-memory link per core.
 //! - **linux-loopback** (`LinuxNet`): kernel TCP sockets on 127.0.0.1 through `nix`:
 //!   non-blocking sockets and epoll; each server thread has its own listener on one shared
 //!   port (`SO_REUSEPORT`; the kernel spreads connections over them).
@@ -117,6 +119,8 @@
 //! What it does not measure: a NIC, a network between two hosts, loss, or more than one
 //! process. Over veth the ports use TPACKET_V2 frame rings (`ring=v2`): with the default
 //! TPACKET_V3 blocks, a frame waits until its block fills or the 1 ms retire timer fires.
+
+mod smoltcp;
 
 use crate::core_bench::{check_response, request, response_to, MSG_LEN};
 use crate::cpu::{median, pin};
@@ -244,21 +248,30 @@ pub enum Stack {
     /// Linux's TCP over the same kind of veth pair, client and server in their namespaces
     /// (root).
     LinuxVeth,
+    /// smoltcp's TCP over the same kind of shared-memory link as mtcp-shm, run to completion
+    /// in the application threads (`smoltcp.rs`).
+    SmoltcpShm,
 }
 
 impl Stack {
     /// Every stack, in table order.
-    pub const ALL: [Stack; 6] = [
+    pub const ALL: [Stack; 7] = [
         Stack::MtcpShm,
         Stack::MtcpShmRtc,
         Stack::LinuxLoopback,
         Stack::MtcpVeth,
         Stack::MtcpVethRtc,
         Stack::LinuxVeth,
+        Stack::SmoltcpShm,
     ];
 
     /// The stacks that need no root: the default.
-    pub const NO_ROOT: [Stack; 3] = [Stack::MtcpShm, Stack::MtcpShmRtc, Stack::LinuxLoopback];
+    pub const NO_ROOT: [Stack; 4] = [
+        Stack::MtcpShm,
+        Stack::MtcpShmRtc,
+        Stack::LinuxLoopback,
+        Stack::SmoltcpShm,
+    ];
 
     /// The stacks on a veth pair (root).
     pub const VETH: [Stack; 3] = [Stack::MtcpVeth, Stack::MtcpVethRtc, Stack::LinuxVeth];
@@ -272,6 +285,7 @@ impl Stack {
             Stack::MtcpVeth => "mtcp-veth",
             Stack::MtcpVethRtc => "mtcp-veth-rtc",
             Stack::LinuxVeth => "linux-veth",
+            Stack::SmoltcpShm => "smoltcp-shm",
         }
     }
 
@@ -289,7 +303,7 @@ impl Stack {
         }
     }
 
-    /// Parses a comma-separated list of stack names, `shm` (the three that need no root,
+    /// Parses a comma-separated list of stack names, `shm` (the stacks that need no root,
     /// the default), `veth` (the three on a veth pair) or `all`.
     pub fn parse_list(text: &str) -> Result<Vec<Stack>, String> {
         let mut out = Vec::new();
@@ -414,9 +428,11 @@ impl Plan {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get());
         let cpu = match stack {
             Stack::MtcpShm | Stack::MtcpVeth => 4 * i + 2 * side + usize::from(app),
-            Stack::MtcpShmRtc | Stack::LinuxLoopback | Stack::MtcpVethRtc | Stack::LinuxVeth => {
-                2 * i + side
-            }
+            Stack::MtcpShmRtc
+            | Stack::LinuxLoopback
+            | Stack::MtcpVethRtc
+            | Stack::LinuxVeth
+            | Stack::SmoltcpShm => 2 * i + side,
         };
         (self.pin && n > 1).then_some(cpu % n)
     }
@@ -2044,6 +2060,7 @@ pub fn run_once(stack: Stack, plan: &Plan) -> Result<Sample, String> {
         Stack::MtcpShmRtc | Stack::MtcpVethRtc => mtcp_rtc_run(plan, stack),
         Stack::LinuxLoopback => linux_run(plan),
         Stack::LinuxVeth => linux_veth_run(plan),
+        Stack::SmoltcpShm => smoltcp::smoltcp_run(plan),
     }
 }
 
