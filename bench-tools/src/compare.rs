@@ -251,13 +251,7 @@ pub fn run(opts: &Options) -> (Vec<Record>, Vec<String>) {
             pin: true,
             busy_poll_us: 0,
         };
-        // smoltcp runs one core per side: its interface is single-threaded.
-        let here: Vec<Stack> = stacks
-            .iter()
-            .copied()
-            .filter(|&s| s.name() != "smoltcp-shm" || case.cores == 1)
-            .collect();
-        match pingpong::run_case(&here, &plan, runs) {
+        match pingpong::run_case(&stacks, &plan, runs) {
             Ok(c) => {
                 for r in &c.records {
                     print_row(&c.records, r);

@@ -74,8 +74,8 @@
 //! What it does not do: IPv6, more than one queue per link, TCP options smoltcp lacks (SACK
 //! is off in 0.14), congestion control (smoltcp's default, none, as built here).
 
-use super::{backlog, drive_run, Net, Plan, Ready, Sample, Stack, Wire};
-use super::{LISTENER, MTCP_CLIENT, MTCP_PORT, MTCP_SERVER};
+use super::{backlog, drive_run, Mode, Net, Plan, Ready, Sample, Stack, Wire};
+use super::{BULK_BUFFER, LISTENER, MTCP_CLIENT, MTCP_PORT, MTCP_SERVER};
 use ::smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult};
 use ::smoltcp::iface::{SocketHandle, SocketSet};
 use ::smoltcp::phy::{self, DeviceCapabilities, Medium};
@@ -453,6 +453,8 @@ pub(super) struct SmolNet {
     ports: Ports,
     /// Where `link.dropped` is added when this drops (the run's note).
     dropped_total: Arc<AtomicU64>,
+    /// Send and receive buffer of each socket, bytes.
+    buffer: usize,
 }
 
 fn psio_error(e: psio::Error) -> io::Error {
@@ -511,7 +513,17 @@ impl SmolNet {
             spares: Vec::new(),
             ports: Ports::new(),
             dropped_total,
+            buffer: BUFFER,
         })
+    }
+
+    /// Gives the sockets made from now on `bytes` of send and of receive buffer.
+    pub(super) fn with_buffers(mut self, bytes: usize) -> SmolNet {
+        if bytes != self.buffer {
+            self.spares.clear();
+            self.buffer = bytes;
+        }
+        self
     }
 
     /// Sockets in the set (every kind): what a leak would grow.
@@ -530,8 +542,8 @@ impl SmolNet {
     fn new_socket(&mut self) -> tcp::Socket<'static> {
         self.spares.pop().unwrap_or_else(|| {
             tcp::Socket::new(
-                tcp::SocketBuffer::new(vec![0; BUFFER]),
-                tcp::SocketBuffer::new(vec![0; BUFFER]),
+                tcp::SocketBuffer::new(vec![0; self.buffer]),
+                tcp::SocketBuffer::new(vec![0; self.buffer]),
             )
         })
     }
@@ -1143,6 +1155,12 @@ pub(super) fn smoltcp_run(plan: &Plan) -> Result<Sample, String> {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);
+    // Bulk: the buffers mtcp-rs gets there too.
+    let buffer = if plan.mode == Mode::Bulk {
+        BULK_BUFFER
+    } else {
+        BUFFER
+    };
     let mut servers = Vec::new();
     let mut clients = Vec::new();
     for i in 0..plan.cores {
@@ -1158,7 +1176,8 @@ pub(super) fn smoltcp_run(plan: &Plan) -> Result<Sample, String> {
             seed ^ (2 * i as u64),
             dropped.clone(),
         )
-        .map_err(side("server"))?;
+        .map_err(side("server"))?
+        .with_buffers(buffer);
         let l = srv
             .listen(MTCP_PORT, backlog(plan), LISTENER)
             .map_err(side("server"))?;
@@ -1170,7 +1189,8 @@ pub(super) fn smoltcp_run(plan: &Plan) -> Result<Sample, String> {
             seed ^ (2 * i as u64 + 1),
             dropped.clone(),
         )
-        .map_err(side("client"))?;
+        .map_err(side("client"))?
+        .with_buffers(buffer);
         clients.push(cli);
     }
     let to = SocketAddrV4::new(MTCP_SERVER, MTCP_PORT);
@@ -1429,10 +1449,10 @@ mod tests {
         assert_eq!(p.acquire(), None, "all in use");
     }
 
-    /// The whole application (`Client`/`Server` of the parent module) over smoltcp-shm, both
-    /// workloads, 64 connections, one and two cores.
+    /// The whole application (`Client`/`Server` of the parent module) over smoltcp-shm, every
+    /// workload, 64 connections, one and two cores.
     #[test]
-    fn smoltcp_shm_runs_both_modes_without_errors() {
+    fn smoltcp_shm_runs_every_mode_without_errors() {
         for cores in [1, 2] {
             for mode in Mode::ALL {
                 let plan = Plan {
@@ -1444,7 +1464,15 @@ mod tests {
                     busy_poll_us: 0,
                 };
                 let s = smoltcp_run(&plan).unwrap_or_else(|e| panic!("{mode}, {cores} cores: {e}"));
-                assert!(s.tx > 0 && !s.latency.is_empty(), "{mode}: {s:?}");
+                let (tx, bytes) = (s.tx, s.bytes);
+                assert!(tx > 0, "{mode}, {cores} cores: no transaction");
+                assert_eq!(bytes > 0, mode != Mode::Setup, "{mode}: {bytes} bytes");
+                // Every workload but bulk times its transactions.
+                assert_eq!(
+                    s.latency.is_empty(),
+                    mode == Mode::Bulk,
+                    "{mode}: latencies"
+                );
             }
         }
     }
