@@ -115,7 +115,7 @@ fn eth_ip(link: &Link, proto: u8, ttl: u8, tos: u8, l4: &[u8]) -> Vec<u8> {
 /// its checksum.
 fn tcp_bytes(src: Ipv4Addr, dst: Ipv4Addr, seg: &Segment) -> Vec<u8> {
     let mut opts = seg.options.clone();
-    while opts.len() % 4 != 0 {
+    while !opts.len().is_multiple_of(4) {
         opts.push(0);
     }
     let hlen = 20 + opts.len();

@@ -244,3 +244,78 @@ pub fn to_json(results: &[ScriptResult]) -> String {
         .collect();
     serde_json::to_string_pretty(&records).unwrap_or_else(|_| "[]".to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HANDSHAKE: &str = "--tolerance_usecs=10000
+0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3
++0 fcntl(3, F_SETFL, O_RDWR | O_NONBLOCK) = 0
++0 setsockopt(3, SOL_SOCKET, SO_REUSEADDR, [1], 4) = 0
++0 bind(3, ..., ...) = 0
++0 listen(3, 1) = 0
++0 < S 0:0(0) win 65535 <mss 1460,sackOK,eol,eol>
++0 > S. 0:0(0) ack 1 win 65535 <mss 1460,sackOK,eol,eol>
++0.01 < . 1:1(0) ack 1 win 65535
++0 accept(3, ..., ...) = 4
++0 getsockopt(4, SOL_SOCKET, SO_RCVBUF, [65700], [4]) = 0
++0 recv(4, ..., 100, 0) = -1 EAGAIN (Resource temporarily unavailable)
++0.1 < F. 1:1(0) ack 1 win 65535
++0 > . 1:1(0) ack 2 win 65535
++0 recv(4, ..., 100, 0) = 0
++0 close(4) = 0
++0 > F. 1:1(0) ack 2 win 65535
++0.01 < . 2:2(0) ack 2 win 65535
+";
+
+    #[test]
+    fn a_correct_script_passes_and_every_mutation_of_an_expectation_fails() {
+        assert_eq!(run_text(HANDSHAKE, &profile::FREEBSD), Outcome::Passed);
+        for (from, to) in [
+            ("> S. 0:0(0) ack 1", "> S. 0:0(0) ack 2"),
+            ("> S. 0:0(0) ack 1", "> S 0:0(0) ack 1"),
+            (
+                "<mss 1460,sackOK,eol,eol>\n+0.01",
+                "<mss 1400,sackOK,eol,eol>\n+0.01",
+            ),
+            ("> . 1:1(0) ack 2", "> . 1:2(1) ack 2"),
+            ("> . 1:1(0) ack 2 win 65535", "> . 1:1(0) ack 2 win 60000"),
+            ("+0 > F. 1:1(0)", "+0.5 > F. 1:1(0)"),
+            ("[65700]", "[65536]"),
+            ("= -1 EAGAIN", "= 0"),
+            ("recv(4, ..., 100, 0) = 0", "recv(4, ..., 100, 0) = 1"),
+            ("accept(3, ..., ...) = 4", "accept(3, ..., ...) = 5"),
+            (
+                "+0 close(4) = 0\n",
+                "+0 close(4) = 0\n+0 > R 2:2(0) win 0\n",
+            ),
+            ("+0 > . 1:1(0) ack 2 win 65535\n", ""),
+            ("O_RDWR | O_NONBLOCK", "O_RDWR"),
+        ] {
+            assert!(HANDSHAKE.contains(from), "{from}");
+            let mutated = HANDSHAKE.replacen(from, to, 1);
+            let got = run_text(&mutated, &profile::FREEBSD);
+            assert!(
+                matches!(got, Outcome::Failed { .. }),
+                "mutation {from:?} -> {to:?} gave {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn truncated_and_garbled_scripts_never_panic() {
+        for n in 0..HANDSHAKE.len() {
+            if HANDSHAKE.is_char_boundary(n) {
+                let _ = run_text(&HANDSHAKE[..n], &profile::FREEBSD);
+            }
+        }
+        let garbled = HANDSHAKE
+            .replace("0:0(0)", "...(0)")
+            .replace("ack", "ack ack");
+        assert!(matches!(
+            run_text(&garbled, &profile::FREEBSD),
+            Outcome::NotApplicable(_)
+        ));
+    }
+}

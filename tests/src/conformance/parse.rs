@@ -299,7 +299,7 @@ pub fn parse(text: &str, defines: &[&str]) -> Result<Script, ParseError> {
                 let done = if starts_python {
                     text_line.contains("}%")
                 } else {
-                    text_line.matches('`').count() % 2 == 0
+                    text_line.matches('`').count().is_multiple_of(2)
                 };
                 if done {
                     break;

@@ -659,9 +659,10 @@ impl Runner {
             return fail(
                 ev.line,
                 format!(
-                    "{why}; expected {}; actual {}",
+                    "{why}; expected {}; actual {} (sent at {:.6})",
                     spec_desc(t),
-                    self.describe_seg(&seg)
+                    self.describe_seg(&seg),
+                    sent as f64 / 1e6
                 ),
             );
         }
