@@ -333,6 +333,15 @@ pub fn parse(text: &str, defines: &[&str]) -> Result<Script, ParseError> {
             script.options.push((name, value));
             continue;
         }
+        // `+ 0.1` (a space after the sign) is accepted, as packetdrill's lexer does.
+        let spaced;
+        let t = match t.strip_prefix('+') {
+            Some(rest) if rest.starts_with(char::is_whitespace) => {
+                spaced = format!("+{}", rest.trim_start());
+                spaced.as_str()
+            }
+            _ => t,
+        };
         let (when, body) = parse_time(t, last_time, lineno)?;
         if let When::At { start, .. } = when {
             last_time = start;
@@ -835,7 +844,7 @@ mod tests {
     #[test]
     fn times_resolve_relative_to_the_previous_event() {
         let s = parse(
-            "--tolerance_usecs=10000\n 0.00 `sysctl -w a=1`\n+0.10 close(3) = 0//x\n.5 close(4) = 0\n\
+            "--tolerance_usecs=10000\n 0.00 `sysctl -w a=1`\n+0.10 close(3) = 0//x\n+ .4 close(4) = 0\n\
              1.00...6.00 connect(3, ..., ...) = -1 ETIMEDOUT (Operation timed out)\n\
              +1.0 > S 0:0(0) win 65535 <mss 1460,nop,wscale 6,sackOK,TS val 100 ecr 0>\n\
              * > S 0:0(0) win 65535 <...>\n",
@@ -928,7 +937,7 @@ mod tests {
             "#ifdef A",
             "0 %{ unterminated",
             "0 > S 0:0(0) win 99999999999",
-            "+ close(3) = 0",
+            "+ ",
         ] {
             assert!(parse(bad, &[]).is_err(), "{bad}");
         }
