@@ -6,5 +6,6 @@
 //! (with `bench_tools::netns`, which removes them even when a test fails).
 #![forbid(unsafe_code)]
 
+pub mod conformance;
 pub mod epoll_diff;
 pub mod epoll_mtcp;
