@@ -2,8 +2,8 @@
 //! well under a second) and fails if fewer scripts pass than `tests/conformance-passed.txt`
 //! records. The number only goes up: raise it when more scripts pass.
 //!
-//! The corpus is `$MTCP_CONFORMANCE_CORPUS`, or `../shared/conformance/freebsd-tcp-testsuite`
-//! next to the workspace.
+//! The corpus is `$MTCP_CONFORMANCE_CORPUS`, or the copy in `tests/conformance/` (of the
+//! project's `../shared/conformance/`, so that a clean checkout has it).
 
 use std::path::PathBuf;
 
@@ -13,7 +13,7 @@ fn corpus() -> PathBuf {
     if let Some(p) = std::env::var_os("MTCP_CONFORMANCE_CORPUS") {
         return PathBuf::from(p);
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/freebsd-tcp-testsuite")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conformance/freebsd-tcp-testsuite")
 }
 
 #[test]
