@@ -220,7 +220,7 @@ fn print_targets(all: &[Record]) {
     line(
         "HTTP requests per CPU-second over veth vs nginx + wrk",
         5.0,
-        best(all, "http", &["mtcp-veth"]),
+        best(all, "http", &["mtcp-veth", "mtcp-veth-rtc"]),
     );
 }
 
