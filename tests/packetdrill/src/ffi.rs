@@ -436,8 +436,8 @@ unsafe extern "C" fn pd_free(userdata: *mut c_void) {
 }
 
 unsafe extern "C" fn pd_socket(ud: *mut c_void, domain: c_int, ty: c_int, proto: c_int) -> c_int {
-    // SAFETY: userdata from init (packetdrill's contract), as in every slot below.
     ffi(-1, || {
+        // SAFETY: userdata from init (packetdrill's contract), as in every slot below.
         unsafe { shared(ud) }?.call(|st| st.socket(domain, ty, proto))
     })
 }
@@ -456,8 +456,8 @@ unsafe extern "C" fn pd_bind(
 }
 
 unsafe extern "C" fn pd_listen(ud: *mut c_void, fd: c_int, backlog: c_int) -> c_int {
-    // SAFETY: userdata from init.
     ffi(-1, || {
+        // SAFETY: userdata from init.
         unsafe { shared(ud) }?
             .call(|st| st.listen(fd, backlog))
             .map(|()| 0)
@@ -669,8 +669,8 @@ pub unsafe extern "C" fn mtcp_pd_fcntl_fixed(
     cmd: c_int,
     arg: c_int,
 ) -> c_int {
-    // SAFETY: userdata from init (the caller's contract).
     ffi(-1, || {
+        // SAFETY: userdata from init (the caller's contract).
         unsafe { shared(ud) }?.call(|st| st.fcntl(fd, cmd, arg))
     })
 }
@@ -706,15 +706,15 @@ pub unsafe extern "C" fn mtcp_pd_ioctl_fixed(
 }
 
 unsafe extern "C" fn pd_close(ud: *mut c_void, fd: c_int) -> c_int {
-    // SAFETY: userdata from init.
     ffi(-1, || {
+        // SAFETY: userdata from init.
         unsafe { shared(ud) }?.call(|st| st.close(fd)).map(|()| 0)
     })
 }
 
 unsafe extern "C" fn pd_shutdown(ud: *mut c_void, fd: c_int, how: c_int) -> c_int {
-    // SAFETY: userdata from init.
     ffi(-1, || {
+        // SAFETY: userdata from init.
         unsafe { shared(ud) }?
             .call(|st| st.shutdown(fd, how))
             .map(|()| 0)

@@ -4,7 +4,7 @@
 //! - A call that would block waits on a condition variable and tries again whenever the
 //!   stack changes (a packet came in, time moved, another call acted).
 //! - Before moving time on (`usleep`, `gettimeofday`, `netdev_receive`), the clock's owner
-//!   first lets every blocked call look at the stack as it is ([`Shared::settle`]), so that a
+//!   first lets every blocked call look at the stack as it is (`Shared::settle`), so that a
 //!   call made ready by an event returns at that event's time, not after the clock moved on.
 //!   A blocked call's return time is also what the next `gettimeofday` of its thread reports
 //!   (packetdrill reads the clock right after a blocking call returns, while the other
