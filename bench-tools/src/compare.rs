@@ -53,6 +53,9 @@ pub struct Options {
     pub svg: Option<PathBuf>,
     /// Leave out the HTTP workload.
     pub no_http: bool,
+    /// Measure nothing: read the records of an earlier `--json` file and print (and draw)
+    /// them again.
+    pub from: Option<PathBuf>,
 }
 
 /// One case of the ping-pong family.
@@ -228,6 +231,18 @@ fn print_targets(all: &[Record]) {
 /// are reported and skipped; the error at the end lists them (after `json` and the figures
 /// are written by the caller from the records returned alongside).
 pub fn run(opts: &Options) -> (Vec<Record>, Vec<String>) {
+    if let Some(path) = &opts.from {
+        let all = match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<Vec<Record>>(&t).map_err(|e| e.to_string()))
+        {
+            Ok(all) => all,
+            Err(e) => return (Vec::new(), vec![format!("reading {}: {e}", path.display())]),
+        };
+        println!("records of {}:", path.display());
+        let failed = summarize(&all, opts);
+        return (all, failed);
+    }
     let t0 = Instant::now();
     let runs = opts.runs.unwrap_or(3).max(1);
     let seconds = opts.seconds.unwrap_or(if opts.quick { 0.3 } else { 1.0 });
@@ -287,19 +302,26 @@ pub fn run(opts: &Options) -> (Vec<Record>, Vec<String>) {
     }
     println!();
     println!("summary ({:.0} s):", t0.elapsed().as_secs_f64());
-    print_header();
-    for r in &all {
-        print_row(&all, r);
-    }
-    print_targets(&all);
     if !netns::is_root() {
         println!(
             "not root: mtcp-veth, mtcp-veth-rtc and linux-veth (and HTTP over veth) were \
              skipped"
         );
     }
+    failed.extend(summarize(&all, opts));
+    (all, failed)
+}
+
+/// The summary table, the targets and the figures of `all`; errors writing the figures.
+fn summarize(all: &[Record], opts: &Options) -> Vec<String> {
+    print_header();
+    for r in all {
+        print_row(all, r);
+    }
+    print_targets(all);
+    let mut failed = Vec::new();
     if let Some(dir) = &opts.svg {
-        match write_figures(&all, dir) {
+        match write_figures(all, dir) {
             Ok(files) => {
                 for f in files {
                     println!("wrote {}", f.display());
@@ -308,7 +330,7 @@ pub fn run(opts: &Options) -> (Vec<Record>, Vec<String>) {
             Err(e) => failed.push(e),
         }
     }
-    (all, failed)
+    failed
 }
 
 /// Writes one SVG figure per workload with something to draw into `dir`.
@@ -373,6 +395,7 @@ mod tests {
             seconds: Some(0.1),
             svg: None,
             no_http: true,
+            from: None,
         });
         assert!(failed.is_empty(), "{failed:?}");
         for stack in stacks(true).into_iter().filter(|s| !s.needs_root()) {

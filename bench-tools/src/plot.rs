@@ -20,6 +20,9 @@ const COLOURS: [RGBColor; 8] = [
     RGBColor(0x17, 0xbe, 0xcf),
 ];
 
+/// Pixels kept right of each chart for its legend.
+const LEGEND_WIDTH: u32 = 130;
+
 /// One panel: y of each stack against x.
 struct Panel<'a> {
     title: String,
@@ -153,9 +156,12 @@ fn draw_panel<DB: DrawingBackend>(
     let pts = || panel.lines.iter().flat_map(|(_, p)| p.iter());
     let (x0, x1) = log_range(pts().map(|p| p.0));
     let (y0, y1) = log_range(pts().map(|p| p.1));
+    let (w, _) = area.dim_in_pixel();
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, ("sans-serif", 16))
         .margin(12)
+        // Room on the right for the legend, so that it never hides a line.
+        .margin_right(LEGEND_WIDTH + 12)
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())?;
@@ -167,21 +173,20 @@ fn draw_panel<DB: DrawingBackend>(
         let k = stacks.iter().position(|x| x == s).unwrap_or(0);
         let colour = COLOURS[k % COLOURS.len()];
         let style = ShapeStyle::from(&colour).stroke_width(2);
-        chart
-            .draw_series(LineSeries::new(p.iter().copied(), style))?
-            .label(*s)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        chart.draw_series(LineSeries::new(p.iter().copied(), style))?;
+        // The legend, right of the chart (the chart's own legend would be clipped there).
+        let (x, y) = (w as i32 - LEGEND_WIDTH as i32 - 4, 40 + 16 * k as i32);
+        area.draw(&PathElement::new(vec![(x, y), (x + 18, y)], style))?;
+        area.draw(&Text::new(
+            s.to_string(),
+            (x + 24, y - 6),
+            ("sans-serif", 12).into_font(),
+        ))?;
         chart.draw_series(
             p.iter()
                 .map(|&(x, y)| Circle::new((x, y), 3, colour.filled())),
         )?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
     Ok(())
 }
 
@@ -197,6 +202,8 @@ where
         .configure_mesh()
         .x_desc(panel.x_label)
         .y_desc(panel.y_label)
+        .light_line_style(TRANSPARENT)
+        .y_labels(12)
         .x_label_formatter(&|v| short(*v))
         .y_label_formatter(&|v| short(*v))
         .draw()
@@ -204,6 +211,9 @@ where
 
 /// `1.2k`, `35`, `0.61`, `3.1M`.
 fn short(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e3 {
+        return format!("{v:.0}");
+    }
     match v.abs() {
         a if a >= 1e6 => format!("{:.3}M", v / 1e6),
         a if a >= 1e3 => format!("{:.3}k", v / 1e3),

@@ -16,6 +16,7 @@ benchmarks (and the applications: mtcp-bench epserver|epwget ARGS runs them):
           to smoltcp, the targets
           options: --quick (no root, about a minute)  --runs R (default 3)  --seconds S
                    (per window; default 0.3 quick, 1 full)  --svg DIR (figures)  --no-http
+                   --from JSON (measure nothing: print and draw an earlier --json file)
   psio    frames/s and CPU per frame of each psio backend
           options: --frames N (default 5000000)  --runs R (default 5)  --no-af-packet  --no-shm
   core    tcp-core (mtcp-rs) against smoltcp, two stacks in one thread over an in-memory link:
@@ -134,6 +135,7 @@ fn run(args: &[String]) -> Result<(), String> {
             "--quick" => cmp.quick = true,
             "--svg" => cmp.svg = Some(value("--svg")?.into()),
             "--no-http" => cmp.no_http = true,
+            "--from" => cmp.from = Some(value("--from")?.into()),
             "--busy-poll" => pingpong.busy_poll_us = number("--busy-poll", &value("--busy-poll")?)?,
             "-h" | "--help" => {
                 println!("{USAGE}");

@@ -377,25 +377,36 @@ impl Default for Options {
 /// One line of the result, one JSON record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Record {
-    /// `mtcp-shm` or `linux-loopback`.
+    /// The stack (`mtcp-shm`, `linux-loopback`, …, see [`Stack`]).
     pub stack: String,
-    /// `new-conn` or `persistent`.
+    /// The workload (`new-conn`, `persistent`, `setup`, `bulk`; `http` in `mtcp-bench
+    /// http`).
     pub mode: String,
     /// Connections in flight.
     pub concurrency: usize,
     /// Cores per side.
     pub cores: usize,
     /// Transactions per wall second (median of the runs).
+    #[serde(deserialize_with = "nan_if_null")]
     pub tx_per_s: f64,
     /// Process CPU µs (user + system, all threads) per transaction (median of the runs).
+    #[serde(deserialize_with = "nan_if_null")]
     pub cpu_us_per_tx: f64,
     /// Application payload delivered per wall second, both directions, Gbit/s (median of
     /// the runs).
+    #[serde(deserialize_with = "nan_if_null")]
     pub gbit_per_s: f64,
     /// Median transaction latency, µs (median of the runs).
+    #[serde(deserialize_with = "nan_if_null")]
     pub p50_us: f64,
     /// 99th percentile transaction latency, µs (median of the runs).
+    #[serde(deserialize_with = "nan_if_null")]
     pub p99_us: f64,
+}
+
+/// Figures that do not apply are NaN, which JSON writes as `null`: read `null` back as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// One run's parameters.
