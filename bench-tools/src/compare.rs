@@ -283,20 +283,37 @@ pub fn run(opts: &Options) -> (Vec<Record>, Vec<String>) {
         }
     }
     if !opts.no_http {
-        let mut h = http_bench::Options {
+        let base = http_bench::Options {
             runs,
             seconds: seconds.max(1.0),
             ..http_bench::Options::default()
         };
-        if !opts.quick {
-            h.stacks = http_bench::HttpStack::ALL.to_vec();
-            h.concurrency = vec![64, 256];
-        }
-        match http_bench::run(&h) {
-            Ok(rs) => all.extend(rs),
-            Err(e) => {
-                println!("  failed: http: {e}");
-                failed.push(format!("http: {e}"));
+        // Full: 64 and 256 connections on one core per side, 64 on two.
+        let plans = if opts.quick {
+            vec![base]
+        } else {
+            let all_stacks = http_bench::HttpStack::ALL.to_vec();
+            vec![
+                http_bench::Options {
+                    stacks: all_stacks.clone(),
+                    concurrency: vec![64, 256],
+                    ..base.clone()
+                },
+                http_bench::Options {
+                    stacks: all_stacks,
+                    concurrency: vec![64],
+                    cores: 2,
+                    ..base
+                },
+            ]
+        };
+        for h in &plans {
+            match http_bench::run(h) {
+                Ok(rs) => all.extend(rs),
+                Err(e) => {
+                    println!("  failed: http: {e}");
+                    failed.push(format!("http: {e}"));
+                }
             }
         }
     }
