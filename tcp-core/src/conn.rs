@@ -1190,6 +1190,7 @@ impl Tcb {
 
         // SACK scoreboard (RFC 6675 §5): every ACK updates it.
         let mut newly_sacked = 0;
+        let mut dsack_only = false;
         let n = seg.options.sack_block_count();
         if self.has(f::SACK) && (n > 0 || acked > 0) {
             let blocks: [(SeqNumber, SeqNumber); 4] = core::array::from_fn(|i| {
@@ -1197,6 +1198,9 @@ impl Tcb {
             });
             let out = self.sb.on_ack(ack.max(old_una), self.snd_max, &blocks[..n]);
             newly_sacked = out.newly_sacked;
+            // RFC 2883 §4.2 / RFC 6675 §2: an ACK whose only news is a D-SACK block reports
+            // a duplicate the peer received, not a hole: it is no duplicate ACK.
+            dsack_only = out.dsack.is_some() && newly_sacked == 0;
         }
 
         if acked > 0 {
@@ -1252,7 +1256,7 @@ impl Tcb {
                 && !seg.flags.fin()
                 && window == self.snd_wnd
                 && window != 0;
-            if classic || newly_sacked > 0 {
+            if (classic && !dsack_only) || newly_sacked > 0 {
                 let action = self.cc.on_dup_ack(&DupAckEvent {
                     ack,
                     flight_size: flight_before,
