@@ -365,7 +365,9 @@ fn simultaneous_open() {
     assert_eq!(h.read(), TEN);
 }
 
-/// RFC 9293 §3.6 Figure 13: both FINs cross; CLOSING, then TIME-WAIT, then CLOSED.
+/// RFC 9293 §3.6 Figure 13: both FINs cross; CLOSING, then TIME-WAIT, then CLOSED. The
+/// peer's FIN is acknowledged with a plain ACK at SND.NXT (§3.10.7.4 eighth), without
+/// resending our FIN as FreeBSD does.
 #[test]
 fn simultaneous_close() {
     let mut h = H::plain();
@@ -602,6 +604,26 @@ fn unacceptable_segment_gets_an_ack() {
     h.expect(&[Exp::ack(1, 11)]);
     assert_eq!(h.read(), TEN);
     assert!(h.counters().out_of_window >= 2);
+}
+
+/// RFC 9293 §3.10.7.4 first: a zero-length segment at RCV.NXT-1 is not acceptable even
+/// when its ACK field acknowledges our FIN: it is answered with an ACK and dropped, so LAST-ACK
+/// stays until an acceptable ACK arrives (FreeBSD processes the ACK; the conformance
+/// corpus lists those scripts as differing).
+#[test]
+fn ack_of_a_segment_below_rcv_nxt_is_not_processed_in_last_ack() {
+    let mut h = H::plain();
+    h.passive_open(0, PeerOpts::plain());
+    h.send(1, Seg::fin(1, 1));
+    h.expect(&[Exp::ack(1, 2)]);
+    h.shutdown();
+    h.expect(&[Exp::fin(1, 2)]);
+    h.send(2, Seg::ack(1, 2));
+    h.expect(&[Exp::ack(2, 2)]);
+    assert_eq!(h.state(), State::LastAck);
+    h.send(3, Seg::ack(2, 2));
+    h.expect_nothing();
+    assert_eq!(h.state(), State::Closed);
 }
 
 /// RFC 9293 §3.10.7.4: a segment without ACK (and without SYN or RST) in a synchronized
