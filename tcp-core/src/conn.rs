@@ -1157,14 +1157,17 @@ impl Tcb {
         }
     }
 
-    /// The receive window for acceptability: free buffer space (what we advertise, or more).
+    /// RCV.WND for acceptability: free buffer space, but never more than the window field
+    /// can say (65 535 << Rcv.Wind.Shift, RFC 7323 §2.3): a buffer larger than any window we
+    /// can advertise must not widen the test (without window scaling, a RST at
+    /// RCV.NXT + 65 535 is outside the window and silently dropped, RFC 5961 §3.2).
     fn recv_window(&self) -> u32 {
         if self.has(f::FIN_RECEIVED) {
             // Nothing more can be received after the FIN; keep a window of 1 so that a
             // retransmitted FIN (at RCV.NXT - 1) is answered and data is not accepted.
             return self.recv.window().min(1) as u32;
         }
-        self.recv.window() as u32
+        (self.recv.window() as u32).min(u32::from(u16::MAX) << self.rcv_wscale)
     }
 
     /// ACK processing for the synchronized states (RFC 9293 §3.10.7.4 "fifth"). Returns

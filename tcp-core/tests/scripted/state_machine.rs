@@ -578,6 +578,26 @@ fn rst_in_syn_received_returns_to_listen() {
     h.expect(&[Exp::synack(0, 101)]);
 }
 
+/// RFC 5961 §3.2 with RCV.WND capped at what the window field can say (RFC 7323 §2.3):
+/// without window scaling, a receive buffer larger than 65 535 does not widen the window, so
+/// a RST at RCV.NXT + 65 535 in SYN-RECEIVED is outside it and silently dropped (no challenge
+/// ACK), and the handshake then completes.
+#[test]
+fn rst_beyond_the_advertisable_window_is_dropped_in_syn_received() {
+    let mut cfg = cfg_plain();
+    cfg.tcp.recv_buffer = 128 * 1024;
+    let mut h = H::new(cfg);
+    h.listen(4);
+    h.send(0, Seg::syn(0));
+    h.expect(&[Exp::synack(0, 1).win(65_535)]);
+    h.send(100, Seg::rst(1 + 65_535));
+    h.expect_nothing();
+    assert_eq!(h.counters().challenge_acks, 0);
+    h.send(200, Seg::ack(1, 1));
+    h.send(200, Seg::fin(1, 1));
+    h.expect(&[Exp::ack(1, 2)]);
+}
+
 /// RFC 1337 §3 (fix F1), the documented choice: a RST in TIME-WAIT is ignored.
 #[test]
 fn rst_in_time_wait_is_ignored() {
