@@ -1060,7 +1060,10 @@ impl Tcb {
                 // "If this connection was initiated with an active OPEN ... then the connection
                 // was refused".
                 State::SynReceived => self.close_with(CloseReason::Refused, env),
-                State::Closing | State::LastAck => self.close_with(CloseReason::Normal, env),
+                // "CLOSING STATE, LAST-ACK STATE ...: If the RST bit is set, then enter the
+                // CLOSED state, delete the TCB, and return." Our FIN is still unacknowledged
+                // (a SEND outstanding, which "should receive 'reset' responses"): the
+                // application learns of the reset, as with Linux and FreeBSD (ECONNRESET).
                 _ => self.close_with(CloseReason::Reset, env),
             }
             return None;

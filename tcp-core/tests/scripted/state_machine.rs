@@ -598,6 +598,22 @@ fn rst_beyond_the_advertisable_window_is_dropped_in_syn_received() {
     h.expect(&[Exp::ack(1, 2)]);
 }
 
+/// RFC 9293 §3.10.7.4 second, LAST-ACK: an acceptable RST closes the connection; our FIN
+/// was never acknowledged, so the application is told of the reset (not a normal close).
+#[test]
+fn rst_in_last_ack_closes_with_a_reset() {
+    let mut h = H::plain();
+    h.passive_open(0, PeerOpts::plain());
+    h.send(1, Seg::fin(1, 1));
+    h.expect(&[Exp::ack(1, 2)]);
+    h.shutdown();
+    h.expect(&[Exp::fin(1, 2)]);
+    let c = h.c();
+    h.send(2, Seg::rst(2));
+    h.expect_nothing();
+    assert!(h.events().contains(&Event::Closed(c, CloseReason::Reset)));
+}
+
 /// RFC 1337 §3 (fix F1), the documented choice: a RST in TIME-WAIT is ignored.
 #[test]
 fn rst_in_time_wait_is_ignored() {
