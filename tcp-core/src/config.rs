@@ -90,8 +90,9 @@ pub struct TcpConfig {
     pub initial_window_segments: Option<u32>,
     /// Disable Nagle's algorithm for new sockets. Default off (Nagle on).
     pub nodelay: bool,
-    /// Delayed ACK timeout (RFC 1122 §4.2.3.2: at most 500 ms; every second full segment is
-    /// acknowledged at once anyway). `None` acknowledges every segment. Default 40 ms.
+    /// Delayed ACK timeout (RFC 1122 §4.2.3.2: at most 500 ms; every second in-order
+    /// segment, full-sized or not, is acknowledged at once anyway). `None` acknowledges
+    /// every segment. Default 40 ms.
     pub delayed_ack: Option<Duration>,
     /// TIME-WAIT duration (2·MSL). Default 60 s, as Linux.
     pub time_wait: Duration,

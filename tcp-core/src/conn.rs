@@ -1378,10 +1378,11 @@ impl Tcb {
             {
                 // RFC 9293 §3.8.6.3 / RFC 1122 §4.2.3.2: delayed ACK, but "an ACK SHOULD be
                 // generated for at least every second full-sized segment" — and at once
-                // when the segment filled a hole (RFC 5681 §4.2), handled below.
-                if seg.payload.len() >= self.payload_mss() as usize {
-                    self.delack_segs = self.delack_segs.saturating_add(1);
-                }
+                // when the segment filled a hole (RFC 5681 §4.2), handled below. "At least":
+                // we acknowledge every second segment of any size, as FreeBSD does (and
+                // Linux, whose receive-MSS estimate follows small segments), so that a
+                // sender of small segments is not held back by the delay.
+                self.delack_segs = self.delack_segs.saturating_add(1);
                 let filled_hole = out.in_order > seg.payload.len();
                 if filled_hole || self.delack_segs >= 2 || self.delayed_ack.is_none() {
                     self.ack_now();
