@@ -1164,12 +1164,12 @@ impl Tcb {
     /// can say (65 535 << Rcv.Wind.Shift, RFC 7323 §2.3): a buffer larger than any window we
     /// can advertise must not widen the test (without window scaling, a RST at
     /// RCV.NXT + 65 535 is outside the window and silently dropped, RFC 5961 §3.2).
+    ///
+    /// The peer's FIN does not shrink it (RFC 9293 keeps RCV.WND): a segment inside it after
+    /// the FIN is acceptable and goes on to the RST, SYN and ACK checks (text after a FIN is
+    /// ignored in step seven); a retransmitted FIN, ending at RCV.NXT - 1, is outside and
+    /// gets its ACK from the first check.
     fn recv_window(&self) -> u32 {
-        if self.has(f::FIN_RECEIVED) {
-            // Nothing more can be received after the FIN; keep a window of 1 so that a
-            // retransmitted FIN (at RCV.NXT - 1) is answered and data is not accepted.
-            return self.recv.window().min(1) as u32;
-        }
         (self.recv.window() as u32).min(u32::from(u16::MAX) << self.rcv_wscale)
     }
 
@@ -1332,11 +1332,17 @@ impl Tcb {
                 _ => {}
             }
         }
-        if self.state == State::TimeWait && seg.flags.fin() {
+        if self.state == State::TimeWait {
             // "TIME-WAIT: The only thing that can arrive in this state is a retransmission of
-            // the remote FIN. Acknowledge it, and restart the 2 MSL timeout."
-            self.ack_now();
-            self.enter_time_wait(env);
+            // the remote FIN. Acknowledge it, and restart the 2 MSL timeout." Anything else
+            // inside the window but not at RCV.NXT is acknowledged too, so that the peer
+            // learns where we are (FreeBSD alike); a plain duplicate ACK at RCV.NXT is not.
+            if seg.flags.fin() {
+                self.ack_now();
+                self.enter_time_wait(env);
+            } else if seg.seq != self.rcv_nxt() {
+                self.ack_now();
+            }
         }
         true
     }

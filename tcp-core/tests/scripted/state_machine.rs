@@ -598,6 +598,33 @@ fn rst_beyond_the_advertisable_window_is_dropped_in_syn_received() {
     h.expect(&[Exp::ack(1, 2)]);
 }
 
+/// RFC 9293 §3.10.7.4: in TIME-WAIT, a FIN without the ACK bit inside the receive window
+/// (the peer's FIN does not shrink RCV.WND) is acceptable and then dropped by "fifth, if
+/// the ACK bit is off drop the segment and return": no ACK, no restart of 2·MSL. One outside
+/// the window is unacceptable and gets its ACK from the first check.
+#[test]
+fn fin_without_ack_in_the_window_is_dropped_in_time_wait() {
+    let (mut h, c) = setup(State::TimeWait, false);
+    h.send(10, Seg::new(FIN, c.rcv + 1, 0));
+    h.expect_nothing();
+    h.send(11, Seg::new(FIN, c.rcv - 1, 0));
+    h.expect(&[Exp::ack(c.snd, c.rcv)]);
+    assert_eq!(conn_state(&h), Some(State::TimeWait));
+}
+
+/// RFC 9293 §3.10.7.4 fifth, TIME-WAIT ("the only thing that can arrive ... is a
+/// retransmission of the remote FIN. Acknowledge it"): an ACK inside the window but not at
+/// RCV.NXT is acknowledged; a duplicate ACK at RCV.NXT is not.
+#[test]
+fn unexpected_ack_in_the_window_is_acknowledged_in_time_wait() {
+    let (mut h, c) = setup(State::TimeWait, false);
+    h.send(10, Seg::ack(c.rcv, c.snd));
+    h.expect_nothing();
+    h.send(11, Seg::ack(c.rcv + 1, c.snd));
+    h.expect(&[Exp::ack(c.snd, c.rcv)]);
+    assert_eq!(conn_state(&h), Some(State::TimeWait));
+}
+
 /// RFC 9293 §3.10.7.4 second, LAST-ACK: an acceptable RST closes the connection; our FIN
 /// was never acknowledged, so the application is told of the reset (not a normal close).
 #[test]
