@@ -139,6 +139,11 @@ impl Profile {
                     return na("initial RTO other than 1 s");
                 }
             }
+            // Set to FreeBSD's default (what the scripts do to be sure of it), they change
+            // nothing: the script runs, and its timing is compared with tcp-core's.
+            "net.inet.tcp.keepinit" | "net.inet.tcp.keepintvl" if num()? == 75_000 => {}
+            "net.inet.tcp.keepidle" if num()? == 7_200_000 => {}
+            "net.inet.tcp.keepcnt" if num()? == 8 => {}
             "net.inet.tcp.keepinit"
             | "net.inet.tcp.keepidle"
             | "net.inet.tcp.keepintvl"
