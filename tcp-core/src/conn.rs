@@ -35,7 +35,7 @@ use crate::seq::SeqNumber;
 use crate::state::{CloseReason, State};
 use crate::time::{Duration, Instant};
 use crate::timer::{TimerKind, TimerWheel};
-use crate::wire::{EthernetAddress, TcpFlags, TcpOptions, TcpSegment, TcpSegmentOut};
+use crate::wire::{EthernetAddress, IcmpError, TcpFlags, TcpOptions, TcpSegment, TcpSegmentOut};
 
 /// RFC 7323 §5.5: a TS.Recent older than 24 days is invalid for PAWS.
 const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
@@ -1148,6 +1148,21 @@ impl Tcb {
             }
         }
         None
+    }
+
+    /// An ICMP error quoting a segment of this connection with sequence number `seq`.
+    ///
+    /// RFC 5927 §4.1: it is acted on only if `seq` is in SND.UNA..SND.NXT (a blind attacker
+    /// must guess it). RFC 1122 §4.2.3.9: soft errors (net/host unreachable, time exceeded)
+    /// MUST NOT abort a connection, and are ignored here; hard errors (protocol or port
+    /// unreachable, and administratively prohibited, RFC 1812 §5.2.7.1) abort a connection
+    /// in SYN-SENT as refused — RFC 5461 §4 treats hard errors as soft once synchronized,
+    /// so they are ignored in every other state.
+    pub fn on_icmp_error(&mut self, error: IcmpError, seq: SeqNumber, env: &mut Env<'_>) {
+        let hard = matches!(error, IcmpError::Unreachable | IcmpError::Prohibited);
+        if hard && self.state == State::SynSent && self.snd_una <= seq && seq < self.snd_max {
+            self.close_with(CloseReason::Refused, env);
+        }
     }
 
     /// RFC 5961 §7: a rate-limited challenge ACK.

@@ -56,6 +56,8 @@ pub struct Counters {
     pub control_dropped: u64,
     /// ICMP echo requests answered.
     pub icmp_echo_replies: u64,
+    /// ICMP Destination Unreachable / Time Exceeded messages quoting a TCP segment.
+    pub icmp_errors: u64,
     /// Connections that timed out.
     pub timeouts: u64,
 }

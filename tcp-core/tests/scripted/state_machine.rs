@@ -625,6 +625,34 @@ fn unexpected_ack_in_the_window_is_acknowledged_in_time_wait() {
     assert_eq!(conn_state(&h), Some(State::TimeWait));
 }
 
+/// RFC 1122 §4.2.3.9 / RFC 5461 §4: an ICMP port unreachable (a hard error) quoting our SYN
+/// aborts the connection in SYN-SENT as refused — only if the quoted sequence number is in
+/// SND.UNA..SND.NXT (RFC 5927 §4.1); a soft error (time exceeded) is ignored.
+#[test]
+fn icmp_hard_error_in_syn_sent_refuses_the_connection() {
+    let mut h = H::plain();
+    h.connect(0);
+    let c = h.c();
+    for bad in [u32::MAX, 1] {
+        let f = h.icmp_error(3, 3, bad);
+        h.at(10);
+        h.raw(&f);
+        assert_eq!(
+            h.state(),
+            State::SynSent,
+            "quoted seq {bad} is outside SND.UNA..SND.NXT"
+        );
+    }
+    let f = h.icmp_error(11, 0, 0);
+    h.raw(&f);
+    assert_eq!(h.state(), State::SynSent, "time exceeded is a soft error");
+    let f = h.icmp_error(3, 3, 0);
+    h.raw(&f);
+    h.expect_nothing();
+    assert!(h.events().contains(&Event::Closed(c, CloseReason::Refused)));
+    assert_eq!(h.counters().icmp_errors, 4);
+}
+
 /// RFC 9293 §3.10.7.4 second, LAST-ACK: an acceptable RST closes the connection; our FIN
 /// was never acknowledged, so the application is told of the reset (not a normal close).
 #[test]
