@@ -792,6 +792,10 @@ impl Tcb {
         env: &mut Env<'_>,
     ) -> Option<RstReply> {
         let fl = seg.flags;
+        if fl.syn() && fl.fin() && cfg.drop_syn_fin {
+            env.counters.syn_fin_dropped += 1;
+            return None;
+        }
         // "first check the ACK bit ... If SEG.ACK =< ISS or SEG.ACK > SND.NXT, send a reset
         // (unless the RST bit is set, if so drop the segment and return)
         // <SEQ=SEG.ACK><CTL=RST> and discard the segment."

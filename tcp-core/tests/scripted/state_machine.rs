@@ -653,6 +653,35 @@ fn icmp_hard_error_in_syn_sent_refuses_the_connection() {
     assert_eq!(h.counters().icmp_errors, 4);
 }
 
+/// `drop_syn_fin` (off by default): a SYN+FIN is dropped unanswered in LISTEN and in
+/// SYN-SENT (where the SYN is then retransmitted); without it, a SYN+FIN at a listener is
+/// answered as a SYN.
+#[test]
+fn syn_fin_is_dropped_when_configured() {
+    let mut cfg = cfg_plain();
+    cfg.tcp.drop_syn_fin = true;
+    let mut h = H::new(cfg.clone());
+    h.listen(4);
+    h.send(0, Seg::syn(0).flags(SYN | FIN));
+    h.expect_nothing();
+    assert_eq!(h.counters().syn_fin_dropped, 1);
+    h.send(1, Seg::syn(0));
+    h.expect(&[Exp::synack(0, 1)]);
+
+    let mut h = H::new(cfg);
+    h.connect(0);
+    h.send(10, Seg::syn(0).flags(SYN | FIN));
+    h.expect_nothing();
+    assert_eq!(h.state(), State::SynSent);
+    assert_eq!(h.wake(), 1000);
+    assert_eq!(h.take()[0].flags, SYN, "the SYN is retransmitted");
+
+    let mut h = H::new(cfg_plain());
+    h.listen(4);
+    h.send(0, Seg::syn(0).flags(SYN | FIN));
+    h.expect(&[Exp::synack(0, 1)]);
+}
+
 /// RFC 9293 §3.10.7.4 second, LAST-ACK: an acceptable RST closes the connection; our FIN
 /// was never acknowledged, so the application is told of the reset (not a normal close).
 #[test]
