@@ -485,7 +485,7 @@ pub struct InsertOutcome {
     /// ([`InsertStatus::TooManyRanges`]).
     pub dropped: usize,
     /// A duplicate part of this segment, for an RFC 2883 D-SACK block: the bytes below
-    /// RCV.NXT if any, else the whole segment if it was already held out of order.
+    /// RCV.NXT if any, else the first stretch of it that was already held out of order.
     pub duplicate: Option<(SeqNumber, SeqNumber)>,
 }
 
@@ -763,14 +763,16 @@ impl RecvBuffer {
             out.status = InsertStatus::TooManyRanges;
             out.dropped = keep;
             return out;
-        } else if hi == lo + 1
-            && self.ranges[lo].start <= start
-            && end <= self.ranges[lo].end
-            && out.duplicate.is_none()
-        {
-            // Entirely held already: only its recency changes (RFC 2018 §4: the first block
-            // covers the segment that triggered the ACK), and it is a D-SACK candidate.
-            out.duplicate = Some((start, end));
+        }
+        if held > 0 && out.duplicate.is_none() {
+            // RFC 2883 §4: a segment duplicating data already held out of order reports the
+            // duplicated stretch (the first one, if it spans several ranges) in a D-SACK
+            // block; the merged range that contains it follows as the next block (it is the
+            // newest). Only duplicates pay for this search.
+            out.duplicate = self.ranges[lo..hi].iter().find_map(|r| {
+                let (s, e) = (r.start.max(start), r.end.min(end));
+                (s < e).then_some((s, e))
+            });
         }
 
         // Data goes straight to its final place in the ring; in-order and out-of-order bytes
@@ -1019,6 +1021,26 @@ mod tests {
         assert_eq!(o.status, InsertStatus::OutOfOrder);
         assert_eq!(o.new_bytes, 0);
         assert_eq!(o.duplicate, Some((SeqNumber(12), SeqNumber(14))));
+    }
+
+    /// RFC 2883 §4: a segment that partly duplicates out-of-order data reports the
+    /// duplicated stretch, the first one when it covers several ranges, in order or not.
+    #[test]
+    fn recv_partial_duplicate_reports_first_overlap() {
+        let mut r = RecvBuffer::new(1000, SeqNumber(0));
+        r.insert(SeqNumber(0), &[0; 100]);
+        r.insert(SeqNumber(200), &[0; 100]);
+        r.insert(SeqNumber(400), &[0; 100]);
+        let o = r.insert(SeqNumber(250), &[0; 225]);
+        assert_eq!(o.status, InsertStatus::OutOfOrder);
+        assert_eq!(o.duplicate, Some((SeqNumber(250), SeqNumber(300))));
+        let o = r.insert(SeqNumber(100), &[0; 500]);
+        assert_eq!(o.status, InsertStatus::InOrder);
+        assert_eq!(o.duplicate, Some((SeqNumber(200), SeqNumber(500))));
+        // Adjacent, not overlapping: no duplicate.
+        let o = r.insert(SeqNumber(700), &[0; 10]);
+        let o2 = r.insert(SeqNumber(710), &[0; 10]);
+        assert_eq!((o.duplicate, o2.duplicate), (None, None));
     }
 
     /// RFC 2018 §4: first block = block of the latest segment, then the most recent others.

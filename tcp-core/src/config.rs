@@ -90,8 +90,9 @@ pub struct TcpConfig {
     pub initial_window_segments: Option<u32>,
     /// Disable Nagle's algorithm for new sockets. Default off (Nagle on).
     pub nodelay: bool,
-    /// Delayed ACK timeout (RFC 1122 §4.2.3.2: at most 500 ms; every second full segment is
-    /// acknowledged at once anyway). `None` acknowledges every segment. Default 40 ms.
+    /// Delayed ACK timeout (RFC 1122 §4.2.3.2: at most 500 ms; every second in-order
+    /// segment, full-sized or not, is acknowledged at once anyway). `None` acknowledges
+    /// every segment. Default 40 ms.
     pub delayed_ack: Option<Duration>,
     /// TIME-WAIT duration (2·MSL). Default 60 s, as Linux.
     pub time_wait: Duration,
@@ -119,6 +120,12 @@ pub struct TcpConfig {
     pub challenge_ack_limit: u32,
     /// Out-of-order ranges kept per connection for reassembly. Default 32.
     pub max_ooo_ranges: usize,
+    /// Drop segments with both SYN and FIN set unanswered in LISTEN and SYN-SENT (a
+    /// hardening against stack fingerprinting, FreeBSD's `net.inet.tcp.drop_synfin`; Linux
+    /// drops them in LISTEN). Synchronized states answer any SYN with RFC 5961's challenge
+    /// ACK anyway. RFC 9293 gives SYN+FIN no special meaning: off by default, a SYN+FIN is
+    /// handled as the SYN it is.
+    pub drop_syn_fin: bool,
 }
 
 impl Default for TcpConfig {
@@ -144,6 +151,7 @@ impl Default for TcpConfig {
             initial_rto: Duration::from_secs(1),
             challenge_ack_limit: 1000,
             max_ooo_ranges: 32,
+            drop_syn_fin: false,
         }
     }
 }

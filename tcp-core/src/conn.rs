@@ -35,7 +35,7 @@ use crate::seq::SeqNumber;
 use crate::state::{CloseReason, State};
 use crate::time::{Duration, Instant};
 use crate::timer::{TimerKind, TimerWheel};
-use crate::wire::{EthernetAddress, TcpFlags, TcpOptions, TcpSegment, TcpSegmentOut};
+use crate::wire::{EthernetAddress, IcmpError, TcpFlags, TcpOptions, TcpSegment, TcpSegmentOut};
 
 /// RFC 7323 §5.5: a TS.Recent older than 24 days is invalid for PAWS.
 const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
@@ -792,6 +792,10 @@ impl Tcb {
         env: &mut Env<'_>,
     ) -> Option<RstReply> {
         let fl = seg.flags;
+        if fl.syn() && fl.fin() && cfg.drop_syn_fin {
+            env.counters.syn_fin_dropped += 1;
+            return None;
+        }
         // "first check the ACK bit ... If SEG.ACK =< ISS or SEG.ACK > SND.NXT, send a reset
         // (unless the RST bit is set, if so drop the segment and return)
         // <SEQ=SEG.ACK><CTL=RST> and discard the segment."
@@ -1060,7 +1064,10 @@ impl Tcb {
                 // "If this connection was initiated with an active OPEN ... then the connection
                 // was refused".
                 State::SynReceived => self.close_with(CloseReason::Refused, env),
-                State::Closing | State::LastAck => self.close_with(CloseReason::Normal, env),
+                // "CLOSING STATE, LAST-ACK STATE ...: If the RST bit is set, then enter the
+                // CLOSED state, delete the TCB, and return." Our FIN is still unacknowledged
+                // (a SEND outstanding, which "should receive 'reset' responses"): the
+                // application learns of the reset, as with Linux and FreeBSD (ECONNRESET).
                 _ => self.close_with(CloseReason::Reset, env),
             }
             return None;
@@ -1147,6 +1154,21 @@ impl Tcb {
         None
     }
 
+    /// An ICMP error quoting a segment of this connection with sequence number `seq`.
+    ///
+    /// RFC 5927 §4.1: it is acted on only if `seq` is in SND.UNA..SND.NXT (a blind attacker
+    /// must guess it). RFC 1122 §4.2.3.9: soft errors (net/host unreachable, time exceeded)
+    /// MUST NOT abort a connection, and are ignored here; hard errors (protocol or port
+    /// unreachable, and administratively prohibited, RFC 1812 §5.2.7.1) abort a connection
+    /// in SYN-SENT as refused — RFC 5461 §4 treats hard errors as soft once synchronized,
+    /// so they are ignored in every other state.
+    pub fn on_icmp_error(&mut self, error: IcmpError, seq: SeqNumber, env: &mut Env<'_>) {
+        let hard = matches!(error, IcmpError::Unreachable | IcmpError::Prohibited);
+        if hard && self.state == State::SynSent && self.snd_una <= seq && seq < self.snd_max {
+            self.close_with(CloseReason::Refused, env);
+        }
+    }
+
     /// RFC 5961 §7: a rate-limited challenge ACK.
     fn challenge_ack(&mut self, env: &mut Env<'_>) {
         if env.challenge.allow(env.now) {
@@ -1157,14 +1179,17 @@ impl Tcb {
         }
     }
 
-    /// The receive window for acceptability: free buffer space (what we advertise, or more).
+    /// RCV.WND for acceptability: free buffer space, but never more than the window field
+    /// can say (65 535 << Rcv.Wind.Shift, RFC 7323 §2.3): a buffer larger than any window we
+    /// can advertise must not widen the test (without window scaling, a RST at
+    /// RCV.NXT + 65 535 is outside the window and silently dropped, RFC 5961 §3.2).
+    ///
+    /// The peer's FIN does not shrink it (RFC 9293 keeps RCV.WND): a segment inside it after
+    /// the FIN is acceptable and goes on to the RST, SYN and ACK checks (text after a FIN is
+    /// ignored in step seven); a retransmitted FIN, ending at RCV.NXT - 1, is outside and
+    /// gets its ACK from the first check.
     fn recv_window(&self) -> u32 {
-        if self.has(f::FIN_RECEIVED) {
-            // Nothing more can be received after the FIN; keep a window of 1 so that a
-            // retransmitted FIN (at RCV.NXT - 1) is answered and data is not accepted.
-            return self.recv.window().min(1) as u32;
-        }
-        self.recv.window() as u32
+        (self.recv.window() as u32).min(u32::from(u16::MAX) << self.rcv_wscale)
     }
 
     /// ACK processing for the synchronized states (RFC 9293 §3.10.7.4 "fifth"). Returns
@@ -1190,6 +1215,7 @@ impl Tcb {
 
         // SACK scoreboard (RFC 6675 §5): every ACK updates it.
         let mut newly_sacked = 0;
+        let mut dsack_only = false;
         let n = seg.options.sack_block_count();
         if self.has(f::SACK) && (n > 0 || acked > 0) {
             let blocks: [(SeqNumber, SeqNumber); 4] = core::array::from_fn(|i| {
@@ -1197,6 +1223,9 @@ impl Tcb {
             });
             let out = self.sb.on_ack(ack.max(old_una), self.snd_max, &blocks[..n]);
             newly_sacked = out.newly_sacked;
+            // RFC 2883 §4.2 / RFC 6675 §2: an ACK whose only news is a D-SACK block reports
+            // a duplicate the peer received, not a hole: it is no duplicate ACK.
+            dsack_only = out.dsack.is_some() && newly_sacked == 0;
         }
 
         if acked > 0 {
@@ -1252,7 +1281,7 @@ impl Tcb {
                 && !seg.flags.fin()
                 && window == self.snd_wnd
                 && window != 0;
-            if classic || newly_sacked > 0 {
+            if (classic && !dsack_only) || newly_sacked > 0 {
                 let action = self.cc.on_dup_ack(&DupAckEvent {
                     ack,
                     flight_size: flight_before,
@@ -1322,11 +1351,17 @@ impl Tcb {
                 _ => {}
             }
         }
-        if self.state == State::TimeWait && seg.flags.fin() {
+        if self.state == State::TimeWait {
             // "TIME-WAIT: The only thing that can arrive in this state is a retransmission of
-            // the remote FIN. Acknowledge it, and restart the 2 MSL timeout."
-            self.ack_now();
-            self.enter_time_wait(env);
+            // the remote FIN. Acknowledge it, and restart the 2 MSL timeout." Anything else
+            // inside the window but not at RCV.NXT is acknowledged too, so that the peer
+            // learns where we are (FreeBSD alike); a plain duplicate ACK at RCV.NXT is not.
+            if seg.flags.fin() {
+                self.ack_now();
+                self.enter_time_wait(env);
+            } else if seg.seq != self.rcv_nxt() {
+                self.ack_now();
+            }
         }
         true
     }
@@ -1368,10 +1403,11 @@ impl Tcb {
             {
                 // RFC 9293 §3.8.6.3 / RFC 1122 §4.2.3.2: delayed ACK, but "an ACK SHOULD be
                 // generated for at least every second full-sized segment" — and at once
-                // when the segment filled a hole (RFC 5681 §4.2), handled below.
-                if seg.payload.len() >= self.payload_mss() as usize {
-                    self.delack_segs = self.delack_segs.saturating_add(1);
-                }
+                // when the segment filled a hole (RFC 5681 §4.2), handled below. "At least":
+                // we acknowledge every second segment of any size, as FreeBSD does (and
+                // Linux, whose receive-MSS estimate follows small segments), so that a
+                // sender of small segments is not held back by the delay.
+                self.delack_segs = self.delack_segs.saturating_add(1);
                 let filled_hole = out.in_order > seg.payload.len();
                 if filled_hole || self.delack_segs >= 2 || self.delayed_ack.is_none() {
                     self.ack_now();

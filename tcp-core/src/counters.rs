@@ -56,6 +56,11 @@ pub struct Counters {
     pub control_dropped: u64,
     /// ICMP echo requests answered.
     pub icmp_echo_replies: u64,
+    /// ICMP Destination Unreachable / Time Exceeded messages quoting a TCP segment.
+    pub icmp_errors: u64,
+    /// Segments with SYN and FIN dropped in LISTEN or SYN-SENT
+    /// ([`TcpConfig::drop_syn_fin`](crate::config::TcpConfig::drop_syn_fin)).
+    pub syn_fin_dropped: u64,
     /// Connections that timed out.
     pub timeouts: u64,
 }

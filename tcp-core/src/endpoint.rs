@@ -457,9 +457,50 @@ impl Endpoint {
                 payload,
             }) => self.on_echo_request(eth, ip, ident, seq, payload),
             Ok(Inbound::Tcp { eth, ip, seg }) => self.on_segment(now, &TcpFrame { eth, ip, seg }),
+            Ok(Inbound::IcmpError {
+                ip,
+                error,
+                local,
+                remote,
+                seq,
+                ..
+            }) => self.on_icmp_error(now, ip, error, local, remote, seq),
             Ok(Inbound::OtherIpv4 { .. }) => self.counters.not_for_us += 1,
             Err(e) => self.count_parse_error(e),
         }
+    }
+
+    /// An ICMP error quoting one of our segments: the connection it names decides
+    /// ([`Tcb::on_icmp_error`]); for no connection it is dropped.
+    fn on_icmp_error(
+        &mut self,
+        now: Instant,
+        ip: wire::Ipv4Info,
+        error: wire::IcmpError,
+        local: (core::net::Ipv4Addr, u16),
+        remote: (core::net::Ipv4Addr, u16),
+        seq: SeqNumber,
+    ) {
+        let tuple = FourTuple {
+            local_addr: local.0,
+            local_port: local.1,
+            remote_addr: remote.0,
+            remote_port: remote.1,
+        };
+        self.counters.icmp_errors += 1;
+        if ip.dst != self.local.ip || local.0 != self.local.ip {
+            return;
+        }
+        let Some(slot) = self.flows.get(&tuple) else {
+            return;
+        };
+        if slot & TW_BIT != 0 {
+            return;
+        }
+        if let Some((tcb, mut env, _)) = self.conn_env(slot, now) {
+            tcb.on_icmp_error(error, seq, &mut env);
+        }
+        self.after(slot);
     }
 
     /// Process a batch of received frames, in order: the same as calling

@@ -686,6 +686,21 @@ impl TcpSegment<'_> {
     }
 }
 
+/// The ICMP errors [`Inbound::IcmpError`] reports (RFC 792, RFC 1122 §4.2.3.9, RFC 1812
+/// §5.2.7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IcmpError {
+    /// Destination Unreachable, codes 2 (protocol) and 3 (port): RFC 1122's hard errors.
+    Unreachable,
+    /// Destination Unreachable, codes 9, 10 and 13: communication administratively
+    /// prohibited.
+    Prohibited,
+    /// Another Destination Unreachable code (net, host, fragmentation needed, …) or Time
+    /// Exceeded: soft errors, which RFC 1122 §4.2.3.9 says MUST NOT abort a connection.
+    Soft,
+}
+
 /// A received frame, parsed and validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Inbound<'a> {
@@ -717,6 +732,22 @@ pub enum Inbound<'a> {
         ip: Ipv4Info,
         /// The segment.
         seg: TcpSegment<'a>,
+    },
+    /// An ICMP Destination Unreachable or Time Exceeded message (RFC 792) quoting a TCP
+    /// segment we sent: what RFC 5927 §4.1 needs to validate it against a connection.
+    IcmpError {
+        /// Ethernet addresses.
+        eth: EthInfo,
+        /// IPv4 header of the ICMP message.
+        ip: Ipv4Info,
+        /// The error.
+        error: IcmpError,
+        /// The quoted segment's source (our) address and port.
+        local: (Ipv4Address, u16),
+        /// The quoted segment's destination (the peer's) address and port.
+        remote: (Ipv4Address, u16),
+        /// The quoted segment's sequence number.
+        seq: SeqNumber,
     },
     /// A valid IPv4 packet of another protocol (UDP, …) or another ICMP type; no payload
     /// checksum was verified.
@@ -1055,6 +1086,33 @@ fn parse_icmp<'a>(eth: EthInfo, ip: Ipv4Info, body: &'a [u8]) -> Result<Inbound<
             seq: packet.echo_seq_no(),
             payload: packet.data(),
         }),
+        Icmpv4Message::DstUnreachable | Icmpv4Message::TimeExceeded => {
+            let error = match (packet.msg_type(), packet.msg_code()) {
+                (Icmpv4Message::DstUnreachable, 2 | 3) => IcmpError::Unreachable,
+                (Icmpv4Message::DstUnreachable, 9 | 10 | 13) => IcmpError::Prohibited,
+                _ => IcmpError::Soft,
+            };
+            // The quoted IPv4 header and at least the first 8 octets of its TCP header
+            // (ports and sequence number).
+            let q = packet.data();
+            let ihl = usize::from(q.first().copied().unwrap_or(0) & 0x0f) * 4;
+            let tcp = q.get(ihl..ihl + 8);
+            match tcp {
+                Some(t) if q[0] >> 4 == 4 && ihl >= IPV4_HEADER_LEN && q[9] == IP_PROTO_TCP => {
+                    let addr = |b: &[u8]| Ipv4Address::new(b[0], b[1], b[2], b[3]);
+                    let be16 = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+                    Ok(Inbound::IcmpError {
+                        eth,
+                        ip,
+                        error,
+                        local: (addr(&q[12..16]), be16(&t[0..2])),
+                        remote: (addr(&q[16..20]), be16(&t[2..4])),
+                        seq: SeqNumber(u32::from_be_bytes([t[4], t[5], t[6], t[7]])),
+                    })
+                }
+                _ => Ok(Inbound::OtherIpv4 { eth, ip }),
+            }
+        }
         _ => Ok(Inbound::OtherIpv4 { eth, ip }),
     }
 }

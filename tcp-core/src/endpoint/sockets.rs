@@ -523,6 +523,10 @@ impl Endpoint {
     ) {
         let (eth, seg) = (f.eth, &f.seg);
         let fl = seg.flags;
+        if fl.syn() && fl.fin() && self.config.tcp.drop_syn_fin {
+            self.counters.syn_fin_dropped += 1;
+            return;
+        }
         // "first check for a RST: An incoming RST should be ignored."
         if fl.rst() {
             return;

@@ -145,8 +145,7 @@ fn challenge_ack_limit_is_shared_by_all_connections() {
 
 /// RFC 5961 §3.2 in every synchronized state: a RST in the window but not at RCV.NXT gets a
 /// challenge ACK <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK> and changes nothing; a RST at RCV.NXT
-/// resets. Once the peer's FIN is in, the stack's receive window is one octet (the
-/// documented choice), so RCV.NXT+1 is outside it and silently dropped; TIME-WAIT ignores
+/// resets — after the peer's FIN too (its FIN does not shrink RCV.WND); TIME-WAIT ignores
 /// every RST (RFC 1337).
 #[test]
 fn rst_rules_hold_in_every_synchronized_state() {
@@ -164,11 +163,7 @@ fn rst_rules_hold_in_every_synchronized_state() {
         for full in [false, true] {
             let (mut h, c) = setup(state, full);
             h.send(10, Seg::rst(c.rcv + 1));
-            let after_fin = matches!(
-                state,
-                State::CloseWait | State::Closing | State::LastAck | State::TimeWait
-            );
-            if after_fin {
+            if state == State::TimeWait {
                 h.expect_nothing();
             } else {
                 h.expect(&[Exp::ack(c.snd, c.rcv)]);

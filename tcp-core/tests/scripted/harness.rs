@@ -684,6 +684,55 @@ impl H {
         buf
     }
 
+    /// An ICMP error (type, code, RFC 792) from the peer's address quoting the first 8 octets
+    /// of a segment the stack sent with relative sequence number `seq`.
+    pub fn icmp_error(&mut self, icmp_type: u8, code: u8, seq: u32) -> Vec<u8> {
+        use smoltcp::wire::{Icmpv4Packet, Ipv4Packet};
+        let flow = *self.flow();
+        let (peer_mac, peer_ip) = pair_addr(0);
+        let (our_mac, our_ip) = pair_addr(1);
+        // The quoted segment, as the stack would have sent it.
+        let quoted_hdr = EthIpv4Header::new(
+            EthernetAddress(our_mac),
+            EthernetAddress(peer_mac),
+            our_ip,
+            peer_ip,
+        );
+        let quoted = TcpSegmentOut {
+            src_port: self.port,
+            dst_port: self.peer_port,
+            seq: SeqNumber(flow.isn.unwrap_or(0).wrapping_add(seq)),
+            flags: SYN,
+            window: 65_535,
+            ..TcpSegmentOut::default()
+        };
+        let mut q = vec![0u8; 1500];
+        let n = wire::emit_tcp(&mut q, &quoted_hdr, &quoted, &[], ChecksumMode::SOFTWARE)
+            .expect("emit");
+        let quote = &q[14..n.min(14 + 28)];
+        let icmp_len = 8 + quote.len();
+        let mut f = vec![0u8; 14 + 20 + icmp_len];
+        f[0..6].copy_from_slice(&our_mac);
+        f[6..12].copy_from_slice(&peer_mac);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        {
+            let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+            ip.set_version(4);
+            ip.set_header_len(20);
+            ip.set_total_len((20 + icmp_len) as u16);
+            ip.set_hop_limit(64);
+            ip.set_next_header(smoltcp::wire::IpProtocol::Icmp);
+            ip.set_src_addr(peer_ip);
+            ip.set_dst_addr(our_ip);
+            ip.fill_checksum();
+        }
+        f[34] = icmp_type;
+        f[35] = code;
+        f[42..].copy_from_slice(quote);
+        Icmpv4Packet::new_unchecked(&mut f[34..]).fill_checksum();
+        f
+    }
+
     /// At relative time `t_ms`, the script sends `seg`.
     pub fn send(&mut self, t_ms: u64, seg: Seg) {
         self.at(t_ms);

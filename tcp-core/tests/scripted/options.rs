@@ -272,6 +272,47 @@ fn duplicate_segment_is_reported_with_a_dsack_block() {
     h.expect(&[Exp::ack(1, 101).sack(&[(1, 101)])]);
 }
 
+/// RFC 2883 §4: a segment that partly duplicates data held out of order is reported with a
+/// D-SACK block for the duplicated stretch, followed by the block that now contains it.
+#[test]
+fn partly_duplicate_out_of_order_segment_is_reported_with_a_dsack_block() {
+    let mut h = H::full();
+    h.passive_open(0, PeerOpts::full());
+    h.send(10, Seg::data(1001, 1, &bytes(100)));
+    h.expect(&[Exp::ack(1, 1).sack(&[(1001, 1101)])]);
+    h.send(11, Seg::data(2001, 1, &bytes(100)));
+    h.expect(&[Exp::ack(1, 1).sack(&[(2001, 2101), (1001, 1101)])]);
+    h.send(12, Seg::data(1051, 1, &bytes(150)));
+    h.expect(&[Exp::ack(1, 1).sack(&[(1051, 1101), (1001, 1201), (2001, 2101)])]);
+}
+
+/// RFC 2883 §4 and RFC 5681 §4.2: an in-order segment that covers data already held out of
+/// order is acknowledged at once, with the duplicated stretch in a D-SACK block.
+#[test]
+fn in_order_segment_over_held_data_is_reported_with_a_dsack_block() {
+    let mut h = H::full();
+    h.passive_open(0, PeerOpts::full());
+    h.send(10, Seg::data(101, 1, &bytes(100)));
+    h.expect(&[Exp::ack(1, 1).sack(&[(101, 201)])]);
+    h.send(11, Seg::data(1, 1, &bytes(200)));
+    h.expect(&[Exp::ack(1, 201).sack(&[(101, 201)])]);
+}
+
+/// RFC 2883 §4.2 / RFC 6675 §2: ACKs whose only SACK news is a D-SACK block (a duplicate the
+/// peer received) are not duplicate ACKs: three of them trigger no fast retransmit.
+#[test]
+fn dsack_from_the_peer_is_not_a_duplicate_ack() {
+    let mut h = H::full();
+    h.passive_open(0, PeerOpts::full());
+    let s = send_segments(&mut h, 4);
+    h.send(10, Seg::ack(1, s[1]));
+    for t in 11..15 {
+        h.send(t, Seg::ack(1, s[1]).sack(&[(s[0], s[1])]));
+    }
+    h.expect_nothing();
+    assert_eq!(h.counters().fast_retransmits, 0);
+}
+
 /// Sends `n` full segments (1448 bytes with timestamps) and returns their relative start
 /// sequence numbers.
 fn send_segments(h: &mut H, n: u32) -> Vec<u32> {

@@ -365,7 +365,9 @@ fn simultaneous_open() {
     assert_eq!(h.read(), TEN);
 }
 
-/// RFC 9293 §3.6 Figure 13: both FINs cross; CLOSING, then TIME-WAIT, then CLOSED.
+/// RFC 9293 §3.6 Figure 13: both FINs cross; CLOSING, then TIME-WAIT, then CLOSED. The
+/// peer's FIN is acknowledged with a plain ACK at SND.NXT (§3.10.7.4 eighth), without
+/// resending our FIN as FreeBSD does.
 #[test]
 fn simultaneous_close() {
     let mut h = H::plain();
@@ -576,6 +578,126 @@ fn rst_in_syn_received_returns_to_listen() {
     h.expect(&[Exp::synack(0, 101)]);
 }
 
+/// RFC 5961 §3.2 with RCV.WND capped at what the window field can say (RFC 7323 §2.3):
+/// without window scaling, a receive buffer larger than 65 535 does not widen the window, so
+/// a RST at RCV.NXT + 65 535 in SYN-RECEIVED is outside it and silently dropped (no challenge
+/// ACK), and the handshake then completes.
+#[test]
+fn rst_beyond_the_advertisable_window_is_dropped_in_syn_received() {
+    let mut cfg = cfg_plain();
+    cfg.tcp.recv_buffer = 128 * 1024;
+    let mut h = H::new(cfg);
+    h.listen(4);
+    h.send(0, Seg::syn(0));
+    h.expect(&[Exp::synack(0, 1).win(65_535)]);
+    h.send(100, Seg::rst(1 + 65_535));
+    h.expect_nothing();
+    assert_eq!(h.counters().challenge_acks, 0);
+    h.send(200, Seg::ack(1, 1));
+    h.send(200, Seg::fin(1, 1));
+    h.expect(&[Exp::ack(1, 2)]);
+}
+
+/// RFC 9293 §3.10.7.4: in TIME-WAIT, a FIN without the ACK bit inside the receive window
+/// (the peer's FIN does not shrink RCV.WND) is acceptable and then dropped by "fifth, if
+/// the ACK bit is off drop the segment and return": no ACK, no restart of 2·MSL. One outside
+/// the window is unacceptable and gets its ACK from the first check.
+#[test]
+fn fin_without_ack_in_the_window_is_dropped_in_time_wait() {
+    let (mut h, c) = setup(State::TimeWait, false);
+    h.send(10, Seg::new(FIN, c.rcv + 1, 0));
+    h.expect_nothing();
+    h.send(11, Seg::new(FIN, c.rcv - 1, 0));
+    h.expect(&[Exp::ack(c.snd, c.rcv)]);
+    assert_eq!(conn_state(&h), Some(State::TimeWait));
+}
+
+/// RFC 9293 §3.10.7.4 fifth, TIME-WAIT ("the only thing that can arrive ... is a
+/// retransmission of the remote FIN. Acknowledge it"): an ACK inside the window but not at
+/// RCV.NXT is acknowledged; a duplicate ACK at RCV.NXT is not.
+#[test]
+fn unexpected_ack_in_the_window_is_acknowledged_in_time_wait() {
+    let (mut h, c) = setup(State::TimeWait, false);
+    h.send(10, Seg::ack(c.rcv, c.snd));
+    h.expect_nothing();
+    h.send(11, Seg::ack(c.rcv + 1, c.snd));
+    h.expect(&[Exp::ack(c.snd, c.rcv)]);
+    assert_eq!(conn_state(&h), Some(State::TimeWait));
+}
+
+/// RFC 1122 §4.2.3.9 / RFC 5461 §4: an ICMP port unreachable (a hard error) quoting our SYN
+/// aborts the connection in SYN-SENT as refused — only if the quoted sequence number is in
+/// SND.UNA..SND.NXT (RFC 5927 §4.1); a soft error (time exceeded) is ignored.
+#[test]
+fn icmp_hard_error_in_syn_sent_refuses_the_connection() {
+    let mut h = H::plain();
+    h.connect(0);
+    let c = h.c();
+    for bad in [u32::MAX, 1] {
+        let f = h.icmp_error(3, 3, bad);
+        h.at(10);
+        h.raw(&f);
+        assert_eq!(
+            h.state(),
+            State::SynSent,
+            "quoted seq {bad} is outside SND.UNA..SND.NXT"
+        );
+    }
+    let f = h.icmp_error(11, 0, 0);
+    h.raw(&f);
+    assert_eq!(h.state(), State::SynSent, "time exceeded is a soft error");
+    let f = h.icmp_error(3, 3, 0);
+    h.raw(&f);
+    h.expect_nothing();
+    assert!(h.events().contains(&Event::Closed(c, CloseReason::Refused)));
+    assert_eq!(h.counters().icmp_errors, 4);
+}
+
+/// `drop_syn_fin` (off by default): a SYN+FIN is dropped unanswered in LISTEN and in
+/// SYN-SENT (where the SYN is then retransmitted); without it, a SYN+FIN at a listener is
+/// answered as a SYN.
+#[test]
+fn syn_fin_is_dropped_when_configured() {
+    let mut cfg = cfg_plain();
+    cfg.tcp.drop_syn_fin = true;
+    let mut h = H::new(cfg.clone());
+    h.listen(4);
+    h.send(0, Seg::syn(0).flags(SYN | FIN));
+    h.expect_nothing();
+    assert_eq!(h.counters().syn_fin_dropped, 1);
+    h.send(1, Seg::syn(0));
+    h.expect(&[Exp::synack(0, 1)]);
+
+    let mut h = H::new(cfg);
+    h.connect(0);
+    h.send(10, Seg::syn(0).flags(SYN | FIN));
+    h.expect_nothing();
+    assert_eq!(h.state(), State::SynSent);
+    assert_eq!(h.wake(), 1000);
+    assert_eq!(h.take()[0].flags, SYN, "the SYN is retransmitted");
+
+    let mut h = H::new(cfg_plain());
+    h.listen(4);
+    h.send(0, Seg::syn(0).flags(SYN | FIN));
+    h.expect(&[Exp::synack(0, 1)]);
+}
+
+/// RFC 9293 §3.10.7.4 second, LAST-ACK: an acceptable RST closes the connection; our FIN
+/// was never acknowledged, so the application is told of the reset (not a normal close).
+#[test]
+fn rst_in_last_ack_closes_with_a_reset() {
+    let mut h = H::plain();
+    h.passive_open(0, PeerOpts::plain());
+    h.send(1, Seg::fin(1, 1));
+    h.expect(&[Exp::ack(1, 2)]);
+    h.shutdown();
+    h.expect(&[Exp::fin(1, 2)]);
+    let c = h.c();
+    h.send(2, Seg::rst(2));
+    h.expect_nothing();
+    assert!(h.events().contains(&Event::Closed(c, CloseReason::Reset)));
+}
+
 /// RFC 1337 §3 (fix F1), the documented choice: a RST in TIME-WAIT is ignored.
 #[test]
 fn rst_in_time_wait_is_ignored() {
@@ -602,6 +724,26 @@ fn unacceptable_segment_gets_an_ack() {
     h.expect(&[Exp::ack(1, 11)]);
     assert_eq!(h.read(), TEN);
     assert!(h.counters().out_of_window >= 2);
+}
+
+/// RFC 9293 §3.10.7.4 first: a zero-length segment at RCV.NXT-1 is not acceptable even
+/// when its ACK field acknowledges our FIN: it is answered with an ACK and dropped, so LAST-ACK
+/// stays until an acceptable ACK arrives (FreeBSD processes the ACK; the conformance
+/// corpus lists those scripts as differing).
+#[test]
+fn ack_of_a_segment_below_rcv_nxt_is_not_processed_in_last_ack() {
+    let mut h = H::plain();
+    h.passive_open(0, PeerOpts::plain());
+    h.send(1, Seg::fin(1, 1));
+    h.expect(&[Exp::ack(1, 2)]);
+    h.shutdown();
+    h.expect(&[Exp::fin(1, 2)]);
+    h.send(2, Seg::ack(1, 2));
+    h.expect(&[Exp::ack(2, 2)]);
+    assert_eq!(h.state(), State::LastAck);
+    h.send(3, Seg::ack(2, 2));
+    h.expect_nothing();
+    assert_eq!(h.state(), State::Closed);
 }
 
 /// RFC 9293 §3.10.7.4: a segment without ACK (and without SYN or RST) in a synchronized

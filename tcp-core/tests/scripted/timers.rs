@@ -47,6 +47,23 @@ fn delayed_ack_every_second_full_segment_is_acked_at_once() {
     assert_eq!(h.wake_within(1000), None);
 }
 
+/// RFC 1122 §4.2.3.2 asks for "at least" every second full-sized segment; tcp-core
+/// acknowledges every second in-order segment whatever its size (as FreeBSD does), and a
+/// lone one after the delay.
+#[test]
+fn delayed_ack_every_second_segment_of_any_size_is_acked_at_once() {
+    let mut h = H::full();
+    h.passive_open(0, PeerOpts::full());
+    h.send(10, Seg::data(1, 1, b"a"));
+    h.expect_nothing();
+    h.send(11, Seg::data(2, 1, b"bc"));
+    h.expect(&[Exp::ack(1, 4)]);
+    h.send(12, Seg::data(4, 1, b"defg"));
+    h.expect_nothing();
+    assert_eq!(h.wake(), 52);
+    h.expect(&[Exp::ack(1, 8)]);
+}
+
 /// A delayed ACK rides on data sent before the timer fires.
 #[test]
 fn delayed_ack_is_piggybacked_on_data() {

@@ -8,9 +8,12 @@
 //! Configuration (not a translation: tcp-core runs with these values):
 //! - MSS 1460 (`--mtu=N` gives MSS N − 40 when tcp-core accepts it, else the script is not
 //!   applicable); initial window RFC 6928 (10 segments, FreeBSD's `initcwnd_segments`);
-//!   delayed ACK 40 ms (`net.inet.tcp.delacktime`), every second full segment at once;
+//!   delayed ACK 40 ms (`net.inet.tcp.delacktime`), every second segment at once;
 //!   Nagle on; initial RTO 1 s (`rexmit_initial`); SACK, timestamps and window scaling on
-//!   unless `sack.enable=0` / `rfc1323=0`.
+//!   unless `sack.enable=0` / `rfc1323=0`; `drop_synfin=1` sets tcp-core's `drop_syn_fin`.
+//! - `keepinit`, `keepidle`, `keepintvl`, `keepcnt` at FreeBSD's defaults are accepted (no
+//!   effect); other values make the script not applicable. Sysctls after the script's first
+//!   `socket` call (the cleanup at its end) are checked but do not configure the endpoint.
 //! - Receive buffer: `net.inet.tcp.recvspace` (65 536) rounded up to a multiple of the MSS,
 //!   as FreeBSD does once a connection is set up (65 700); send buffer `sendspace`.
 //!   `SO_RCVBUF` reports the requested size (`recvspace`, or what `setsockopt` set) while
@@ -66,6 +69,8 @@ pub struct Setup {
     pub delack_ms: u64,
     /// MSS from `--mtu`.
     pub mss: u16,
+    /// `net.inet.tcp.drop_synfin` (tcp-core's `drop_syn_fin`).
+    pub drop_synfin: bool,
 }
 
 impl Default for Setup {
@@ -77,6 +82,7 @@ impl Default for Setup {
             rfc1323: true,
             delack_ms: 40,
             mss: 1460,
+            drop_synfin: false,
         }
     }
 }
@@ -139,6 +145,11 @@ impl Profile {
                     return na("initial RTO other than 1 s");
                 }
             }
+            // Set to FreeBSD's default (what the scripts do to be sure of it), they change
+            // nothing: the script runs, and its timing is compared with tcp-core's.
+            "net.inet.tcp.keepinit" | "net.inet.tcp.keepintvl" if num()? == 75_000 => {}
+            "net.inet.tcp.keepidle" if num()? == 7_200_000 => {}
+            "net.inet.tcp.keepcnt" if num()? == 8 => {}
             "net.inet.tcp.keepinit"
             | "net.inet.tcp.keepidle"
             | "net.inet.tcp.keepintvl"
@@ -159,15 +170,15 @@ impl Profile {
                 }
             }
             // No effect on what the scripts observe here, or a FreeBSD policy switch whose
-            // effect the script's expectations show (RFC 5961 `insecure_*`, `drop_synfin`,
+            // effect the script's expectations show (RFC 5961 `insecure_*`,
             // `icmp_may_rst`, `tolerate_missing_ts`): tcp-core has one behaviour, and a
             // script expecting the other fails (and is listed under `differs` with the RFC).
+            "net.inet.tcp.drop_synfin" => setup.drop_synfin = num()? != 0,
             "net.inet.tcp.blackhole"
             | "net.inet.tcp.hostcache.purgenow"
             | "net.inet.tcp.rexmit_slop"
             | "net.inet.tcp.insecure_rst"
             | "net.inet.tcp.insecure_syn"
-            | "net.inet.tcp.drop_synfin"
             | "net.inet.tcp.icmp_may_rst"
             | "net.inet.tcp.tolerate_missing_ts" => {
                 num()?;
@@ -191,6 +202,7 @@ impl Profile {
         c.tcp.delayed_ack = Some(Duration::from_millis(setup.delack_ms));
         c.tcp.initial_rto = Duration::from_secs(1);
         c.tcp.nodelay = false;
+        c.tcp.drop_syn_fin = setup.drop_synfin;
         c
     }
 

@@ -189,9 +189,14 @@ impl Runner {
                 _ => return na(format!("option --{name}")),
             }
         }
-        // Features the stack does not offer, wherever they appear in the script.
+        // Features the stack does not offer, wherever they appear in the script. Sysctls
+        // after the first `socket` call are checked but not applied: they restore defaults
+        // for the next script (the endpoint is configured once, with the values in force
+        // when the script creates its socket).
+        let mut after_socket = false;
         for ev in &script.events {
             match &ev.kind {
+                EventKind::Syscall(c) if c.name == "socket" => after_socket = true,
                 EventKind::Tcp(t) => {
                     if has_flag(t, 'E') || has_flag(t, 'W') {
                         return na(format!(
@@ -224,8 +229,14 @@ impl Runner {
                         let Some((n, v)) = rest.trim().split_once('=') else {
                             return na(format!("line {}: sysctl `{rest}`", ev.line));
                         };
+                        let mut cleanup = setup.clone();
+                        let target = if after_socket {
+                            &mut cleanup
+                        } else {
+                            &mut setup
+                        };
                         profile
-                            .sysctl(&mut setup, n.trim(), v.trim())
+                            .sysctl(target, n.trim(), v.trim())
                             .or_else(|why| na(format!("line {}: {why}", ev.line)))?;
                     } else if cmd.contains("setkey") || cmd.contains("kldload") {
                         return na(format!("line {}: IPsec/TCP-MD5 key setup", ev.line));
