@@ -197,32 +197,12 @@ impl HttpStack {
         }
     }
 
-    /// Parses a comma-separated list of stack names, `shm` (the two that need no root),
-    /// `veth` (the two on a veth pair) or `all`.
+    /// Parses a comma-separated list of stack names, `shm` (the stacks that need no root),
+    /// `veth` (the stacks on a veth pair) or `all`.
     pub fn parse_list(text: &str) -> Result<Vec<HttpStack>, String> {
-        let mut out = Vec::new();
-        for part in text.split(',').map(str::trim) {
-            let some: &[HttpStack] = match part {
-                "all" => &HttpStack::ALL,
-                "shm" => &HttpStack::NO_ROOT,
-                "veth" => &HttpStack::VETH,
-                _ => match HttpStack::ALL.iter().find(|s| s.name() == part) {
-                    Some(s) => core::slice::from_ref(s),
-                    None => {
-                        return Err(format!(
-                            "--stack takes names among {}, shm, veth or all, not {part:?}",
-                            HttpStack::ALL.map(HttpStack::name).join(", ")
-                        ))
-                    }
-                },
-            };
-            for &s in some {
-                if !out.contains(&s) {
-                    out.push(s);
-                }
-            }
-        }
-        Ok(out)
+        let groups: &[(&str, &[HttpStack])] =
+            &[("shm", &HttpStack::NO_ROOT), ("veth", &HttpStack::VETH)];
+        crate::cli::parse_names(text, &HttpStack::ALL, HttpStack::name, groups, "--stack")
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod afp_bench;
 pub mod apps;
+pub mod cli;
 pub mod compare;
 pub mod core_bench;
 pub mod cpu;

@@ -200,27 +200,7 @@ impl Mode {
 
     /// Parses a comma-separated list of workload names, or `all`.
     pub fn parse_list(text: &str) -> Result<Vec<Mode>, String> {
-        let mut out = Vec::new();
-        for part in text.split(',') {
-            let some: &[Mode] = match part {
-                "all" => &Mode::ALL,
-                _ => match Mode::ALL.iter().find(|m| m.name() == part) {
-                    Some(m) => core::slice::from_ref(m),
-                    None => {
-                        return Err(format!(
-                            "--mode takes names among {} or all, not {part:?}",
-                            Mode::ALL.map(Mode::name).join(", ")
-                        ))
-                    }
-                },
-            };
-            for &m in some {
-                if !out.contains(&m) {
-                    out.push(m);
-                }
-            }
-        }
-        Ok(out)
+        crate::cli::parse_names(text, &Mode::ALL, Mode::name, &[], "--mode")
     }
 }
 
@@ -304,31 +284,10 @@ impl Stack {
     }
 
     /// Parses a comma-separated list of stack names, `shm` (the stacks that need no root,
-    /// the default), `veth` (the three on a veth pair) or `all`.
+    /// the default), `veth` (the stacks on a veth pair) or `all`.
     pub fn parse_list(text: &str) -> Result<Vec<Stack>, String> {
-        let mut out = Vec::new();
-        for part in text.split(',') {
-            let some: &[Stack] = match part {
-                "all" => &Stack::ALL,
-                "shm" => &Stack::NO_ROOT,
-                "veth" => &Stack::VETH,
-                _ => match Stack::ALL.iter().find(|s| s.name() == part) {
-                    Some(s) => core::slice::from_ref(s),
-                    None => {
-                        return Err(format!(
-                            "--stack takes names among {}, shm, veth or all, not {part:?}",
-                            Stack::ALL.map(Stack::name).join(", ")
-                        ))
-                    }
-                },
-            };
-            for &st in some {
-                if !out.contains(&st) {
-                    out.push(st);
-                }
-            }
-        }
-        Ok(out)
+        let groups: &[(&str, &[Stack])] = &[("shm", &Stack::NO_ROOT), ("veth", &Stack::VETH)];
+        crate::cli::parse_names(text, &Stack::ALL, Stack::name, groups, "--stack")
     }
 }
 
