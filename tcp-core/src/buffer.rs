@@ -656,6 +656,11 @@ impl RecvBuffer {
         self.ranges.iter().map(|r| (r.end - r.start) as usize).sum()
     }
 
+    /// Number of out-of-order ranges held (what SACK blocks can report).
+    pub fn ooo_range_count(&self) -> usize {
+        self.ranges.len()
+    }
+
     /// The out-of-order ranges `(start, end)` (end exclusive), lowest first.
     pub fn ooo_ranges(&self) -> impl Iterator<Item = (SeqNumber, SeqNumber)> + '_ {
         self.ranges.iter().map(|r| (r.start, r.end))

@@ -1871,11 +1871,13 @@ impl Tcb {
         let fin_pending =
             self.has(f::FIN_QUEUED) && self.state_past_fin() && self.state != State::TimeWait;
         let smss = self.payload_mss();
+        // What this segment's payload may be: less when it carries SACK blocks.
+        let room = self.payload_room();
         // Forced retransmission of the first unacknowledged segment (fast retransmit, partial
         // ACK, RTO): regardless of cwnd (RFC 5681 §3.2 step 3, RFC 6582 §3.2).
         if self.has(f::RTX_UNA) && self.snd_max != self.snd_una {
             let data_out = (self.snd_max - self.snd_una).min(self.send.len() as u32);
-            let len = data_out.min(smss);
+            let len = data_out.min(room);
             let fin = fin_pending && len == data_out && self.snd_max > self.fin_seq;
             if len > 0 || fin {
                 return Some(Plan::new(self.snd_una, len, fin, true));
@@ -1930,7 +1932,7 @@ impl Tcb {
             // New data continues from snd_nxt (== snd_max outside go-back-N).
             let seq = if rtx { next.seq } else { self.snd_nxt };
             let avail = (self.send.len() as u32).saturating_sub(seq - self.snd_una);
-            let len = next.len.min(avail);
+            let len = next.len.min(avail).min(room);
             let fin = fin_pending && !rtx && len == avail && seq + len == self.fin_seq;
             if len == 0 && !fin {
                 return None;
@@ -1959,7 +1961,7 @@ impl Tcb {
             }
             return None;
         }
-        let len = unsent.min(smss).min(cwnd_room).min(wnd_room);
+        let len = unsent.min(room).min(cwnd_room).min(wnd_room);
         if len == 0 {
             return None;
         }
@@ -1970,7 +1972,7 @@ impl Tcb {
         // Nagle is off), or if at least half the peer's largest window can go.
         let nothing_in_flight = self.snd_nxt == self.snd_una;
         let send = rtx
-            || len == smss
+            || len == room
             || (all && (nothing_in_flight || self.has(f::NODELAY) || fin_unsent))
             || (nothing_in_flight && len >= self.max_snd_wnd / 2)
             // RFC 9293 §3.8.6.2.1 (4): the override timeout expired.
@@ -1991,6 +1993,28 @@ impl Tcb {
     fn payload_mss(&self) -> u32 {
         let opts = if self.has(f::TS) { 12 } else { 0 };
         u32::from(self.smss).saturating_sub(opts).max(1)
+    }
+
+    /// SACK blocks the next segment carries ([`fill_ack`](Self::fill_ack)): a pending
+    /// D-SACK block and the out-of-order ranges, as many as fit beside timestamps.
+    fn sack_blocks_due(&self) -> usize {
+        if !self.has(f::SACK) {
+            return 0;
+        }
+        let max = if self.has(f::TS) { 3 } else { 4 };
+        (usize::from(self.dsack.is_some()) + self.recv.ooo_range_count()).min(max)
+    }
+
+    /// Payload bytes of the next data segment: [`payload_mss`](Self::payload_mss) less the
+    /// SACK option it will carry. Options count against the MSS (RFC 9293 §3.7.1: "if there
+    /// are any IP or TCP options to be sent in a packet, then the sender must decrease the
+    /// size of the TCP data accordingly"); a full-sized segment with SACK blocks would
+    /// otherwise exceed the path MTU.
+    fn payload_room(&self) -> u32 {
+        match self.sack_blocks_due() {
+            0 => self.payload_mss(),
+            n => self.payload_mss().saturating_sub(4 + 8 * n as u32).max(1),
+        }
     }
 
     /// Fills `seg` with the next segment of class `class` and returns the payload range

@@ -313,6 +313,74 @@ fn dsack_from_the_peer_is_not_a_duplicate_ack() {
     assert_eq!(h.counters().fast_retransmits, 0);
 }
 
+/// RFC 9293 §3.7.1: options count against the MSS. While out-of-order data is held, our
+/// data segments carry SACK blocks, and their payload shrinks so that payload and options
+/// stay within the peer's MSS (1460): 1448 with timestamps alone, 1448 − 12 with one SACK
+/// block, 1448 − 28 with three. A full-sized segment with SACK blocks would exceed the MTU.
+#[test]
+fn data_segments_carrying_sack_blocks_stay_within_the_mss() {
+    let mut h = H::full();
+    h.passive_open(0, PeerOpts::full());
+    // One hole in what the peer sends: one SACK block on everything we send.
+    h.send(10, Seg::data(1001, 1, &bytes(100)));
+    h.expect(&[Exp::ack(1, 1).sack(&[(1001, 1101)])]);
+    h.write(&bytes(4000));
+    let out = h.take();
+    assert!(!out.is_empty());
+    for g in &out {
+        let opts = tcp_core::wire::tcp_options_len(&g.opts);
+        assert!(g.payload.len() + opts <= 1460, "{g:?}: {opts} option bytes");
+        assert_eq!(g.sack, [(1001, 1101)], "{g:?}");
+    }
+    assert_eq!(out[0].payload.len(), 1448 - 12);
+    // Three holes: three blocks, 28 bytes of SACK option.
+    h.send(20, Seg::data(2001, 1, &bytes(100)));
+    h.send(21, Seg::data(3001, 1, &bytes(100)));
+    h.take();
+    h.write(&bytes(4000));
+    for g in h.take().iter().filter(|g| !g.payload.is_empty()) {
+        let opts = tcp_core::wire::tcp_options_len(&g.opts);
+        assert_eq!(g.sack.len(), 3, "{g:?}");
+        assert!(g.payload.len() + opts <= 1460, "{g:?}: {opts} option bytes");
+    }
+    // Every hole filled: full segments again.
+    h.send(30, Seg::data(1, 1, &bytes(3100)));
+    h.take();
+    h.write(&bytes(1448));
+    let full = h.take();
+    assert!(
+        full.iter()
+            .any(|g| g.payload.len() == 1448 && g.sack.is_empty()),
+        "{full:?}"
+    );
+}
+
+/// Without timestamps four SACK blocks fit (36 option bytes) and the payload is 1460 − 36.
+#[test]
+fn data_segments_with_four_sack_blocks_and_no_timestamps_stay_within_the_mss() {
+    let mut h = H::full();
+    h.passive_open(
+        0,
+        PeerOpts {
+            ts: false,
+            ..PeerOpts::full()
+        },
+    );
+    for (i, t) in (10..14).enumerate() {
+        h.send(t, Seg::data(1001 + 1000 * i as u32, 1, &bytes(100)).no_ts());
+    }
+    h.take();
+    h.write(&bytes(3000));
+    let out = h.take();
+    assert!(!out.is_empty());
+    for g in &out {
+        let opts = tcp_core::wire::tcp_options_len(&g.opts);
+        assert_eq!(g.sack.len(), 4, "{g:?}");
+        assert!(g.payload.len() + opts <= 1460, "{g:?}: {opts} option bytes");
+    }
+    assert_eq!(out[0].payload.len(), 1460 - 36);
+}
+
 /// Sends `n` full segments (1448 bytes with timestamps) and returns their relative start
 /// sequence numbers.
 fn send_segments(h: &mut H, n: u32) -> Vec<u32> {
