@@ -140,15 +140,51 @@ fn run(args: &[String]) -> Result<(), String> {
     if let Some(n) = args.cores {
         apps::set_cores(&mut config, n, false);
     }
-    let root = args
-        .www
+    let stop = apps::stop_on_signals()?;
+    let options = Serve {
+        config,
+        root: args.www,
+        port: args.port,
+        backlog: args.backlog,
+        rtc: args.rtc,
+    };
+    serve(options, stop, || {})
+}
+
+/// What [`serve`] serves, and how.
+#[derive(Debug, Clone)]
+pub struct Serve {
+    /// The stack's configuration (`-f`, with `-N` applied).
+    pub config: Config,
+    /// The document root (`-p`).
+    pub root: PathBuf,
+    /// The TCP port (`--port`).
+    pub port: u16,
+    /// The listen backlog per core (`-b`).
+    pub backlog: usize,
+    /// Run-to-completion (`--rtc`).
+    pub rtc: bool,
+}
+
+/// Runs epserver in the calling process until `stop` is set: the body of the `epserver`
+/// program without its argument parsing and signal handling, for callers that run it in a
+/// thread (say, inside a network namespace the thread entered; the stack's port is opened
+/// there). Calls `ready` once every core listens, and prints what the program prints.
+pub fn serve(options: Serve, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> Result<(), String> {
+    let Serve {
+        config,
+        root,
+        port,
+        backlog,
+        rtc,
+    } = options;
+    let root = root
         .canonicalize()
-        .map_err(|e| format!("{}: {e}", args.www.display()))?;
+        .map_err(|e| format!("{}: {e}", root.display()))?;
     if !root.is_dir() {
         return Err(format!("{}: not a directory", root.display()));
     }
-    let stop = apps::stop_on_signals()?;
-    let (contexts, mtcp) = if args.rtc {
+    let (contexts, mtcp) = if rtc {
         let c = Context::run_to_completion_cores(&config).map_err(|e| e.to_string())?;
         (c, None)
     } else {
@@ -162,7 +198,6 @@ fn run(args: &[String]) -> Result<(), String> {
         let core = ctx.core();
         let server = Server::new(ctx, root.clone(), stop.clone());
         let ready = ready_tx.clone();
-        let (port, backlog) = (args.port, args.backlog);
         // Every connection the core may hold, and the listener.
         let registrations = config.tcp.max_concurrency + 1;
         let t = std::thread::Builder::new()
@@ -188,11 +223,12 @@ fn run(args: &[String]) -> Result<(), String> {
         println!(
             "epserver: listening on {}:{} ({} cores{}), serving {}",
             config.interface.address.0,
-            args.port,
+            port,
             threads.len(),
-            if args.rtc { ", run-to-completion" } else { "" },
+            if rtc { ", run-to-completion" } else { "" },
             root.display()
         );
+        ready();
     }
     for t in threads {
         match t.join() {

@@ -9,7 +9,9 @@
 //! a baseline measured in the same run.
 //!
 //! [`netns`] creates the network namespaces and veth pairs that root-only benchmarks and tests
-//! run in, and always removes them.
+//! run in, and always removes them. [`relay`] is a seeded, impairing layer-2 relay between
+//! two veth ends, and [`interop`] the interoperability scenarios against the Linux kernel
+//! (`mtcp-bench interop`, `tests/tests/interop.rs`) built on both.
 
 pub mod afp_bench;
 pub mod apps;
@@ -21,7 +23,9 @@ pub mod epserver;
 pub mod epwget;
 pub mod http;
 pub mod http_bench;
+pub mod interop;
 pub mod netns;
 pub mod pingpong;
 pub mod plot;
 pub mod psio_bench;
+pub mod relay;

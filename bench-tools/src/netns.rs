@@ -279,6 +279,27 @@ impl Namespaces {
         r.map(drop)
     }
 
+    /// Sets a per-namespace sysctl inside `ns`, like `sysctl -w` run there: `key` is the path
+    /// under `/proc/sys` (`net/ipv4/tcp_sack`), `value` what to write (`"0"`,
+    /// `"4096 16384 16384"`). Unlike [`Namespaces::add`]'s own settings, a key that does not
+    /// exist is an error here.
+    pub fn sysctl(&self, ns: &str, key: &str, value: &str) -> io::Result<()> {
+        if !self.names.iter().any(|n| n == ns) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("namespace {ns} was not created by this guard"),
+            ));
+        }
+        let path = format!("/proc/sys/{key}");
+        let value = value.to_string();
+        spawn_in(ns, move || {
+            std::fs::write(&path, &value)
+                .map_err(|e| io::Error::new(e.kind(), format!("writing {value:?} to {path}: {e}")))
+        })
+        .join()
+        .map_err(|_| io::Error::other("sysctl thread panicked"))??
+    }
+
     /// The MAC address of `dev` in `ns`.
     pub fn mac(&self, ns: &str, dev: &str) -> io::Result<[u8; 6]> {
         let out = run("ip", ["-n", ns, "-o", "link", "show", "dev", dev])?;
@@ -363,9 +384,10 @@ fn find_in_path(program: &str) -> bool {
 
 /// Writes `/proc/sys/<key>` inside namespace `ns`. A key that does not exist (IPv6 compiled
 /// out) is not an error.
-fn set_sysctl(ns: &str, key: &str, value: &'static str) -> io::Result<()> {
+fn set_sysctl(ns: &str, key: &str, value: &str) -> io::Result<()> {
     let path = format!("/proc/sys/{key}");
-    spawn_in(ns, move || match std::fs::write(&path, value) {
+    let value = value.to_string();
+    spawn_in(ns, move || match std::fs::write(&path, &value) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         r => r.map_err(|e| io::Error::new(e.kind(), format!("writing {path}: {e}"))),
     })

@@ -2,7 +2,7 @@
 //! each. Results print as a table; `--json PATH` also writes them as a JSON array. Without
 //! arguments it runs `compare --quick`.
 
-use bench_tools::{compare, core_bench, http_bench, pingpong, psio_bench};
+use bench_tools::{compare, core_bench, http_bench, interop, pingpong, psio_bench};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: mtcp-bench [<benchmark> [--json PATH] [options]]
@@ -50,7 +50,14 @@ benchmarks (and the applications: mtcp-bench epserver|epwget ARGS runs them):
                    mtcp-veth, mtcp-veth-rtc, linux-veth, or shm, veth, all (default
                    shm; veth needs root)  --concurrency N,N,... (default 64)  --cores C
                    (default 1)  --seconds S (per client run, whole seconds, default 2)
-                   --runs R (default 3, medians)";
+                   --runs R (default 3, medians)
+  interop interoperability with the Linux kernel (root; issue 6, scenarios 1-3): bulk
+          integrity on a clean, a lossy and a burst-loss link (our client and server,
+          sha256 both ways, goodput, retransmits), the kernel's SACK/timestamps/window
+          scaling in all 8 combinations on a clean and a lossy link, zero window (a kernel
+          reader that stops; our persist probes) and curl --limit-rate against epserver;
+          one line per scenario
+          options: --long (1 GiB each way)  --seed N  --pcap DIR (the relay's captures)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -69,6 +76,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// `mtcp-bench interop [--json PATH] [options]`: the scenarios print as they end; the JSON
+/// holds one `{"scenario", "passed", "figure", "detail"}` record each.
+fn interop(args: &[String]) -> Result<(), String> {
+    let mut json = None;
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--json" {
+            json = Some(it.next().ok_or("--json needs a value")?.clone());
+        } else {
+            rest.push(a.clone());
+        }
+    }
+    let records = interop::main(&rest)?;
+    if let Some(path) = &json {
+        let text = serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("writing {path}: {e}"))?;
+        println!("wrote {path}");
+    }
+    let failed: Vec<&str> = records
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| r.scenario.as_str())
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("failed: {}", failed.join(", ")))
+    }
+}
+
 fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, String> {
     text.parse()
         .map_err(|_| format!("{flag} needs a number, not {text:?}"))
@@ -80,6 +118,9 @@ fn run(args: &[String]) -> Result<(), String> {
     let name = &args[0];
     if name == "http" {
         return http(&args[1..]);
+    }
+    if name == "interop" {
+        return interop(&args[1..]);
     }
     let mut json = None;
     let mut runs = None;
