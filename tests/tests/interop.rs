@@ -15,13 +15,6 @@
 //! stops twice for 1.5 s, and a 640 KiB file through `curl --limit-rate 100k`.
 //! `MTCP_INTEROP_LONG=1` runs the issue's sizes instead (1 GiB each way; minutes).
 //! `MTCP_INTEROP_PCAP=DIR` keeps the relay's captures of scenario 1 in DIR.
-//!
-//! Known bug: on impaired links tcp-core sends full-sized data segments that also carry SACK
-//! blocks, up to 36 bytes beyond the MTU; the link then dies (see
-//! `interop::SACK_MSS_WORKAROUND`); a D-SACK after a spurious retransmission by Linux does
-//! it on the clean link too. The impaired cases and scenario 2 run with our MSS lowered to
-//! 1424 by default and print a note; `MTCP_INTEROP_BUG_SACK_MSS=1` runs them with the default MSS,
-//! as the issue states them, and they fail until tcp-core is fixed.
 
 use bench_tools::interop::{self, LinkKind, Record, Sizes, SEED};
 use bench_tools::netns;
@@ -36,22 +29,6 @@ fn sizes() -> Sizes {
     } else {
         Sizes::CI
     }
-}
-
-/// Whether to run the impaired cases (and scenario 2 on the clean link) exactly as the issue
-/// states them, which meet tcp-core's
-/// known oversized-segment bug (see `interop::SACK_MSS_WORKAROUND`) and fail until it is
-/// fixed; by default they run with our MSS lowered instead, and say so.
-fn with_sack_mss_bug() -> bool {
-    let on = std::env::var_os("MTCP_INTEROP_BUG_SACK_MSS").is_some_and(|v| v == "1");
-    if !on {
-        println!(
-            "note: our MSS is lowered to 1424 here (tcp-core sends data segments \
-             with SACK blocks beyond the MTU); MTCP_INTEROP_BUG_SACK_MSS=1 runs the default \
-             MSS, which fails until tcp-core is fixed"
-        );
-    }
-    on
 }
 
 fn pcap_dir() -> Option<std::path::PathBuf> {
@@ -82,7 +59,6 @@ fn bulk_integrity_on_a_clean_link() {
             sizes().bulk_clean,
             SEED,
             pcap_dir().as_deref(),
-            false,
         )
     });
 }
@@ -90,13 +66,11 @@ fn bulk_integrity_on_a_clean_link() {
 #[test]
 fn bulk_integrity_on_a_lossy_link() {
     scenario("interop bulk, lossy link", || {
-        let workaround = !with_sack_mss_bug();
         interop::bulk(
             LinkKind::Lossy,
             sizes().bulk_impaired,
             SEED,
             pcap_dir().as_deref(),
-            workaround,
         )
     });
 }
@@ -104,13 +78,11 @@ fn bulk_integrity_on_a_lossy_link() {
 #[test]
 fn bulk_integrity_with_burst_loss() {
     scenario("interop bulk, burst loss", || {
-        let workaround = !with_sack_mss_bug();
         interop::bulk(
             LinkKind::Burst,
             sizes().bulk_impaired,
             SEED,
             pcap_dir().as_deref(),
-            workaround,
         )
     });
 }
@@ -118,16 +90,14 @@ fn bulk_integrity_with_burst_loss() {
 #[test]
 fn every_kernel_option_combination_on_a_clean_link() {
     scenario("interop option fallbacks, clean link", || {
-        let workaround = !with_sack_mss_bug();
-        interop::option_fallbacks(LinkKind::Clean, sizes().options, SEED, workaround)
+        interop::option_fallbacks(LinkKind::Clean, sizes().options, SEED)
     });
 }
 
 #[test]
 fn every_kernel_option_combination_on_a_lossy_link() {
     scenario("interop option fallbacks, lossy link", || {
-        let workaround = !with_sack_mss_bug();
-        interop::option_fallbacks(LinkKind::Lossy, sizes().options_impaired, SEED, workaround)
+        interop::option_fallbacks(LinkKind::Lossy, sizes().options_impaired, SEED)
     });
 }
 
