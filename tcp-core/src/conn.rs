@@ -667,11 +667,13 @@ impl Tcb {
             self.snd_wscale = 0;
             self.rcv_wscale = 0;
         }
+        // RFC 5681 §2: SMSS excludes the TCP options, so windows count the payload of a
+        // full segment (1448 bytes with timestamps): after an RTO, one SMSS of window is one
+        // whole segment, not a segment and a 12-byte fragment.
+        let smss = self.payload_mss();
         self.cc = NewReno::new(NewRenoConfig {
-            initial_window: cfg
-                .initial_window_segments
-                .map(|n| n.saturating_mul(u32::from(self.smss))),
-            ..NewRenoConfig::new(u32::from(self.smss))
+            initial_window: cfg.initial_window_segments.map(|n| n.saturating_mul(smss)),
+            ..NewRenoConfig::new(smss)
         });
     }
 

@@ -436,7 +436,9 @@ pub fn check_conn(info: &ConnInfo) -> Result<(), Violation> {
         return Err(violation!("receive buffer over capacity: {info:?}"));
     }
     let negotiated = info.state.is_synchronized() || info.state == State::SynReceived;
-    if negotiated && info.state != State::Closed && info.cwnd < u32::from(info.smss) {
+    // SMSS as RFC 5681 counts it: the payload of a full segment, options excluded.
+    let payload_smss = u32::from(info.smss).saturating_sub(if info.timestamps { 12 } else { 0 });
+    if negotiated && info.state != State::Closed && info.cwnd < payload_smss.max(1) {
         return Err(violation!("cwnd below one SMSS: {info:?}"));
     }
     if info.smss == 0 {

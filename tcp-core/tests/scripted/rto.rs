@@ -285,3 +285,21 @@ fn acks_during_go_back_n_carry_the_highest_sequence_number_sent() {
     h.send(1001, Seg::data(1, 1, b"hi"));
     h.expect(&[Exp::ack(1 + 10 * MSS, 3)]);
 }
+
+/// RFC 5681 §2 and §3.1: SMSS excludes the TCP options, and after an RTO the window is one
+/// SMSS: with timestamps (1448 bytes per full segment) exactly one whole segment is
+/// retransmitted — not a segment and a 12-byte fragment, as when windows counted the 1460
+/// bytes of the MSS option. The initial window is ten whole segments.
+#[test]
+fn after_an_rto_one_whole_segment_is_retransmitted() {
+    let mut h = H::full();
+    h.passive_open(0, PeerOpts::full());
+    h.write(&bytes(20 * 1448));
+    let first = h.take();
+    assert_eq!(first.len(), 10, "initial window: {first:?}");
+    assert!(first.iter().all(|g| g.payload.len() == 1448), "{first:?}");
+    h.wake();
+    let rtx = h.take();
+    assert_eq!(rtx.len(), 1, "one segment after the RTO: {rtx:?}");
+    assert_eq!((rtx[0].seq, rtx[0].payload.len()), (1, 1448), "{rtx:?}");
+}
