@@ -862,38 +862,10 @@ fn deadline_for(bytes: u64) -> Instant {
     Instant::now() + Duration::from_secs(15 + bytes / (2 << 20))
 }
 
-/// Checks both sides' streams: each received exactly what the other sent.
+/// Checks both sides' streams with `bytes` each way: each received exactly what the other
+/// sent.
 fn check(ours: &Streams, linux: &Streams, bytes: u64) -> Result<(), String> {
-    let mut errors = Vec::new();
-    if ours.sent != bytes || linux.sent != bytes {
-        errors.push(format!(
-            "sent {} (ours) and {} (linux) of {bytes}",
-            ours.sent, linux.sent
-        ));
-    }
-    if linux.received != ours.sent || linux.received_sha != ours.sent_sha {
-        errors.push(format!(
-            "ours->linux: linux received {} bytes sha256 {}…, we sent {} sha256 {}…",
-            linux.received,
-            hex8(&linux.received_sha),
-            ours.sent,
-            hex8(&ours.sent_sha)
-        ));
-    }
-    if ours.received != linux.sent || ours.received_sha != linux.sent_sha {
-        errors.push(format!(
-            "linux->ours: we received {} bytes sha256 {}…, linux sent {} sha256 {}…",
-            ours.received,
-            hex8(&ours.received_sha),
-            linux.sent,
-            hex8(&linux.sent_sha)
-        ));
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("; "))
-    }
+    check_sizes(ours, linux, bytes, bytes)
 }
 
 /// Runs one exchange of `bytes` each way in role `role` and checks it byte for byte.
@@ -966,7 +938,7 @@ fn run_exchange(
     if linux_bytes == bytes {
         check(&mine, &theirs, bytes)?;
     } else {
-        check_one_way(&mine, &theirs, bytes, linux_bytes)?;
+        check_sizes(&mine, &theirs, bytes, linux_bytes)?;
     }
     Ok(Exchange {
         role,
@@ -980,21 +952,23 @@ fn run_exchange(
     })
 }
 
-/// [`check`] for exchanges with different sizes each way.
-fn check_one_way(
+/// Checks both sides' streams: we sent `ours_bytes`, Linux `linux_bytes`, and each received
+/// exactly what the other sent (every mismatch reported).
+fn check_sizes(
     ours: &Streams,
     linux: &Streams,
     ours_bytes: u64,
     linux_bytes: u64,
 ) -> Result<(), String> {
+    let mut errors = Vec::new();
     if ours.sent != ours_bytes || linux.sent != linux_bytes {
-        return Err(format!(
+        errors.push(format!(
             "sent {} of {ours_bytes} (ours) and {} of {linux_bytes} (linux)",
             ours.sent, linux.sent
         ));
     }
     if linux.received != ours.sent || linux.received_sha != ours.sent_sha {
-        return Err(format!(
+        errors.push(format!(
             "ours->linux: linux received {} bytes sha256 {}…, we sent {} sha256 {}…",
             linux.received,
             hex8(&linux.received_sha),
@@ -1003,12 +977,19 @@ fn check_one_way(
         ));
     }
     if ours.received != linux.sent || ours.received_sha != linux.sent_sha {
-        return Err(format!(
-            "linux->ours: we received {} bytes, linux sent {}",
-            ours.received, linux.sent
+        errors.push(format!(
+            "linux->ours: we received {} bytes sha256 {}…, linux sent {} sha256 {}…",
+            ours.received,
+            hex8(&ours.received_sha),
+            linux.sent,
+            hex8(&linux.sent_sha)
         ));
     }
-    Ok(())
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
