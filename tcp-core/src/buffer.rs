@@ -825,6 +825,37 @@ impl RecvBuffer {
         out
     }
 
+    /// Copies `data`, the text of a SYN, where the next in-order bytes go without receiving
+    /// it: RCV.NXT does not move and nothing becomes readable until
+    /// [`commit_staged`](Self::commit_staged). RFC 9293 §3.10.7.3 (a SYN in SYN-SENT, the
+    /// simultaneous open): "If there are other controls or text in the segment, queue them for
+    /// processing after the ESTABLISHED state has been reached". Keeps what fits in the
+    /// window and returns its length; stages nothing (0) while bytes are readable or held out
+    /// of order, which a connection still in its handshake never has.
+    pub fn stage_pooled(&mut self, data: &[u8], pool: &mut StoragePool) -> usize {
+        if self.len != 0 || !self.ranges.is_empty() {
+            return 0;
+        }
+        let keep = data.len().min(self.window());
+        if keep > self.ring.size() {
+            self.ring.grow(keep, 0, Some(pool));
+        }
+        self.ring.write(0, &data[..keep]);
+        keep
+    }
+
+    /// Receives the `n` bytes [`stage_pooled`](Self::stage_pooled) copied: RCV.NXT moves past
+    /// them and they become readable. Returns how many (0 if anything arrived in between,
+    /// which would have overwritten them).
+    pub fn commit_staged(&mut self, n: usize) -> usize {
+        if self.len != 0 || !self.ranges.is_empty() || n > self.ring.size() {
+            return 0;
+        }
+        self.rcv_nxt += n;
+        self.len = n;
+        n
+    }
+
     /// Bytes from RCV.NXT to the end of the last out-of-order range (0 without any).
     fn ooo_extent(&self) -> usize {
         self.ranges
@@ -940,6 +971,27 @@ mod tests {
         assert_eq!(r.read(&mut out), 3);
         assert_eq!(&out, b"hel");
         assert_eq!(r.window(), 8);
+    }
+
+    #[test]
+    fn staged_syn_text_is_received_only_when_committed() {
+        let mut pool = StoragePool::new(0);
+        let mut r = RecvBuffer::new(8, SeqNumber(100));
+        // Only what fits in the window is kept.
+        assert_eq!(r.stage_pooled(b"abcdefghij", &mut pool), 8);
+        assert_eq!((r.rcv_nxt(), r.len()), (SeqNumber(100), 0));
+        assert_eq!(r.commit_staged(8), 8);
+        assert_eq!((r.rcv_nxt(), r.len()), (SeqNumber(108), 8));
+        let mut out = [0u8; 8];
+        assert_eq!(r.read(&mut out), 8);
+        assert_eq!(&out, b"abcdefgh");
+        // Nothing is staged over readable bytes, and a commit after data arrived receives
+        // nothing.
+        let mut r = RecvBuffer::new(8, SeqNumber(0));
+        r.insert(SeqNumber(0), b"x");
+        assert_eq!(r.stage_pooled(b"yz", &mut pool), 0);
+        assert_eq!(r.commit_staged(2), 0);
+        assert_eq!(r.len(), 1);
     }
 
     #[test]

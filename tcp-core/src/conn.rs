@@ -321,6 +321,9 @@ pub(crate) struct Tcb {
     rcv_wscale: u8,
     /// Full-sized segments received since the last ACK we sent.
     delack_segs: u8,
+    /// Bytes of text that came with the peer's SYN in a simultaneous open, staged in the
+    /// receive buffer until the connection is established (RFC 9293 §3.10.7.3).
+    syn_text: u16,
 
     pub send: SendBuffer,
     pub recv: RecvBuffer,
@@ -485,6 +488,7 @@ impl Tcb {
             rescue_rxt: None,
             retries: 0,
             delack_segs: 0,
+            syn_text: 0,
             rto_at: Instant::ZERO,
             keepalive: cfg.keepalive,
             last_rcv: now,
@@ -891,6 +895,14 @@ impl Tcb {
             self.snd_nxt = self.iss;
             self.rcv_adv = self.recv.rcv_nxt();
             self.flags.insert(f::SEND_SYN);
+            // "If there are other controls or text in the segment, queue them for processing
+            // after the ESTABLISHED state has been reached": the text waits in the receive
+            // buffer, unacknowledged (the SYN-ACK acknowledges the SYN only); a FIN is not
+            // kept, the peer sends it again.
+            if !seg.payload.is_empty() {
+                let n = seg.payload.len().min(usize::from(u16::MAX));
+                self.syn_text = self.recv.stage_pooled(&seg.payload[..n], env.storage) as u16;
+            }
         }
         None
     }
@@ -1117,6 +1129,9 @@ impl Tcb {
             self.retries = 0;
             self.flags.remove(f::SEND_SYN);
             self.enter_established(env);
+            if self.syn_text > 0 {
+                self.receive_syn_text(env);
+            }
             if self.has(f::PASSIVE) {
                 self.events |= ev::ACCEPTED;
             } else {
@@ -1423,6 +1438,26 @@ impl Tcb {
             // out-of-order segment arrives ... [and] an immediate ACK when the incoming segment
             // fills in all or part of a gap in the sequence space."
             _ => self.ack_now(),
+        }
+    }
+
+    /// The text of a simultaneous-open SYN, staged since, is received now that the connection
+    /// is established; acknowledged like any in-order segment (delayed).
+    #[cold]
+    fn receive_syn_text(&mut self, env: &mut Env<'_>) {
+        let n = self.recv.commit_staged(usize::from(self.syn_text));
+        self.syn_text = 0;
+        if n == 0 {
+            return;
+        }
+        self.events |= ev::READABLE;
+        self.delack_segs = self.delack_segs.saturating_add(1);
+        if self.delack_segs >= 2 || self.delayed_ack.is_none() {
+            self.ack_now();
+        } else if !env.is_armed(TimerKind::DelayedAck) {
+            if let Some(d) = self.delayed_ack {
+                env.set_timer(TimerKind::DelayedAck, d);
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 //! backlog.
 
 use crate::harness::*;
-use tcp_core::{CloseReason, Event, SocketError, State};
+use tcp_core::{CloseReason, Duration, Event, SocketError, State};
 
 /// The six kinds of segment the matrix sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,6 +363,34 @@ fn simultaneous_open() {
     h.send(3, Seg::data(1, 1, TEN));
     h.expect(&[Exp::ack(1, 11)]);
     assert_eq!(h.read(), TEN);
+}
+
+/// RFC 9293 §3.10.7.3, SYN-SENT, fourth: a crossing SYN that carries text: "queue them for
+/// processing after the ESTABLISHED state has been reached". The SYN-ACK acknowledges the
+/// SYN only, nothing is readable in SYN-RECEIVED, and once the handshake completes the text
+/// is read and acknowledged (FreeBSD's rcv-syn-with-data-syn-sent script, too).
+#[test]
+fn simultaneous_open_with_data_in_the_syn() {
+    let mut cfg = cfg_plain();
+    cfg.tcp.delayed_ack = Some(Duration::from_millis(200));
+    let mut h = H::new(cfg);
+    h.connect(0);
+    h.send(1, Seg::syn(0).with_opts(PeerOpts::plain()).payload(b"abc"));
+    h.expect(&[Exp::synack(0, 1)]);
+    assert_eq!(h.state(), State::SynReceived);
+    assert!(h.read().is_empty(), "nothing readable before ESTABLISHED");
+    // The peer counts its text as sent: its ACK comes at 4.
+    h.send(2, Seg::ack(4, 1));
+    assert_eq!(h.state(), State::Established);
+    assert_eq!(h.read(), b"abc");
+    // Acknowledged like an in-order segment: by the delayed ACK, or by the next segment we
+    // send (here our FIN) if that comes first.
+    h.expect_nothing();
+    h.close();
+    h.expect(&[Exp::fin(1, 4)]);
+    // The peer's FIN after its text.
+    h.send(3, Seg::fin(4, 2));
+    h.expect(&[Exp::ack(2, 5)]);
 }
 
 /// RFC 9293 §3.6 Figure 13: both FINs cross; CLOSING, then TIME-WAIT, then CLOSED. The
