@@ -44,6 +44,10 @@ use tcp_core::{CloseReason, Endpoint, Handle};
 /// How long `destroy` lets each stack send what its closed connections still owe.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
 
+/// Ethernet, IPv4 and TCP headers without options: a frame carrying a full MSS is this much
+/// longer than the MSS (TCP options come out of the MSS, RFC 6691).
+pub const FRAME_OVERHEAD: usize = 14 + 20 + 20;
+
 /// Most descriptors of one context (sockets and epolls).
 pub const MAX_FDS: usize = 1 << 22;
 
@@ -62,6 +66,18 @@ pub enum InitError {
         /// What psio said.
         err: psio::Error,
     },
+    /// The port's frames are too small for the configured MSS (`tcp.mss`): segments of a
+    /// full MSS could never be sent (or received) whole.
+    FrameTooSmall {
+        /// The core whose port it is.
+        core: usize,
+        /// The port name.
+        name: String,
+        /// The configured MSS.
+        mss: u16,
+        /// The largest frame the port carries (an interface's MTU plus 14).
+        max_frame: usize,
+    },
     /// The endpoint refused its configuration.
     Endpoint(tcp_core::config::ConfigError),
     /// A stack thread could not be started.
@@ -73,6 +89,19 @@ impl fmt::Display for InitError {
         match self {
             InitError::Config(e) => write!(f, "{e}"),
             InitError::Port { core, name, err } => write!(f, "core {core}: port {name}: {err}"),
+            InitError::FrameTooSmall {
+                core,
+                name,
+                mss,
+                max_frame,
+            } => write!(
+                f,
+                "core {core}: port {name} carries frames of at most {max_frame} bytes; \
+                 tcp.mss = {mss} needs {} (MSS + {FRAME_OVERHEAD} bytes of Ethernet, IPv4 and \
+                 TCP headers): lower tcp.mss to {} or raise the interface's MTU",
+                usize::from(*mss) + FRAME_OVERHEAD,
+                max_frame.saturating_sub(FRAME_OVERHEAD)
+            ),
             InitError::Endpoint(e) => write!(f, "endpoint configuration: {e}"),
             InitError::Thread(e) => write!(f, "starting a stack thread: {e}"),
         }
@@ -194,6 +223,14 @@ fn stack_core(
     secret: [u8; 16],
 ) -> Result<StackCore, InitError> {
     let mut ec = config.endpoint_config(core);
+    if usize::from(ec.tcp.mss) + FRAME_OVERHEAD > queue.buf_size() {
+        return Err(InitError::FrameTooSmall {
+            core,
+            name: port.into(),
+            mss: ec.tcp.mss,
+            max_frame: queue.buf_size(),
+        });
+    }
     ec.secret = secret;
     ec.prefetch = Some(tcp_core::Prefetch(psio::prefetch));
     ec.checksum_accel = Some(tcp_core::ChecksumAccel(psio::checksum_sum));

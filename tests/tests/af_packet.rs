@@ -12,7 +12,9 @@
 //! - a lone frame is delivered without waiting for its RX block to fill (ping-pong);
 //! - with `q=4`, every frame lands on the queue `queue_for_frame` predicts, for both
 //!   steering modes, including non-TCP frames, fragments and IP options;
-//! - a missing interface is reported as `NoSuchInterface` with its name.
+//! - a missing interface is reported as `NoSuchInterface` with its name;
+//! - the MTU bounds what a queue offers (`buf_size`, `tx_buf`), and mtcp-api refuses an MSS
+//!   whose full segments would not fit (`InitError::FrameTooSmall`).
 
 use bench_tools::netns::{self, Namespaces, VethPair};
 use psio::sys::af_packet::queue_for_frame;
@@ -586,4 +588,60 @@ fn a_missing_interface_is_reported_by_name() {
     let mut lab = Namespaces::new("afp-missing");
     let ns = lab.add().unwrap();
     join(netns::spawn_in(&ns, check_missing), "opener");
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// The interface's MTU bounds the frames a queue offers (the kernel would drop a longer TX
+/// frame silently), and mtcp-api refuses an MSS whose full segments would not fit.
+#[test]
+fn the_mtu_bounds_frames_and_the_mss() {
+    if netns::skip_unless_root("af_packet MTU") {
+        return;
+    }
+    let (lab, pair) = lab("afp-mtu", "mtu-a", "mtu-b");
+    lab.exec(&pair.ns_a, "ip", &["link", "set", "mtu-a", "mtu", "1400"])
+        .expect("setting the MTU");
+    let check = || -> Result<(), String> {
+        let mut port = Port::open("afpacket:mtu-a").map_err(|e| e.to_string())?;
+        let q = port.queue(0);
+        if q.buf_size() != 1414 {
+            return Err(format!(
+                "buf_size {} at MTU 1400, wanted 1414",
+                q.buf_size()
+            ));
+        }
+        if q.tx_buf(0).len() != 1414 {
+            return Err(format!("tx_buf of {} bytes at MTU 1400", q.tx_buf(0).len()));
+        }
+        drop(port);
+        let config = |mss: u16| {
+            mtcp_api::Config::from_toml_str(
+                &format!(
+                    "port = \"afpacket:mtu-a\"\npin_threads = false\n\
+                     [interface]\naddress = \"10.9.0.2/24\"\n[tcp]\nmss = {mss}\n"
+                ),
+                "mtu test",
+            )
+            .map_err(|e| e.to_string())
+        };
+        match mtcp_api::Context::run_to_completion(&config(1460)?, 0) {
+            Err(e @ mtcp_api::InitError::FrameTooSmall { .. }) => {
+                let msg = e.to_string();
+                if !(msg.contains("1414") && msg.contains("1360")) {
+                    return Err(format!("the error does not say the limit: {msg}"));
+                }
+            }
+            Err(e) => {
+                return Err(format!(
+                    "mss 1460 at MTU 1400: wanted FrameTooSmall, got {e}"
+                ))
+            }
+            Ok(_) => return Err("mss 1460 at MTU 1400 was accepted".into()),
+        }
+        mtcp_api::Context::run_to_completion(&config(1360)?, 0)
+            .map(drop)
+            .map_err(|e| format!("mss 1360 at MTU 1400: {e}"))
+    };
+    join(netns::spawn_in(&pair.ns_a, check), "opener");
 }

@@ -61,6 +61,10 @@
 //! `PACKET_QDISC_BYPASS` is on (frames skip the egress qdisc and its hooks), `PACKET_LOSS` is
 //! on (a malformed frame is dropped instead of stalling the ring), and `PACKET_IGNORE_OUTGOING`
 //! keeps a socket from receiving what it (or anyone on this host) transmits on the interface.
+//! A TX buffer is never larger than the interface's MTU plus the Ethernet header (read with
+//! `SIOCGIFMTU` at open; `buf_size()` reports it): the kernel would drop a longer frame
+//! without a word, so the layer above learns the limit instead (mtcp-api refuses an MSS that
+//! does not fit).
 //!
 //! `PACKET_VNET_HDR` is on too, and each TX frame is preceded by a `virtio_net_hdr` that
 //! requests no offload and sets `hdr_len` to the frame's length. Without it the kernel builds
@@ -703,6 +707,36 @@ fn interface_index(name: &str) -> Result<u32> {
     }
 }
 
+/// Bytes of an Ethernet header (no VLAN tag): what a frame adds to the interface's MTU.
+const ETH_HEADER: usize = 14;
+
+/// The MTU of interface `name` (`SIOCGIFMTU` on `fd`, any socket of the namespace). The
+/// kernel drops a TX ring frame longer than the MTU plus the link header (with
+/// `PACKET_LOSS`, silently: the connection that sent it would stall), so the queue never
+/// offers more room than that.
+fn interface_mtu(fd: RawFd, name: &str) -> Result<usize> {
+    // SAFETY: `ifreq` is plain old data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= req.ifr_name.len() {
+        return Err(Error::NoSuchInterface(name.to_string()));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads the NUL-terminated name of `req` and writes `ifru_mtu`; `req`
+    // outlives the call.
+    let r = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &mut req) };
+    if r == -1 {
+        return Err(Error::io(
+            "reading the MTU (SIOCGIFMTU)",
+            io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: the kernel filled the `ifru_mtu` member.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    Ok(usize::try_from(mtu).unwrap_or(0))
+}
+
 /// Counters of one queue (shown by `Debug`).
 #[derive(Debug, Clone, Copy, Default)]
 struct Stats {
@@ -748,6 +782,9 @@ struct AfpQueue {
     /// Offset of a frame's bytes within its TX slot: after the tpacket3_hdr, and after a
     /// virtio_net_hdr when `PACKET_VNET_HDR` is on.
     tx_data: usize,
+    /// The largest frame the interface sends: its MTU plus the Ethernet header, at most the
+    /// buffer size. What `buf_size` reports, `tx_buf` hands out and `tx_push` accepts.
+    frame_max: usize,
     stats: Stats,
 }
 
@@ -858,6 +895,7 @@ impl AfpQueue {
             tx_pending: 0,
             tx_in_flight: 0,
             tx_data: if vnet { g.tx_hdr + VNET_HDR } else { g.tx_hdr },
+            frame_max: (interface_mtu(raw, ifname)? + ETH_HEADER).min(g.buf_size),
             stats: Stats::default(),
         })
     }
@@ -1071,15 +1109,15 @@ impl QueueIo for AfpQueue {
             frame -= self.g.tx_frames();
         }
         let off = self.g.tx_frame_offset(frame) + self.tx_data;
-        // SAFETY: the frame's data area (buf_size ≤ tx_frame - tx_data bytes) lies inside the
-        // mapping; the frame is free (AVAILABLE), so the kernel does not touch it, and the
+        // SAFETY: the frame's data area (frame_max ≤ buf_size ≤ tx_frame - tx_data bytes) lies
+        // inside the mapping; the frame is free (AVAILABLE), so the kernel does not touch it, and the
         // `&mut self` borrow keeps this the only reference to it.
-        unsafe { std::slice::from_raw_parts_mut(self.ring.ptr.add(off), self.g.buf_size) }
+        unsafe { std::slice::from_raw_parts_mut(self.ring.ptr.add(off), self.frame_max) }
     }
 
     fn tx_push(&mut self, len: usize) {
         assert!(self.tx_space() > 0, "tx_push with no free TX slot");
-        assert!(len <= self.g.buf_size, "tx_push({len}) beyond buf_size");
+        assert!(len <= self.frame_max, "tx_push({len}) beyond buf_size()");
         let hdr = self.g.tx_frame_offset(self.tx_next_push);
         // With a virtio_net_hdr (10 bytes, right before the frame), `tp_len` covers it too.
         let tp_len = (len + self.tx_data - self.g.tx_hdr) as u32;
@@ -1121,7 +1159,7 @@ impl QueueIo for AfpQueue {
     }
 
     fn buf_size(&self) -> usize {
-        self.g.buf_size
+        self.frame_max
     }
 
     fn arm(&mut self, rx: bool, tx: bool) -> Result<Option<WaitSpec>> {
