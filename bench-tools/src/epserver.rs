@@ -36,7 +36,8 @@
 //! holds no buffer of its own — the sendfile-like path. Reading the file blocks only on a
 //! cold page cache.
 //!
-//! `SIGINT`/`SIGTERM` stop it: connections are closed, each core's counts are printed.
+//! `SIGINT`/`SIGTERM` stop it: connections are closed, each core's counts are printed (with
+//! `--rtc`, its stack's counters too).
 
 use crate::{apps, http};
 use mtcp_api::{Config, Context, EpollEvent, EpollOp, Error, Events, Fd, Shutdown};
@@ -232,10 +233,16 @@ pub fn serve(options: Serve, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> Res
     }
     for t in threads {
         match t.join() {
-            Ok(Ok(c)) => println!(
-                "epserver: core {}: {} connections, {} requests, {} errors answered, {} body bytes",
-                c.core, c.connections, c.requests, c.errors, c.body_bytes
-            ),
+            Ok(Ok(c)) => {
+                println!(
+                    "epserver: core {}: {} connections, {} requests, {} errors answered, {} body \
+                     bytes",
+                    c.core, c.connections, c.requests, c.errors, c.body_bytes
+                );
+                if let Some(stack) = c.stack {
+                    println!("epserver: core {} stack: {stack}", c.core);
+                }
+            }
             Ok(Err(e)) => {
                 if result.is_ok() {
                     result = Err(e);
@@ -259,6 +266,9 @@ struct Counts {
     requests: u64,
     errors: u64,
     body_bytes: u64,
+    /// The stack's counters at the end (run-to-completion only: a stack thread keeps its
+    /// own).
+    stack: Option<mtcp_api::StackStats>,
 }
 
 /// Where the rest of a response body comes from.
@@ -435,7 +445,8 @@ impl Server {
             }
         }
         let _ = self.ctx.close(l);
-        if self.ctx.stats().is_some() {
+        self.counts.stack = self.ctx.stats();
+        if self.counts.stack.is_some() {
             // Run-to-completion: nobody else moves this stack, so give the FINs a moment.
             let end = Instant::now() + Duration::from_millis(200);
             while Instant::now() < end {

@@ -19,12 +19,16 @@
 //!
 //! ## Output
 //! A progress line per second (requests, errors, Gbit/s of received bytes, heads
-//! included), then the totals: requests, errors, statuses, body bytes, Gbit/s, latency
-//! p50/p90/p99/max (µs). `-o FILE` writes the body of the first 200 response (mTCP's
+//! included), then the totals: requests, errors, statuses, body bytes, the most connections
+//! established at once (counted from a connection's first successful write to its close),
+//! Gbit/s, latency p50/p90/p99/max (µs). `-o FILE` writes the body of the first 200 response (mTCP's
 //! `epwget` saves what it downloads; one copy is what is useful for checking it).
 //! `--verify` checks every 200 body against that first one, byte for byte. Both keep the
 //! first body in memory (each core its own, compared at the end). Exit status 0 when every
 //! request completed without error.
+//!
+//! [`fetch`] is the program without its arguments and output, for callers that run it in a
+//! thread (the interoperability scenarios): it returns the totals as a [`Summary`].
 
 use crate::{apps, http};
 use mtcp_api::{Config, Context, EpollEvent, EpollOp, Error, Events, Fd};
@@ -165,6 +169,9 @@ struct Shared {
     requests: AtomicU64,
     errors: AtomicU64,
     bytes: AtomicU64,
+    /// Connections established now, and the most at once.
+    open: AtomicU64,
+    peak: AtomicU64,
 }
 
 /// What a core reports at the end.
@@ -185,8 +192,135 @@ fn run(args: &[String]) -> Result<bool, String> {
     if let Some(n) = args.cores {
         apps::set_cores(&mut config, n, true);
     }
-    let (contexts, mtcp) = if args.rtc {
-        let c = Context::run_to_completion_cores(&config).map_err(|e| e.to_string())?;
+    let summary = fetch(Fetch {
+        config,
+        target: args.target,
+        host: args.host,
+        path: args.path,
+        requests: args.requests,
+        concurrency: args.concurrency,
+        keep_alive: args.keep_alive,
+        keep_body: args.out.is_some() || args.verify,
+        verify: args.verify,
+        rtc: args.rtc,
+        timeout: args.timeout,
+        progress: true,
+    })?;
+    print!("{summary}");
+    if let Some(path) = &args.out {
+        match &summary.first_body {
+            Some(b) => std::fs::write(path, b).map_err(|e| format!("{}: {e}", path.display()))?,
+            None => {
+                println!("no 200 response: {} not written", path.display());
+                return Ok(false);
+            }
+        }
+    }
+    Ok(summary.errors == 0 && summary.requests == args.requests)
+}
+
+/// What [`fetch`] does: the program's options, with the configuration already read (and
+/// `-N` applied).
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    /// The stack's configuration.
+    pub config: Config,
+    /// The server's address.
+    pub target: SocketAddrV4,
+    /// The `Host` header's value.
+    pub host: String,
+    /// The path requested (percent-encoded).
+    pub path: String,
+    /// Requests in all.
+    pub requests: u64,
+    /// Concurrent connections over all cores (`-c`).
+    pub concurrency: usize,
+    /// Reuse connections (`--keep-alive`).
+    pub keep_alive: bool,
+    /// Keep the first 200 body (`-o` or `--verify`).
+    pub keep_body: bool,
+    /// Check every 200 body against the first (`--verify`).
+    pub verify: bool,
+    /// Run-to-completion (`--rtc`).
+    pub rtc: bool,
+    /// Give up after this long (`--timeout`).
+    pub timeout: Option<Duration>,
+    /// Print a progress line per second.
+    pub progress: bool,
+}
+
+/// What a run of [`fetch`] did: the totals the program prints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Requests completed (any status).
+    pub requests: u64,
+    /// Requests failed, bodies that differ included.
+    pub errors: u64,
+    /// The errors by kind (`connect failed`, `body differs`, …).
+    pub error_kinds: BTreeMap<String, u64>,
+    /// Completed requests by status.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Body bytes received.
+    pub body_bytes: u64,
+    /// Bytes received, heads included.
+    pub wire_bytes: u64,
+    /// From the start to the last core's end.
+    pub elapsed: Duration,
+    /// Latency p50, p90, p99 and max, µs.
+    pub latency_us: Option<(u32, u32, u32, u32)>,
+    /// The first 200 body, when kept.
+    pub first_body: Option<Vec<u8>>,
+    /// Most connections established at once (from the first byte of a request written on
+    /// a connection to its close), over all cores.
+    pub peak_connections: u64,
+    /// Bodies that differ between cores (counted in `errors` too).
+    pub body_mismatch: u64,
+}
+
+impl Summary {
+    /// Completed requests per second.
+    pub fn requests_per_s(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl std::fmt::Display for Summary {
+    /// The program's totals, one per line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "requests: {}", self.requests)?;
+        writeln!(f, "errors: {}", self.errors)?;
+        for (k, n) in &self.error_kinds {
+            writeln!(f, "  {k}: {n}")?;
+        }
+        if self.body_mismatch > 0 {
+            writeln!(f, "  bodies differ between cores: {}", self.body_mismatch)?;
+        }
+        for (s, n) in &self.statuses {
+            writeln!(f, "status {s}: {n}")?;
+        }
+        writeln!(f, "body bytes: {}", self.body_bytes)?;
+        writeln!(f, "peak connections: {}", self.peak_connections)?;
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        writeln!(
+            f,
+            "time: {secs:.3} s, {:.0} requests/s, {:.3} Gbit/s",
+            self.requests_per_s(),
+            self.wire_bytes as f64 * 8.0 / secs / 1e9
+        )?;
+        if let Some((p50, p90, p99, max)) = self.latency_us {
+            writeln!(f, "latency us: p50 {p50} p90 {p90} p99 {p99} max {max}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs epwget in the calling process: the body of the `epwget` program without its
+/// argument parsing and output, for callers that run it in a thread (say, inside a network
+/// namespace the thread entered; the stack's port is opened there).
+pub fn fetch(options: Fetch) -> Result<Summary, String> {
+    let config = &options.config;
+    let (contexts, mtcp) = if options.rtc {
+        let c = Context::run_to_completion_cores(config).map_err(|e| e.to_string())?;
         (c, None)
     } else {
         let mut m = mtcp_api::init(config.clone()).map_err(|e| e.to_string())?;
@@ -198,28 +332,28 @@ fn run(args: &[String]) -> Result<bool, String> {
     let done = Arc::new(AtomicBool::new(false));
     let mut request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: epwget (mtcp-rs)\r\nAccept: */*\r\n",
-        args.path, args.host
+        options.path, options.host
     );
-    if !args.keep_alive {
+    if !options.keep_alive {
         request.push_str("Connection: close\r\n");
     }
     request.push_str("\r\n");
     let request: Arc<[u8]> = request.into_bytes().into();
-    let keep_body = args.out.is_some() || args.verify;
-    let deadline = args.timeout.map(|t| Instant::now() + t);
+    let deadline = options.timeout.map(|t| Instant::now() + t);
     let start = Instant::now();
     let mut threads = Vec::new();
     for (i, ctx) in contexts.into_iter().enumerate() {
         let i = i as u64;
-        let requests = args.requests / cores + u64::from(i < args.requests % cores);
-        let conc = args.concurrency as u64 / cores + u64::from(i < args.concurrency as u64 % cores);
+        let requests = options.requests / cores + u64::from(i < options.requests % cores);
+        let concurrency = options.concurrency as u64;
+        let conc = concurrency / cores + u64::from(i < concurrency % cores);
         let client = Client {
             ctx,
-            target: args.target,
+            target: options.target,
             request: request.clone(),
-            keep_alive: args.keep_alive,
-            keep_body,
-            verify: args.verify,
+            keep_alive: options.keep_alive,
+            keep_body: options.keep_body,
+            verify: options.verify,
             shared: shared.clone(),
             to_issue: requests,
             outstanding: 0,
@@ -237,7 +371,7 @@ fn run(args: &[String]) -> Result<bool, String> {
         threads.push(t);
     }
     // Progress, once a second, until every core is done.
-    let progress = {
+    let progress = options.progress.then(|| {
         let (shared, done) = (shared.clone(), done.clone());
         std::thread::spawn(move || {
             let (mut last_req, mut last_bytes, mut last_t) = (0, 0, Instant::now());
@@ -265,7 +399,7 @@ fn run(args: &[String]) -> Result<bool, String> {
                 (last_req, last_bytes, last_t) = (r, b, now);
             }
         })
-    };
+    });
     let mut reports = Vec::new();
     let mut failure = None;
     for t in threads {
@@ -277,30 +411,26 @@ fn run(args: &[String]) -> Result<bool, String> {
     }
     let elapsed = start.elapsed();
     done.store(true, Ordering::Release);
-    let _ = progress.join();
+    if let Some(p) = progress {
+        let _ = p.join();
+    }
     if let Some(m) = mtcp {
         m.destroy();
     }
     if let Some(e) = failure {
         return Err(e);
     }
-    summarize(
-        &args,
-        reports,
-        elapsed,
-        shared.bytes.load(Ordering::Relaxed),
-    )
+    let mut summary = merge(reports, options.verify);
+    summary.elapsed = elapsed;
+    summary.wire_bytes = shared.bytes.load(Ordering::Relaxed);
+    summary.peak_connections = shared.peak.load(Ordering::Relaxed);
+    Ok(summary)
 }
 
-/// Prints the totals and writes `-o`; whether the run was clean.
-fn summarize(
-    args: &Args,
-    reports: Vec<Report>,
-    elapsed: Duration,
-    wire_bytes: u64,
-) -> Result<bool, String> {
-    let mut total = Report::default();
-    let mut body_mismatch = 0;
+/// The cores' reports as one summary (without the run's time and shared counters).
+fn merge(reports: Vec<Report>, verify: bool) -> Summary {
+    let mut total = Summary::default();
+    let mut latencies = Vec::new();
     for r in reports {
         total.requests += r.requests;
         total.errors += r.errors;
@@ -311,45 +441,16 @@ fn summarize(
         for (k, n) in r.error_kinds {
             *total.error_kinds.entry(k).or_default() += n;
         }
-        total.latencies_us.extend(r.latencies_us);
+        latencies.extend(r.latencies_us);
         match (&total.first_body, r.first_body) {
             (None, b) => total.first_body = b,
-            (Some(a), Some(b)) if args.verify && *a != b => body_mismatch += 1,
+            (Some(a), Some(b)) if verify && *a != b => total.body_mismatch += 1,
             _ => {}
         }
     }
-    total.errors += body_mismatch;
-    let secs = elapsed.as_secs_f64().max(1e-9);
-    println!("requests: {}", total.requests);
-    println!("errors: {}", total.errors);
-    for (k, n) in &total.error_kinds {
-        println!("  {k}: {n}");
-    }
-    if body_mismatch > 0 {
-        println!("  bodies differ between cores: {body_mismatch}");
-    }
-    for (s, n) in &total.statuses {
-        println!("status {s}: {n}");
-    }
-    println!("body bytes: {}", total.body_bytes);
-    println!(
-        "time: {secs:.3} s, {:.0} requests/s, {:.3} Gbit/s",
-        total.requests as f64 / secs,
-        wire_bytes as f64 * 8.0 / secs / 1e9
-    );
-    if let Some((p50, p90, p99, max)) = apps::percentiles(&mut total.latencies_us) {
-        println!("latency us: p50 {p50} p90 {p90} p99 {p99} max {max}");
-    }
-    if let Some(path) = &args.out {
-        match &total.first_body {
-            Some(b) => std::fs::write(path, b).map_err(|e| format!("{}: {e}", path.display()))?,
-            None => {
-                println!("no 200 response: {} not written", path.display());
-                return Ok(false);
-            }
-        }
-    }
-    Ok(total.errors == 0 && total.requests == args.requests)
+    total.errors += total.body_mismatch;
+    total.latency_us = apps::percentiles(&mut latencies);
+    total
 }
 
 /// Where a slot's request is.
@@ -384,6 +485,8 @@ struct Slot {
     /// Offset into the reference body when verifying against it.
     verify_at: u64,
     mismatch: bool,
+    /// The connection is counted in `Shared::open` (a write on it succeeded).
+    counted: bool,
 }
 
 /// One core's client.
@@ -433,6 +536,7 @@ impl Client {
                 keeping: false,
                 verify_at: 0,
                 mismatch: false,
+                counted: false,
             });
         }
         self.idle.extend(0..slots);
@@ -479,9 +583,7 @@ impl Client {
             }
         }
         for i in 0..self.slots.len() {
-            if let Some(fd) = self.slots[i].fd.take() {
-                let _ = self.ctx.close(fd);
-            }
+            self.drop_connection(i, false);
         }
         if self.ctx.stats().is_some() {
             // Run-to-completion: let the stack send the last FINs.
@@ -498,9 +600,7 @@ impl Client {
     /// Starts the slot's next request, if any is left.
     fn next_request(&mut self, i: usize) {
         if self.to_issue == 0 {
-            if let Some(fd) = self.slots[i].fd.take() {
-                let _ = self.ctx.close(fd);
-            }
+            self.drop_connection(i, false);
             self.slots[i].phase = Phase::Idle;
             return;
         }
@@ -541,9 +641,7 @@ impl Client {
 
     /// Ends the slot's request with an error; the connection is dropped.
     fn fail(&mut self, i: usize, why: &str) {
-        if let Some(fd) = self.slots[i].fd.take() {
-            let _ = self.ctx.abort(fd);
-        }
+        self.drop_connection(i, true);
         self.slots[i].phase = Phase::Idle;
         self.outstanding -= 1;
         self.report.errors += 1;
@@ -582,13 +680,35 @@ impl Client {
         if s.keeping && s.status == 200 && self.report.first_body.is_none() {
             self.report.first_body = Some(std::mem::take(&mut s.buf));
         }
-        if s.server_closes || !self.keep_alive {
-            if let Some(fd) = s.fd.take() {
-                let _ = self.ctx.close(fd);
-            }
-        }
+        let close = s.server_closes || !self.keep_alive;
         s.phase = Phase::Idle;
+        if close {
+            self.drop_connection(i, false);
+        }
         self.idle.push(i);
+    }
+
+    /// Closes (or with `abort`, resets) the slot's connection, if it has one.
+    fn drop_connection(&mut self, i: usize, abort: bool) {
+        let s = &mut self.slots[i];
+        let Some(fd) = s.fd.take() else { return };
+        if std::mem::take(&mut s.counted) {
+            self.shared.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        let _ = if abort {
+            self.ctx.abort(fd)
+        } else {
+            self.ctx.close(fd)
+        };
+    }
+
+    /// Counts the slot's connection as established (its first write succeeded).
+    fn count_connection(&mut self, i: usize) {
+        let s = &mut self.slots[i];
+        if !std::mem::replace(&mut s.counted, true) {
+            let now = self.shared.open.fetch_add(1, Ordering::Relaxed) + 1;
+            self.shared.peak.fetch_max(now, Ordering::Relaxed);
+        }
     }
 
     /// Moves the slot's request as far as it goes.
@@ -606,8 +726,14 @@ impl Client {
                     _ => return self.fail(i, "connect failed"),
                 },
                 Phase::Sending(sent) => match self.ctx.write(fd, &self.request[sent..]) {
-                    Ok(n) if sent + n == self.request.len() => self.slots[i].phase = Phase::Head,
-                    Ok(n) => self.slots[i].phase = Phase::Sending(sent + n),
+                    Ok(n) => {
+                        self.count_connection(i);
+                        self.slots[i].phase = if sent + n == self.request.len() {
+                            Phase::Head
+                        } else {
+                            Phase::Sending(sent + n)
+                        };
+                    }
                     Err(Error::WouldBlock | Error::NotConnected) => return,
                     Err(_) => return self.fail(i, "write failed"),
                 },

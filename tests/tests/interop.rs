@@ -114,3 +114,28 @@ fn curl_limit_rate_against_epserver() {
         interop::curl_limit_rate(sizes().curl, "100k", SEED)
     });
 }
+
+/// Scenario 4's load: `MTCP_INTEROP_LONG=1` runs longer.
+fn load() -> interop::many::Load {
+    if std::env::var_os("MTCP_INTEROP_LONG").is_some_and(|v| v == "1") {
+        interop::many::Load::LONG
+    } else {
+        interop::many::Load::CI
+    }
+}
+
+#[test]
+fn many_connections_from_wrk_against_epserver() {
+    scenario("interop many connections, wrk against epserver", || {
+        let l = load();
+        interop::many::many_wrk(l.connections, l.wrk_duration, SEED)
+    });
+}
+
+#[test]
+fn many_connections_from_epwget_against_nginx() {
+    scenario("interop many connections, epwget against nginx", || {
+        let l = load();
+        interop::many::many_epwget(l.connections, l.requests_per_connection, SEED)
+    });
+}
