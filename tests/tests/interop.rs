@@ -114,3 +114,24 @@ fn curl_limit_rate_against_epserver() {
         interop::curl_limit_rate(sizes().curl, "100k", SEED)
     });
 }
+
+#[test]
+fn abrupt_end_peer_process_killed() {
+    scenario("interop abrupt end, peer process killed", || {
+        interop::abrupt::kill(SEED)
+    });
+}
+
+#[test]
+fn abrupt_end_link_cut() {
+    scenario("interop abrupt end, link cut", || {
+        interop::abrupt::link_cut(SEED)
+    });
+}
+
+#[test]
+fn abrupt_end_time_wait_reuse_under_a_narrow_port_range() {
+    scenario("interop abrupt end, TIME-WAIT reuse", || {
+        interop::abrupt::tw_reuse(interop::abrupt::TW_CONNECTIONS, SEED)
+    });
+}

@@ -47,6 +47,8 @@
 //! No timing assertions: goodput is printed, not checked. The remaining scenarios of issue 6
 //! (many connections, abrupt ends, SYN flood, hostile segments, soak) are not here yet.
 
+pub mod abrupt;
+
 use crate::epserver;
 use crate::netns::{self, Namespaces};
 use crate::relay::{Relay, RelayConfig, RelayStats};
@@ -1407,6 +1409,9 @@ pub fn run_all(sizes: Sizes, seed: u64, pcap_dir: Option<&Path>) -> Vec<Record> 
         seed,
     ));
     push(curl_limit_rate(sizes.curl, "100k", seed));
+    push(abrupt::kill(seed));
+    push(abrupt::link_cut(seed));
+    push(abrupt::tw_reuse(abrupt::TW_CONNECTIONS, seed));
     records
 }
 
