@@ -756,9 +756,9 @@ fn tw_inner(n: usize, seed: u64) -> Outcome {
         };
         figures.push(short.line(what, n));
         detail.push(format!(
-            "{}; {}; {} slow handshakes (> 0.5 s), {} connects waited for a port, linux \
-             reused {recycled} of its TIME-WAIT ports, RSTs sent: linux {} ours {}; ports {:?}; \
-             open on our side now {}",
+            "{}; {}; {} slow handshakes (> 0.5 s), {} connects waited for a port, linux's \
+             connect took over its TIME-WAIT {recycled} times (TWRecycled), RSTs sent: linux {} \
+             ours {}; ports {:?}; open on our side now {}",
             short.line(what, n),
             short.times_text(),
             short.slow,
