@@ -22,6 +22,11 @@
 //! and give them no address. psio's packet sockets ignore outgoing frames, so the relay never
 //! sees what it sent itself.
 //!
+//! ## Cutting the link
+//! [`Relay::set_cut`] turns the relay into a cut cable and back: while cut, every frame
+//! received on either side is dropped (counted in [`DirectionStats::cut`]) instead of
+//! forwarded, so both ends see silence, as when a peer's link goes down.
+//!
 //! ## What it counts
 //! Per direction ([`DirectionStats`]): frames received and forwarded, and what the impairment
 //! did to them (dropped, reordered, duplicated, corrupted, delayed). It also reads the TCP
@@ -122,6 +127,8 @@ pub struct DirectionStats {
     pub window_probes: u64,
     /// TCP segments with more than one byte of data sent into a zero window.
     pub data_into_zero_window: u64,
+    /// Frames dropped because the link was cut ([`Relay::set_cut`]).
+    pub cut: u64,
 }
 
 impl DirectionStats {
@@ -160,6 +167,9 @@ impl std::fmt::Display for DirectionStats {
         if self.pool_full > 0 {
             write!(f, ", {} unimpaired (pool full)", self.pool_full)?;
         }
+        if self.cut > 0 {
+            write!(f, ", {} dropped by the cut", self.cut)?;
+        }
         Ok(())
     }
 }
@@ -180,6 +190,7 @@ struct Live {
     zero_windows: AtomicU64,
     window_probes: AtomicU64,
     data_into_zero_window: AtomicU64,
+    cut: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -194,6 +205,7 @@ impl Live {
             zero_windows: r(&self.zero_windows),
             window_probes: r(&self.window_probes),
             data_into_zero_window: r(&self.data_into_zero_window),
+            cut: r(&self.cut),
             ..DirectionStats::default()
         }
     }
@@ -203,6 +215,8 @@ impl Live {
 #[derive(Debug, Default)]
 struct Shared {
     live: [Live; 2],
+    /// The link is cut: drop everything received.
+    cut: AtomicBool,
     /// Impairment counters of side B's queue (A→B) and side A's queue (B→A), once open.
     impair: std::sync::OnceLock<[ImpairStatsHandle; 2]>,
 }
@@ -261,6 +275,12 @@ impl Relay {
                 .err()
                 .unwrap_or_else(|| io::Error::other("relay thread ended early"))),
         }
+    }
+
+    /// Cuts the link (`true`: every frame received from now on is dropped, both ways) or
+    /// mends it (`false`). Frames already staged for a side still go out.
+    pub fn set_cut(&self, cut: bool) {
+        self.shared.cut.store(cut, Ordering::Release);
     }
 
     /// The counters so far.
@@ -395,14 +415,18 @@ fn run(mut set: PortSet, stop: &AtomicBool, shared: &Shared) -> io::Result<()> {
             let rx = set.port(d).queue(0);
             rx.rxsync().map_err(io::Error::other)?;
             let n = rx.rx_available().min(stage.room());
-            for i in 0..n {
-                let frame = rx.rx_frame(i);
-                observe(frame, d, flows_here, live);
-                let mut buf = stage.spare.pop().unwrap_or_default();
-                buf.clear();
-                buf.extend_from_slice(frame);
-                stage.frames.push_back(buf);
-                bump(&live.forwarded);
+            if shared.cut.load(Ordering::Acquire) {
+                (0..n).for_each(|_| bump(&live.cut));
+            } else {
+                for i in 0..n {
+                    let frame = rx.rx_frame(i);
+                    observe(frame, d, flows_here, live);
+                    let mut buf = stage.spare.pop().unwrap_or_default();
+                    buf.clear();
+                    buf.extend_from_slice(frame);
+                    stage.frames.push_back(buf);
+                    bump(&live.forwarded);
+                }
             }
             rx.rx_release(n);
             // Send the stage out of the other side.

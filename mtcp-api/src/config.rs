@@ -146,6 +146,12 @@ pub struct TcpSection {
     /// Reset connections that received nothing for this long (mTCP's `tcp_timeout`), s;
     /// 0 never. Default 0.
     pub idle_timeout_s: u64,
+    /// SYN (and SYN-ACK) retransmissions before a handshake gives up (`TimedOut`), as
+    /// Linux's `tcp_syn_retries`. Default 6.
+    pub syn_retries: u32,
+    /// Retransmissions of one segment (or unanswered zero-window probes) before the
+    /// connection gives up (`TimedOut`), as Linux's `tcp_retries2`. Default 15.
+    pub data_retries: u32,
     /// Keepalive on new sockets. Default off.
     pub keepalive: bool,
     /// Keepalive idle time before the first probe, s. Default 7200.
@@ -234,6 +240,8 @@ impl Default for TcpSection {
             time_wait_ms: t.time_wait.millis(),
             fin_wait2_timeout_ms: t.fin_wait2_timeout.millis(),
             idle_timeout_s: 0,
+            syn_retries: t.syn_retries,
+            data_retries: t.data_retries,
             keepalive: t.keepalive.is_some(),
             keepalive_idle_s: k.idle.micros() / 1_000_000,
             keepalive_interval_s: k.interval.micros() / 1_000_000,
@@ -519,6 +527,8 @@ impl Config {
                 time_wait: ms(t.time_wait_ms),
                 fin_wait2_timeout: ms(t.fin_wait2_timeout_ms),
                 idle_timeout: (t.idle_timeout_s > 0).then(|| s(t.idle_timeout_s)),
+                syn_retries: t.syn_retries,
+                data_retries: t.data_retries,
                 keepalive: t.keepalive.then(|| Keepalive {
                     idle: s(t.keepalive_idle_s),
                     interval: s(t.keepalive_interval_s),
@@ -753,6 +763,8 @@ mod tests {
             "time_wait_ms",
             "fin_wait2_timeout_ms",
             "idle_timeout_s",
+            "syn_retries",
+            "data_retries",
             "keepalive",
             "keepalive_idle_s",
             "keepalive_interval_s",
@@ -880,6 +892,8 @@ mod tests {
             mss = 1400
             time_wait_ms = 1000
             idle_timeout_s = 30
+            syn_retries = 2
+            data_retries = 4
             keepalive = true
             keepalive_idle_s = 10
             keepalive_interval_s = 2
@@ -915,6 +929,7 @@ mod tests {
         );
         assert_eq!(e.tcp.time_wait, Duration::from_millis(1000));
         assert_eq!(e.tcp.idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!((e.tcp.syn_retries, e.tcp.data_retries), (2, 4));
         let k = e.tcp.keepalive.unwrap();
         assert_eq!(
             (k.idle, k.interval, k.count),

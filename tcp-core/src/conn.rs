@@ -918,9 +918,18 @@ impl Tcb {
     pub fn syn_may_reuse_time_wait(&self, syn: &TcpSegment<'_>) -> bool {
         if self.has(f::TS) {
             if let Some((tsval, _)) = syn.options.timestamp {
-                // "If the timestamp of the SYN is greater than the timestamp of the last
-                // segment of the previous incarnation, the SYN is accepted."
-                return (tsval.wrapping_sub(self.ts_recent) as i32) > 0;
+                // RFC 6191 §2: a SYN whose timestamp "is greater than the last timestamp
+                // seen on the previous incarnation" is honoured; one whose timestamp "is
+                // equal to the last timestamp seen" only if its Sequence Number "is greater
+                // than the last sequence number seen"; an older one is dropped (PAWS).
+                // Equal timestamps are common: Linux's clock ticks every millisecond, and a
+                // client reconnecting on the same port within it sends the TSval of its last
+                // ACK of the previous incarnation.
+                return match tsval.wrapping_sub(self.ts_recent) as i32 {
+                    d if d > 0 => true,
+                    0 => syn.seq > self.rcv_nxt(),
+                    _ => false,
+                };
             }
         }
         // Without timestamps: "the sequence number of the SYN is greater than the last

@@ -139,3 +139,24 @@ fn many_connections_from_epwget_against_nginx() {
         interop::many::many_epwget(l.connections, l.requests_per_connection, SEED)
     });
 }
+
+#[test]
+fn abrupt_end_peer_process_killed() {
+    scenario("interop abrupt end, peer process killed", || {
+        interop::abrupt::kill(SEED)
+    });
+}
+
+#[test]
+fn abrupt_end_link_cut() {
+    scenario("interop abrupt end, link cut", || {
+        interop::abrupt::link_cut(SEED)
+    });
+}
+
+#[test]
+fn abrupt_end_time_wait_reuse_under_a_narrow_port_range() {
+    scenario("interop abrupt end, TIME-WAIT reuse", || {
+        interop::abrupt::tw_reuse(interop::abrupt::TW_CONNECTIONS, SEED)
+    });
+}

@@ -47,6 +47,7 @@
 //! No timing assertions: goodput is printed, not checked. The remaining scenarios of issue 6
 //! (many connections, abrupt ends, SYN flood, hostile segments, soak) are not here yet.
 
+pub mod abrupt;
 pub mod many;
 
 use crate::epserver;
@@ -1420,6 +1421,9 @@ pub fn run_all(sizes: Sizes, seed: u64, pcap_dir: Option<&Path>) -> Vec<Record> 
         load.requests_per_connection,
         seed,
     ));
+    push(abrupt::kill(seed));
+    push(abrupt::link_cut(seed));
+    push(abrupt::tw_reuse(abrupt::TW_CONNECTIONS, seed));
     records
 }
 

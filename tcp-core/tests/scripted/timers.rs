@@ -491,6 +491,24 @@ fn time_wait_is_not_reused_by_a_syn_with_an_old_timestamp() {
     assert_eq!(h.state(), State::TimeWait);
 }
 
+/// RFC 6191 §2: a SYN whose timestamp equals the last one of the TIME-WAIT connection
+/// reuses the 4-tuple when its sequence number is above the old RCV.NXT (Linux reconnecting
+/// within one tick of its millisecond timestamp clock; seen in the interop tests as a refused
+/// SYN, an RST from Linux and a retransmitted SYN per reused port), and not otherwise.
+#[test]
+fn time_wait_reuse_by_a_syn_with_an_equal_timestamp_needs_a_higher_sequence_number() {
+    let mut h = H::full();
+    time_wait(&mut h, PeerOpts::full());
+    // The peer's FIN came at 10 with TSval PEER_TS0 + 10.
+    let last = PEER_TS0 + 10;
+    h.send(1000, Seg::syn(2).with_opts(PeerOpts::full()).ts(last, 0));
+    h.expect(&[Exp::ack(2, 2)]);
+    assert_eq!(h.state(), State::TimeWait);
+    h.reset_flow();
+    h.send(1001, Seg::syn(1000).with_opts(PeerOpts::full()).ts(last, 0));
+    h.expect(&[Exp::synack(0, 1001).ts(true)]);
+}
+
 /// RFC 1122 §4.2.2.13 (no timestamps): a SYN may reuse a TIME-WAIT 4-tuple if its sequence
 /// number is above the old RCV.NXT; the new ISN is above the old SND.NXT.
 #[test]
