@@ -232,10 +232,16 @@ pub fn serve(options: Serve, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> Res
     }
     for t in threads {
         match t.join() {
-            Ok(Ok(c)) => println!(
-                "epserver: core {}: {} connections, {} requests, {} errors answered, {} body bytes",
-                c.core, c.connections, c.requests, c.errors, c.body_bytes
-            ),
+            Ok(Ok(c)) => {
+                println!(
+                    "epserver: core {}: {} connections, {} requests, {} errors answered, {} \
+                     body bytes",
+                    c.core, c.connections, c.requests, c.errors, c.body_bytes
+                );
+                if let Some(s) = c.stack {
+                    print_stack(c.core, &s);
+                }
+            }
             Ok(Err(e)) => {
                 if result.is_ok() {
                     result = Err(e);
@@ -246,9 +252,21 @@ pub fn serve(options: Serve, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> Res
         }
     }
     if let Some(m) = mtcp {
-        m.destroy();
+        for (core, s) in m.destroy().into_iter().enumerate() {
+            if let Ok(s) = s {
+                print_stack(core, &s);
+            }
+        }
     }
     result
+}
+
+/// The stack's statistics of a core as the program's last lines: mTCP's one-line summary,
+/// then every counter of the endpoint (`name: value`, as `{:?}` writes them), which
+/// `mtcp-bench interop`'s SYN flood reads (`syn_cookies_sent`).
+fn print_stack(core: usize, s: &mtcp_api::StackStats) {
+    println!("epserver: core {core} stack: {s}");
+    println!("epserver: core {core} counters: {:?}", s.endpoint);
 }
 
 /// What a core did.
@@ -259,6 +277,9 @@ struct Counts {
     requests: u64,
     errors: u64,
     body_bytes: u64,
+    /// The stack's statistics at the end (run-to-completion only: otherwise the stack
+    /// thread's come from `Mtcp::destroy`).
+    stack: Option<mtcp_api::StackStats>,
 }
 
 /// Where the rest of a response body comes from.
@@ -444,6 +465,7 @@ impl Server {
                 }
             }
         }
+        self.counts.stack = self.ctx.stats();
         result.map(|()| self.counts)
     }
 
