@@ -47,6 +47,8 @@
 //! No timing assertions: goodput is printed, not checked. The remaining scenarios of issue 6
 //! (many connections, abrupt ends, SYN flood, hostile segments, soak) are not here yet.
 
+pub mod rawsend;
+
 use crate::epserver;
 use crate::netns::{self, Namespaces};
 use crate::relay::{Relay, RelayConfig, RelayStats};
