@@ -13,6 +13,7 @@
 //! 4 MiB each way per exchange on the clean link and 1 MiB on the lossy one (16 exchanges
 //! per link); scenario 3 2 MiB into a reader that
 //! stops twice for 1.5 s, and a 640 KiB file through `curl --limit-rate 100k`.
+//! Scenario 7 sends 27 kinds of crafted frames, then 1 MiB each way on three connections.
 //! `MTCP_INTEROP_LONG=1` runs the sizes instead (1 GiB each way; minutes).
 //! `MTCP_INTEROP_PCAP=DIR` keeps the relay's captures of scenario 1 in DIR.
 
@@ -112,5 +113,12 @@ fn zero_window_persist_probes() {
 fn curl_limit_rate_against_epserver() {
     scenario("interop curl --limit-rate", || {
         interop::curl_limit_rate(sizes().curl, "100k", SEED)
+    });
+}
+
+#[test]
+fn hostile_segments_are_answered_or_dropped_and_counted() {
+    scenario("interop hostile segments", || {
+        interop::hostile::hostile(sizes().hostile, SEED)
     });
 }

@@ -40,13 +40,20 @@
 //!    [`curl_limit_rate`]: `curl --limit-rate 100k` fetching a file larger than every
 //!    buffer from epserver.
 //!
+//! Later scenarios, each in its own file:
+//!
+//! 7. [`hostile::hostile`]: crafted segments from the peer's side (RFC 5961 RST/SYN/data,
+//!    bad checksums, offsets and option lengths, runts, IPv4 options and fragments):
+//!    answered or dropped as the RFCs say, counted; then transfers still byte-exact.
+//!
 //! Each returns a [`Record`] (`{"scenario", "passed", "figure", "detail"}`), never panics on
 //! a failed transfer, and cleans up whatever happened.
 //!
 //! ## What it does not do
 //! No timing assertions: goodput is printed, not checked. The remaining scenarios of issue 6
-//! (many connections, abrupt ends, SYN flood, hostile segments, soak) are not here yet.
+//! (many connections, abrupt ends, SYN flood, soak) are not here yet.
 
+pub mod hostile;
 pub mod rawsend;
 
 use crate::epserver;
@@ -1356,6 +1363,8 @@ pub struct Sizes {
     pub zero_window: u64,
     /// Scenario 3b, the file curl fetches.
     pub curl: u64,
+    /// Scenario 7, each way on the surviving and the fresh connections.
+    pub hostile: u64,
 }
 
 impl Sizes {
@@ -1367,6 +1376,7 @@ impl Sizes {
         options_impaired: 1 << 20,
         zero_window: 2 << 20,
         curl: 640 << 10,
+        hostile: 1 << 20,
     };
     /// The issue's sizes: 1 GiB each way.
     pub const LONG: Sizes = Sizes {
@@ -1376,6 +1386,7 @@ impl Sizes {
         options_impaired: 16 << 20,
         zero_window: 16 << 20,
         curl: 4 << 20,
+        hostile: 64 << 20,
     };
 }
 
@@ -1409,6 +1420,7 @@ pub fn run_all(sizes: Sizes, seed: u64, pcap_dir: Option<&Path>) -> Vec<Record> 
         seed,
     ));
     push(curl_limit_rate(sizes.curl, "100k", seed));
+    push(hostile::hostile(sizes.hostile, seed));
     records
 }
 
