@@ -235,12 +235,12 @@ pub fn serve(options: Serve, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> Res
         match t.join() {
             Ok(Ok(c)) => {
                 println!(
-                    "epserver: core {}: {} connections, {} requests, {} errors answered, {} body \
-                     bytes",
+                    "epserver: core {}: {} connections, {} requests, {} errors answered, {} \
+                     body bytes",
                     c.core, c.connections, c.requests, c.errors, c.body_bytes
                 );
-                if let Some(stack) = c.stack {
-                    println!("epserver: core {} stack: {stack}", c.core);
+                if let Some(s) = c.stack {
+                    print_stack(c.core, &s);
                 }
             }
             Ok(Err(e)) => {
@@ -253,9 +253,21 @@ pub fn serve(options: Serve, stop: Arc<AtomicBool>, ready: impl FnOnce()) -> Res
         }
     }
     if let Some(m) = mtcp {
-        m.destroy();
+        for (core, s) in m.destroy().into_iter().enumerate() {
+            if let Ok(s) = s {
+                print_stack(core, &s);
+            }
+        }
     }
     result
+}
+
+/// The stack's statistics of a core as the program's last lines: mTCP's one-line summary,
+/// then every counter of the endpoint (`name: value`, as `{:?}` writes them), which
+/// `mtcp-bench interop`'s SYN flood reads (`syn_cookies_sent`).
+fn print_stack(core: usize, s: &mtcp_api::StackStats) {
+    println!("epserver: core {core} stack: {s}");
+    println!("epserver: core {core} counters: {:?}", s.endpoint);
 }
 
 /// What a core did.
@@ -266,8 +278,8 @@ struct Counts {
     requests: u64,
     errors: u64,
     body_bytes: u64,
-    /// The stack's counters at the end (run-to-completion only: a stack thread keeps its
-    /// own).
+    /// The stack's statistics at the end (run-to-completion only: otherwise the stack
+    /// thread's come from `Mtcp::destroy`).
     stack: Option<mtcp_api::StackStats>,
 }
 
@@ -445,8 +457,7 @@ impl Server {
             }
         }
         let _ = self.ctx.close(l);
-        self.counts.stack = self.ctx.stats();
-        if self.counts.stack.is_some() {
+        if self.ctx.stats().is_some() {
             // Run-to-completion: nobody else moves this stack, so give the FINs a moment.
             let end = Instant::now() + Duration::from_millis(200);
             while Instant::now() < end {
@@ -455,6 +466,7 @@ impl Server {
                 }
             }
         }
+        self.counts.stack = self.ctx.stats();
         result.map(|()| self.counts)
     }
 

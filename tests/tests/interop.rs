@@ -13,6 +13,9 @@
 //! 4 MiB each way per exchange on the clean link and 1 MiB on the lossy one (16 exchanges
 //! per link); scenario 3 2 MiB into a reader that
 //! stops twice for 1.5 s, and a 640 KiB file through `curl --limit-rate 100k`.
+//! Scenario 6 floods epserver (`mtcp-interop-epserver`, a child process) with spoofed SYNs
+//! during 40 curl requests; scenario 7 sends 27 kinds of crafted frames, then 1 MiB each
+//! way on three connections.
 //! `MTCP_INTEROP_LONG=1` runs the sizes instead (1 GiB each way; minutes).
 //! `MTCP_INTEROP_PCAP=DIR` keeps the relay's captures of scenario 1 in DIR.
 
@@ -158,5 +161,23 @@ fn abrupt_end_link_cut() {
 fn abrupt_end_time_wait_reuse_under_a_narrow_port_range() {
     scenario("interop abrupt end, TIME-WAIT reuse", || {
         interop::abrupt::tw_reuse(interop::abrupt::TW_CONNECTIONS, SEED)
+    });
+}
+
+#[test]
+fn hostile_segments_are_answered_or_dropped_and_counted() {
+    scenario("interop hostile segments", || {
+        interop::hostile::hostile(sizes().hostile, SEED)
+    });
+}
+
+#[test]
+fn syn_flood_against_epserver() {
+    scenario("interop SYN flood", || {
+        interop::flood::syn_flood(
+            &[env!("CARGO_BIN_EXE_mtcp-interop-epserver").into()],
+            sizes().flood_requests,
+            SEED,
+        )
     });
 }

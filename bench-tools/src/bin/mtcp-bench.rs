@@ -51,12 +51,13 @@ benchmarks (and the applications: mtcp-bench epserver|epwget ARGS runs them):
                    shm; veth needs root)  --concurrency N,N,... (default 64)  --cores C
                    (default 1)  --seconds S (per client run, whole seconds, default 2)
                    --runs R (default 3, medians)
-  interop interoperability with the Linux kernel (root; issue 6, scenarios 1-3): bulk
+  interop interoperability with the Linux kernel (root; issue 6, scenarios 1-3, 6, 7): bulk
           integrity on a clean, a lossy and a burst-loss link (our client and server,
           sha256 both ways, goodput, retransmits), the kernel's SACK/timestamps/window
           scaling in all 8 combinations on a clean and a lossy link, zero window (a kernel
-          reader that stops; our persist probes) and curl --limit-rate against epserver;
-          one line per scenario
+          reader that stops; our persist probes), curl --limit-rate against epserver, a SYN
+          flood against epserver (curl's success rate, SYN cookies, peak RSS) and hostile
+          segments (answered or dropped per RFC, counted); one line per scenario
           options: --long (1 GiB each way)  --seed N  --pcap DIR (the relay's captures)";
 
 fn main() -> ExitCode {

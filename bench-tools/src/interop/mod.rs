@@ -40,12 +40,24 @@
 //!    [`curl_limit_rate`]: `curl --limit-rate 100k` fetching a file larger than every
 //!    buffer from epserver.
 //!
+//! Later scenarios, each in its own file:
+//!
+//! 6. [`flood::syn_flood`]: our raw sender ([`rawsend`]) floods epserver (a child process)
+//!    with spoofed SYNs while curl makes requests: success rate, SYN cookies, peak RSS.
+//! 7. [`hostile::hostile`]: crafted segments from the peer's side (RFC 5961 RST/SYN/data,
+//!    bad checksums, offsets and option lengths, runts, IPv4 options and fragments):
+//!    answered or dropped as the RFCs say, counted; then transfers still byte-exact.
+//!
 //! Each returns a [`Record`] (`{"scenario", "passed", "figure", "detail"}`), never panics on
 //! a failed transfer, and cleans up whatever happened.
 //!
 //! ## What it does not do
 //! No timing assertions: goodput is printed, not checked. The remaining scenarios of issue 6
-//! (many connections, abrupt ends, SYN flood, hostile segments, soak) are not here yet.
+//! (many connections, abrupt ends, soak) are not here yet.
+
+pub mod flood;
+pub mod hostile;
+pub mod rawsend;
 
 pub mod abrupt;
 pub mod many;
@@ -283,7 +295,13 @@ impl Lab {
     /// The configuration of our stack on its end: `afpacket:io-ours`, 10.0.0.2, the kernel's
     /// MAC, `secret` for ISNs and ports, and `tcp` lines appended to the `[tcp]` section.
     pub fn our_config(&self, secret: u64, tcp: &str) -> Result<Config, String> {
-        let text = format!(
+        let text = self.our_config_text(secret, tcp);
+        Config::from_toml_str(&text, "interop configuration").map_err(|e| e.to_string())
+    }
+
+    /// [`Lab::our_config`] as TOML text, for a stack in another process (`-f FILE`).
+    pub fn our_config_text(&self, secret: u64, tcp: &str) -> String {
+        format!(
             "port = \"afpacket:{DEV_OURS}/ring=v2,slots=4096\"\npin_threads = false\n\
              secret = \"{secret:032x}\"\n\
              [interface]\nmac = \"{}\"\naddress = \"{OURS}/24\"\n\
@@ -291,8 +309,7 @@ impl Lab {
              [tcp]\ntime_wait_ms = 500\n{tcp}\n",
             mac_text(self.ours_mac),
             mac_text(self.linux_mac),
-        );
-        Config::from_toml_str(&text, "interop configuration").map_err(|e| e.to_string())
+        )
     }
 
     /// Sets a sysctl of the kernel peer's namespace (`net/ipv4/tcp_sack`, …).
@@ -1357,6 +1374,10 @@ pub struct Sizes {
     pub zero_window: u64,
     /// Scenario 3b, the file curl fetches.
     pub curl: u64,
+    /// Scenario 6, legitimate requests during the SYN flood.
+    pub flood_requests: usize,
+    /// Scenario 7, each way on the surviving and the fresh connections.
+    pub hostile: u64,
 }
 
 impl Sizes {
@@ -1368,6 +1389,8 @@ impl Sizes {
         options_impaired: 1 << 20,
         zero_window: 2 << 20,
         curl: 640 << 10,
+        flood_requests: 40,
+        hostile: 1 << 20,
     };
     /// The issue's sizes: 1 GiB each way.
     pub const LONG: Sizes = Sizes {
@@ -1377,6 +1400,8 @@ impl Sizes {
         options_impaired: 16 << 20,
         zero_window: 16 << 20,
         curl: 4 << 20,
+        flood_requests: 400,
+        hostile: 64 << 20,
     };
 }
 
@@ -1424,6 +1449,19 @@ pub fn run_all(sizes: Sizes, seed: u64, pcap_dir: Option<&Path>) -> Vec<Record> 
     push(abrupt::kill(seed));
     push(abrupt::link_cut(seed));
     push(abrupt::tw_reuse(abrupt::TW_CONNECTIONS, seed));
+    // Scenario 6 runs epserver from this executable (`mtcp-bench epserver`).
+    match std::env::current_exe() {
+        Ok(exe) => push(flood::syn_flood(
+            &[exe.into(), "epserver".into()],
+            sizes.flood_requests,
+            seed,
+        )),
+        Err(e) => push(Record::from_result(
+            "syn-flood",
+            Err((format!("failed: current_exe: {e}"), String::new())),
+        )),
+    }
+    push(hostile::hostile(sizes.hostile, seed));
     records
 }
 
