@@ -47,6 +47,8 @@
 //! No timing assertions: goodput is printed, not checked. The remaining scenarios of issue 6
 //! (many connections, abrupt ends, SYN flood, hostile segments, soak) are not here yet.
 
+pub mod soak;
+
 use crate::epserver;
 use crate::netns::{self, Namespaces};
 use crate::relay::{Relay, RelayConfig, RelayStats};
@@ -1354,6 +1356,8 @@ pub struct Sizes {
     pub zero_window: u64,
     /// Scenario 3b, the file curl fetches.
     pub curl: u64,
+    /// Scenario 8, how long the soak runs.
+    pub soak: Duration,
 }
 
 impl Sizes {
@@ -1365,6 +1369,7 @@ impl Sizes {
         options_impaired: 1 << 20,
         zero_window: 2 << 20,
         curl: 640 << 10,
+        soak: Duration::from_secs(60),
     };
     /// The issue's sizes: 1 GiB each way.
     pub const LONG: Sizes = Sizes {
@@ -1374,6 +1379,7 @@ impl Sizes {
         options_impaired: 16 << 20,
         zero_window: 16 << 20,
         curl: 4 << 20,
+        soak: Duration::from_secs(600),
     };
 }
 
@@ -1407,6 +1413,7 @@ pub fn run_all(sizes: Sizes, seed: u64, pcap_dir: Option<&Path>) -> Vec<Record> 
         seed,
     ));
     push(curl_limit_rate(sizes.curl, "100k", seed));
+    push(soak::soak(sizes.soak, seed));
     records
 }
 
