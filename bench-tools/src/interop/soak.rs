@@ -65,9 +65,11 @@ use super::{Lab, LinkKind, Outcome, Pattern, Record, KERNEL_PORT, LINUX, OURS, O
 use crate::core_bench::{proc_kb, trim_heap, vm_rss};
 use crate::netns;
 use crate::pingpong::{LinuxNet, MtcpNet, Net, Ready};
-use mtcp_api::Context;
+use mtcp_api::{Context, Fd};
 use std::io;
 use std::net::SocketAddrV4;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -473,6 +475,27 @@ impl Party {
         )
     }
 
+    /// How far it got, for messages.
+    fn progress(&self) -> String {
+        let (done, o, i) = (self.exchanges, &self.out, &self.inc);
+        match self.phase {
+            Phase::Header => format!(
+                "{done} exchanges done, {} of {HEADER} header bytes of the next",
+                self.header_got
+            ),
+            Phase::Exchange => format!(
+                "{done} exchanges done; in {}: {} header and {} body bytes left to send, \
+                 {} received and {} left",
+                self.what(),
+                o.header_left,
+                o.left,
+                i.got,
+                i.left
+            ),
+            Phase::AwaitEof => format!("{done} exchanges done, waiting for the end of stream"),
+        }
+    }
+
     /// Goes as far as the socket lets it. `Ok(true)`: the connection is done, close it now.
     fn step<N: Net>(&mut self, net: &mut N, s: &N::Sock, buf: &mut [u8]) -> Result<bool, String> {
         loop {
@@ -576,6 +599,34 @@ fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
+/// A [`Net`] that can name a connection's addresses (for messages).
+trait Named: Net {
+    fn addresses(&self, s: &Self::Sock) -> String;
+}
+
+impl Named for MtcpNet {
+    fn addresses(&self, s: &Fd) -> String {
+        match (self.ctx.local_addr(*s), self.ctx.peer_addr(*s)) {
+            (Ok(l), Ok(p)) => format!("{l}->{p}"),
+            _ => "(not connected)".into(),
+        }
+    }
+}
+
+impl Named for LinuxNet {
+    fn addresses(&self, s: &OwnedFd) -> String {
+        use nix::sys::socket::{getpeername, getsockname, SockaddrIn};
+        match (
+            getsockname::<SockaddrIn>(s.as_raw_fd()),
+            getpeername::<SockaddrIn>(s.as_raw_fd()),
+        ) {
+            (Ok(l), Ok(p)) => format!("{l}->{p}"),
+            (Ok(l), Err(_)) => format!("{l}->(not connected)"),
+            _ => "(no address)".into(),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The event loops
 // ---------------------------------------------------------------------------------------------
@@ -658,12 +709,12 @@ struct Slot<S> {
 }
 
 /// One side's event loop: its server, its clients, one epoll instance.
-struct Side<N: Net> {
+struct Side<N: Named> {
     net: N,
     who: Who,
     /// The other side's server.
     peer: SocketAddrV4,
-    listener: Option<N::Sock>,
+    listener: N::Sock,
     slots: Vec<Slot<N::Sock>>,
     free: Vec<usize>,
     live: usize,
@@ -677,22 +728,24 @@ struct Side<N: Net> {
     shared: Arc<Shared>,
 }
 
-impl<N: Net> Side<N> {
+impl<N: Named> Side<N> {
     fn new(
         mut net: N,
         who: Who,
-        port: u16,
-        peer: SocketAddrV4,
         shape: Shape,
         seed: u64,
         shared: Arc<Shared>,
     ) -> io::Result<Side<N>> {
+        let (port, peer) = match who {
+            Who::Ours => (OUR_PORT, SocketAddrV4::new(LINUX, KERNEL_PORT)),
+            Who::Linux => (KERNEL_PORT, SocketAddrV4::new(OURS, OUR_PORT)),
+        };
         let listener = net.listen(port, BACKLOG, LISTENER)?;
         Ok(Side {
             net,
             who,
             peer,
-            listener: Some(listener),
+            listener,
             slots: Vec::new(),
             free: Vec::new(),
             live: 0,
@@ -769,8 +822,7 @@ impl<N: Net> Side<N> {
     fn accept_all(&mut self) {
         loop {
             let i = self.alloc();
-            let Some(l) = &self.listener else { return };
-            match self.net.accept(l, self.token(i)) {
+            match self.net.accept(&self.listener, self.token(i)) {
                 Ok(Some(sock)) => self.add(i, sock, Party::server(), 0),
                 Ok(None) => {
                     self.release(i);
@@ -803,6 +855,7 @@ impl<N: Net> Side<N> {
 
     /// Ends connection `c` of slot `i`: closes it, or resets it after `error`, and counts it.
     fn end(&mut self, i: usize, c: Conn<N::Sock>, error: Option<String>) {
+        let addresses = self.net.addresses(&c.sock);
         self.live -= 1;
         self.release(i);
         let client = c.party.end == End::Client;
@@ -815,7 +868,7 @@ impl<N: Net> Side<N> {
             None => {
                 if let Err(e) = self.net.close(c.sock) {
                     self.shared
-                        .fail(format!("{who} {role} #{}: close: {e}", c.id));
+                        .fail(format!("{who} {role} #{} {addresses}: close: {e}", c.id));
                 } else if client {
                     let s = &self.shared;
                     s.done[self.who as usize][c.kind].fetch_add(1, Ordering::Relaxed);
@@ -827,7 +880,7 @@ impl<N: Net> Side<N> {
                 let _ = self.net.abort(c.sock);
                 let kind = if client { kind } else { "" };
                 self.shared
-                    .fail(format!("{who} {kind} {role} #{}: {e}", c.id));
+                    .fail(format!("{who} {kind} {role} #{} {addresses}: {e}", c.id));
             }
         }
     }
@@ -846,7 +899,7 @@ impl<N: Net> Side<N> {
                     Some(why) => why.to_string(),
                     None => format!("no progress for {} s", STALL.as_secs()),
                 };
-                let why = format!("{} ({} exchanges done)", why, c.party.exchanges);
+                let why = format!("{why} ({})", c.party.progress());
                 self.end(i, c, Some(why));
             }
         }
@@ -924,9 +977,6 @@ impl<N: Net> Side<N> {
                 tick(&mut self.net);
             }
         }
-        if let Some(l) = self.listener.take() {
-            let _ = self.net.close(l);
-        }
     }
 }
 
@@ -952,12 +1002,19 @@ fn kib(n: u64) -> f64 {
 /// done (short and long), bytes moved, errors, open connections before and after, resident
 /// memory before, at the peak and after.
 pub fn soak(duration: Duration, seed: u64) -> Record {
-    Record::from_result("soak", soak_inner(duration, Shape::DEFAULT, seed))
+    soak_with(duration, Shape::DEFAULT, seed, None)
 }
 
-fn soak_inner(duration: Duration, shape: Shape, seed: u64) -> Outcome {
+/// [`soak`] with another shape of traffic, and the relay's captures in `pcap_dir` (about
+/// 45 MB per second of soak).
+pub fn soak_with(duration: Duration, shape: Shape, seed: u64, pcap_dir: Option<&Path>) -> Record {
+    Record::from_result("soak", soak_inner(duration, shape, seed, pcap_dir))
+}
+
+fn soak_inner(duration: Duration, shape: Shape, seed: u64, pcap_dir: Option<&Path>) -> Outcome {
     let fail = |e: String| (format!("failed: {e}"), String::new());
-    let mut lab = Lab::new("soak", LinkKind::Lossy, seed, None).map_err(|e| fail(e.to_string()))?;
+    let mut lab =
+        Lab::new("soak", LinkKind::Lossy, seed, pcap_dir).map_err(|e| fail(e.to_string()))?;
     // Kernel clients in TIME-WAIT hold their ports for 60 s: give them room for ten minutes.
     lab.linux_sysctl("net/ipv4/ip_local_port_range", "10000 60999")
         .map_err(|e| fail(e.to_string()))?;
@@ -969,17 +1026,8 @@ fn soak_inner(duration: Duration, shape: Shape, seed: u64) -> Outcome {
     };
     let shared = Arc::new(Shared::default());
     let net = MtcpNet::new(ctx, 4096).map_err(|e| fail(format!("epoll_create: {e}")))?;
-    let kernel_server = SocketAddrV4::new(LINUX, KERNEL_PORT);
-    let mut ours = Side::new(
-        net,
-        Who::Ours,
-        OUR_PORT,
-        kernel_server,
-        shape,
-        seed,
-        shared.clone(),
-    )
-    .map_err(|e| fail(format!("our server: {e}")))?;
+    let mut ours = Side::new(net, Who::Ours, shape, seed, shared.clone())
+        .map_err(|e| fail(format!("our server: {e}")))?;
 
     // The kernel's side: its loop thread waits for the start time once it listens.
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
@@ -987,17 +1035,8 @@ fn soak_inner(duration: Duration, shape: Shape, seed: u64) -> Outcome {
     let linux_shared = shared.clone();
     let linux = netns::spawn_in(lab.linux_ns(), move || {
         let _finish = Finish(&linux_shared, Who::Linux);
-        let side = LinuxNet::new().and_then(|net| {
-            Side::new(
-                net,
-                Who::Linux,
-                KERNEL_PORT,
-                SocketAddrV4::new(OURS, OUR_PORT),
-                shape,
-                seed,
-                linux_shared.clone(),
-            )
-        });
+        let side = LinuxNet::new()
+            .and_then(|net| Side::new(net, Who::Linux, shape, seed, linux_shared.clone()));
         let mut side = match side {
             Ok(s) => s,
             Err(e) => {
@@ -1332,10 +1371,7 @@ mod tests {
     /// Runs a client (end 0) and a server (end 1) over a [`Wire`] until both are done or
     /// one fails; each closes its end when it is done. Returns both outcomes, in order of
     /// closing, and both parties.
-    fn converse(
-        script: Script,
-        corrupt_at: Option<usize>,
-    ) -> (Closes, Party, Party) {
+    fn converse(script: Script, corrupt_at: Option<usize>) -> (Closes, Party, Party) {
         let mut wire = Wire {
             towards: Default::default(),
             fin: [false; 2],
