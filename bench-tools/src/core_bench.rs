@@ -619,7 +619,7 @@ fn skipped(stack: &str, workload: &str, concurrency: usize) -> Record {
 // ---------------------------------------------------------------------------------------------
 
 /// A `kB` field of a `/proc` file, in bytes.
-fn proc_kb(path: &str, field: &str) -> Option<u64> {
+pub(crate) fn proc_kb(path: &str, field: &str) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
     let line = text.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line[field.len()..]
@@ -643,7 +643,7 @@ pub fn mem_available() -> Option<u64> {
 
 /// Returns freed heap memory to the kernel, so that a later RSS reading grows only with new
 /// allocations.
-fn trim_heap() {
+pub(crate) fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own heap and has no preconditions.
     unsafe {

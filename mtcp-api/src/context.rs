@@ -883,6 +883,13 @@ impl Context {
         }
     }
 
+    /// Heap bytes held by this context's endpoint in run-to-completion mode: its connection
+    /// table and the buffers of its connections (tcp-core's `Endpoint::memory_usage`; walks
+    /// every slot). `None` for a context whose stack runs in its own thread.
+    pub fn memory_usage(&self) -> Option<usize> {
+        self.endpoint().map(Endpoint::memory_usage)
+    }
+
     // ----- plumbing -------------------------------------------------------------------
 
     fn send(&mut self, cmd: Cmd) -> Result<(), Error> {

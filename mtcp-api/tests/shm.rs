@@ -326,3 +326,64 @@ fn dropping_a_run_to_completion_context_closes_its_connections() {
     }
     assert_eq!(got, b"last words");
 }
+
+/// A run-to-completion context reports its endpoint's heap: unread bytes are held in the
+/// receiving connection's buffer, and once both connections have closed (and TIME-WAIT has
+/// passed) the buffers are gone again; what stays is the table's and the storage pool's
+/// capacity, kept for the next connections.
+#[test]
+fn memory_usage_follows_the_buffers_held() {
+    let link = unique("memory");
+    let mut s = Context::run_to_completion(&config(&link, SERVER, CLIENT), 0).unwrap();
+    let mut c = Context::run_to_completion(&config(&link, CLIENT, SERVER), 0).unwrap();
+    let l = s.socket().unwrap();
+    s.bind(l, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8080))
+        .unwrap();
+    s.listen(l, 16).unwrap();
+    let before = s.memory_usage().unwrap();
+    let fd = c.socket().unwrap();
+    assert_eq!(
+        c.connect(fd, SocketAddrV4::new(SERVER, 8080)),
+        Err(Error::InProgress)
+    );
+    let data = vec![7u8; 12_000];
+    let (mut sent, mut conn) = (0, None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let conn = loop {
+        assert!(Instant::now() < deadline, "sent {sent}");
+        c.poll().unwrap();
+        s.poll().unwrap();
+        if conn.is_none() {
+            conn = s.accept(l).ok().map(|(x, _)| x);
+        }
+        push(&mut c, fd, &data, &mut sent);
+        if let Some(x) = conn {
+            if sent == data.len() && s.bytes_readable(x).unwrap() == data.len() {
+                break x;
+            }
+        }
+    };
+    let holding = s.memory_usage().unwrap();
+    assert!(
+        holding >= before + data.len(),
+        "{holding} bytes with {} unread, {before} before",
+        data.len()
+    );
+    let mut got = Vec::new();
+    drain(&mut s, conn, &mut got);
+    assert_eq!(got.len(), data.len());
+    c.close(fd).unwrap();
+    s.close(conn).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.stats().unwrap().open > 1 || c.stats().unwrap().open > 0 {
+        assert!(Instant::now() < deadline, "connections left open");
+        c.poll().unwrap();
+        s.poll().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let after = s.memory_usage().unwrap();
+    assert!(
+        after < before + 4096,
+        "{after} bytes after the close, {before} before, {holding} holding"
+    );
+}

@@ -181,3 +181,19 @@ fn syn_flood_against_epserver() {
         )
     });
 }
+
+/// Scenario 8: `MTCP_INTEROP_SOAK_SECS` seconds of mixed traffic (the ten minutes:
+/// `MTCP_INTEROP_SOAK_SECS=600`, or `MTCP_INTEROP_LONG=1`), 60 s by default.
+fn soak_duration() -> Duration {
+    match std::env::var("MTCP_INTEROP_SOAK_SECS") {
+        Ok(s) => Duration::from_secs(s.trim().parse().expect("MTCP_INTEROP_SOAK_SECS: seconds")),
+        Err(_) => sizes().soak,
+    }
+}
+
+#[test]
+fn soak_mixed_traffic_returns_to_baseline() {
+    scenario("interop soak", || {
+        interop::soak::soak(soak_duration(), SEED)
+    });
+}

@@ -62,6 +62,8 @@ pub mod rawsend;
 pub mod abrupt;
 pub mod many;
 
+pub mod soak;
+
 use crate::epserver;
 use crate::netns::{self, Namespaces};
 use crate::relay::{Relay, RelayConfig, RelayStats};
@@ -1378,6 +1380,8 @@ pub struct Sizes {
     pub flood_requests: usize,
     /// Scenario 7, each way on the surviving and the fresh connections.
     pub hostile: u64,
+    /// Scenario 8, how long the soak runs.
+    pub soak: Duration,
 }
 
 impl Sizes {
@@ -1391,6 +1395,7 @@ impl Sizes {
         curl: 640 << 10,
         flood_requests: 40,
         hostile: 1 << 20,
+        soak: Duration::from_secs(60),
     };
     /// The sizes: 1 GiB each way.
     pub const LONG: Sizes = Sizes {
@@ -1402,6 +1407,7 @@ impl Sizes {
         curl: 4 << 20,
         flood_requests: 400,
         hostile: 64 << 20,
+        soak: Duration::from_secs(600),
     };
 }
 
@@ -1462,6 +1468,7 @@ pub fn run_all(sizes: Sizes, seed: u64, pcap_dir: Option<&Path>) -> Vec<Record> 
         )),
     }
     push(hostile::hostile(sizes.hostile, seed));
+    push(soak::soak(sizes.soak, seed));
     records
 }
 

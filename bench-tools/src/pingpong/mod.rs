@@ -567,18 +567,18 @@ impl Histogram {
 
 /// What an `epoll_wait` reported for one registration.
 #[derive(Debug, Clone, Copy)]
-struct Ready {
-    token: u64,
-    writable: bool,
+pub(crate) struct Ready {
+    pub(crate) token: u64,
+    pub(crate) writable: bool,
     /// `ERR` or `HUP`.
-    failed: bool,
+    pub(crate) failed: bool,
 }
 
 /// One application thread's view of a stack: its sockets and one epoll instance. Every
 /// socket is non-blocking; connections are registered edge-triggered for `IN|OUT` with the
 /// token given, listeners level-triggered for `IN`. Errors are `io::Error`s (`WouldBlock`
 /// when a call cannot complete now).
-trait Net {
+pub(crate) trait Net {
     /// A socket.
     type Sock;
     /// A listener on `port` (every local address of the stack).
@@ -606,14 +606,14 @@ fn would_block(e: &io::Error) -> bool {
 }
 
 /// [`Net`] over one mtcp-rs context.
-struct MtcpNet {
-    ctx: Context,
+pub(crate) struct MtcpNet {
+    pub(crate) ctx: Context,
     ep: Fd,
     events: Vec<mtcp_api::EpollEvent>,
 }
 
 impl MtcpNet {
-    fn new(mut ctx: Context, registrations: usize) -> io::Result<MtcpNet> {
+    pub(crate) fn new(mut ctx: Context, registrations: usize) -> io::Result<MtcpNet> {
         let ep = ctx.epoll_create(registrations)?;
         Ok(MtcpNet {
             ctx,
@@ -705,13 +705,13 @@ impl Net for MtcpNet {
 }
 
 /// [`Net`] over Linux's sockets and one epoll instance.
-struct LinuxNet {
+pub(crate) struct LinuxNet {
     ep: Epoll,
     events: Vec<nix::sys::epoll::EpollEvent>,
 }
 
 impl LinuxNet {
-    fn new() -> io::Result<LinuxNet> {
+    pub(crate) fn new() -> io::Result<LinuxNet> {
         Ok(LinuxNet {
             ep: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
             events: vec![nix::sys::epoll::EpollEvent::empty(); EVENTS],
