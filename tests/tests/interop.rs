@@ -1,4 +1,4 @@
-//! Interoperability with the Linux kernel (issue 6, scenarios 1 to 3), root only: our stack
+//! Interoperability with the Linux kernel (issue 6, scenarios 1 to 8), root only: our stack
 //! on AF_PACKET in one namespace, the kernel's TCP in another, a seeded impairing relay in
 //! the middle (`bench_tools::interop`, `bench_tools::relay`).
 //!
@@ -13,9 +13,12 @@
 //! 4 MiB each way per exchange on the clean link and 1 MiB on the lossy one (16 exchanges
 //! per link); scenario 3 2 MiB into a reader that
 //! stops twice for 1.5 s, and a 640 KiB file through `curl --limit-rate 100k`.
-//! Scenario 6 floods epserver (`mtcp-interop-epserver`, a child process) with spoofed SYNs
+//! Scenario 4 opens 10 000 connections at once each way (wrk for 10 s, epwget 20 requests
+//! per connection); scenario 5 kills a peer process twice, cuts the link once during a
+//! transfer and once during a connect, and makes 3 × 300 connections over 4 ports;
+//! scenario 6 floods epserver (`mtcp-interop-epserver`, a child process) with spoofed SYNs
 //! during 40 curl requests; scenario 7 sends 27 kinds of crafted frames, then 1 MiB each
-//! way on three connections.
+//! way on three connections; scenario 8 soaks for 60 s (`MTCP_INTEROP_SOAK_SECS`).
 //! `MTCP_INTEROP_LONG=1` runs the issue's sizes instead (1 GiB each way; minutes).
 //! `MTCP_INTEROP_PCAP=DIR` keeps the relay's captures of scenario 1 in DIR.
 

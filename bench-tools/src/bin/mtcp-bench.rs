@@ -51,14 +51,18 @@ benchmarks (and the applications: mtcp-bench epserver|epwget ARGS runs them):
                    shm; veth needs root)  --concurrency N,N,... (default 64)  --cores C
                    (default 1)  --seconds S (per client run, whole seconds, default 2)
                    --runs R (default 3, medians)
-  interop interoperability with the Linux kernel (root; issue 6, scenarios 1-3, 6, 7): bulk
+  interop interoperability with the Linux kernel (root; issue 6, scenarios 1-8): bulk
           integrity on a clean, a lossy and a burst-loss link (our client and server,
           sha256 both ways, goodput, retransmits), the kernel's SACK/timestamps/window
           scaling in all 8 combinations on a clean and a lossy link, zero window (a kernel
-          reader that stops; our persist probes), curl --limit-rate against epserver, a SYN
-          flood against epserver (curl's success rate, SYN cookies, peak RSS) and hostile
-          segments (answered or dropped per RFC, counted); one line per scenario
-          options: --long (1 GiB each way)  --seed N  --pcap DIR (the relay's captures)";
+          reader that stops; our persist probes), curl --limit-rate against epserver,
+          10 000 connections at once (wrk against epserver, epwget against nginx), abrupt
+          ends (peer killed, link cut, TIME-WAIT reuse over 4 ports), a SYN flood against
+          epserver (curl's success rate, SYN cookies, peak RSS), hostile segments
+          (answered or dropped per RFC, counted) and a soak of mixed traffic (table and
+          memory back to baseline); one line per scenario
+          options: --long (1 GiB each way, 10-minute soak)  --seed N  --pcap DIR (the
+                   relay's captures)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
