@@ -95,6 +95,35 @@ fn fail(e: impl std::fmt::Display) -> (String, String) {
 
 /// Waits (running our stack) until its `open` count is back to `baseline`; false if it
 /// was not by `deadline`.
+/// The end of a scenario: our stack's and the relay's counters go to the detail, the relay
+/// stops (its failure is a problem too), and the scenario passed if no problem was found.
+fn conclude(
+    mut lab: Lab,
+    ours: Ours,
+    figures: &[String],
+    mut detail: Vec<String>,
+    mut problems: Vec<String>,
+) -> Outcome {
+    detail.push(format!("our stack: {}", ours.stats()));
+    drop(ours);
+    match lab.stop_relay() {
+        Ok(r) => detail.push(format!(
+            "relay ours->linux: {}; linux->ours: {}",
+            r.a_to_b, r.b_to_a
+        )),
+        Err(e) => problems.push(format!("relay: {e}")),
+    }
+    let figure = figures.join("; ");
+    if problems.is_empty() {
+        Ok((figure, detail.join("\n")))
+    } else {
+        Err((
+            format!("{figure}; failed: {}", problems.join("; ")),
+            detail.join("\n"),
+        ))
+    }
+}
+
 fn settle(ours: &mut Ours, baseline: u64, deadline: Instant) -> bool {
     loop {
         if ours.stats().open == baseline {
@@ -292,7 +321,7 @@ pub fn kill(seed: u64) -> Record {
 }
 
 fn kill_inner(seed: u64) -> Outcome {
-    let mut lab = Lab::new("kill", LinkKind::Clean, seed, None).map_err(fail)?;
+    let lab = Lab::new("kill", LinkKind::Clean, seed, None).map_err(fail)?;
     let config = lab.our_config(seed, "").map_err(fail)?;
     let mut ours = Ours::new(&lab, &config).map_err(fail)?;
     let mut detail = Vec::new();
@@ -338,24 +367,7 @@ fn kill_inner(seed: u64) -> Outcome {
             }
         }
     }
-    detail.push(format!("our stack: {}", ours.stats()));
-    drop(ours);
-    match lab.stop_relay() {
-        Ok(r) => detail.push(format!(
-            "relay ours->linux: {}; linux->ours: {}",
-            r.a_to_b, r.b_to_a
-        )),
-        Err(e) => problems.push(format!("relay: {e}")),
-    }
-    let figure = figures.join("; ");
-    if problems.is_empty() {
-        Ok((figure, detail.join("\n")))
-    } else {
-        Err((
-            format!("{figure}; failed: {}", problems.join("; ")),
-            detail.join("\n"),
-        ))
-    }
+    conclude(lab, ours, &figures, detail, problems)
 }
 
 /// One killed transfer; `role` is the peer's (`server`: it listens, we connect). Returns
@@ -701,7 +713,7 @@ pub fn tw_reuse(connections: usize, seed: u64) -> Record {
 }
 
 fn tw_inner(n: usize, seed: u64) -> Outcome {
-    let mut lab = Lab::new("twreuse", LinkKind::Clean, seed, None).map_err(fail)?;
+    let lab = Lab::new("twreuse", LinkKind::Clean, seed, None).map_err(fail)?;
     let range = format!("{} {}", PEER_PORTS.0, PEER_PORTS.1);
     lab.linux_sysctl("net/ipv4/ip_local_port_range", &range)
         .and_then(|()| lab.linux_sysctl("net/ipv4/tcp_tw_reuse", "1"))
@@ -799,24 +811,7 @@ fn tw_inner(n: usize, seed: u64) -> Outcome {
             ));
         }
     }
-    detail.push(format!("our stack: {}", ours.stats()));
-    drop(ours);
-    match lab.stop_relay() {
-        Ok(r) => detail.push(format!(
-            "relay ours->linux: {}; linux->ours: {}",
-            r.a_to_b, r.b_to_a
-        )),
-        Err(e) => problems.push(format!("relay: {e}")),
-    }
-    let figure = figures.join("; ");
-    if problems.is_empty() {
-        Ok((figure, detail.join("\n")))
-    } else {
-        Err((
-            format!("{figure}; failed: {}", problems.join("; ")),
-            detail.join("\n"),
-        ))
-    }
+    conclude(lab, ours, &figures, detail, problems)
 }
 
 /// A counter of the kernel peer's `/proc/net/netstat` (`TcpExt` line).

@@ -42,7 +42,7 @@
 //! figure more than the stacks'.
 
 use super::{size_text, snmp_counter, Lab, LinkKind, Outcome, Pattern, Record};
-use super::{TempDir, LINUX, OURS};
+use super::{start_epserver, TempDir, LINUX, OURS};
 use crate::epserver;
 use crate::epwget::{self, Fetch};
 use crate::netns;
@@ -51,7 +51,7 @@ use std::io;
 use std::net::{SocketAddrV4, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -345,43 +345,17 @@ fn wrk_inner(connections: usize, duration: Duration, seed: u64) -> Outcome {
         Lab::new("manywrk", LinkKind::Clean, seed, None).map_err(|e| fail(e.to_string()))?;
     kernel_backlogs(&lab).map_err(|e| fail(e.to_string()))?;
     let config = our_config(&lab, connections, seed).map_err(fail)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let flag = stop.clone();
-    let serve = epserver::Serve {
-        config,
-        root: dir.0.join("www"),
-        port: PORT,
-        backlog: BACKLOG,
-        rtc: true,
-    };
-    let server = netns::spawn_in(lab.ours_ns(), move || {
-        epserver::serve(serve, flag, || {
-            let _ = ready_tx.send(());
-        })
-    });
-    /// Stops and joins the server whatever happens.
-    struct StopServer(
-        Arc<AtomicBool>,
-        Option<JoinHandle<io::Result<Result<(), String>>>>,
-    );
-    impl Drop for StopServer {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Release);
-            if let Some(t) = self.1.take() {
-                let _ = t.join();
-            }
-        }
-    }
-    let mut guard = StopServer(stop, Some(server));
-    if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
-        let why = match guard.1.take().map(JoinHandle::join) {
-            Some(Ok(Ok(Err(e)))) => e,
-            Some(Ok(Err(e))) => e.to_string(),
-            _ => "epserver did not start".into(),
-        };
-        return Err(fail(why));
-    }
+    let guard = start_epserver(
+        &lab,
+        epserver::Serve {
+            config,
+            root: dir.0.join("www"),
+            port: PORT,
+            backlog: BACKLOG,
+            rtc: true,
+        },
+    )
+    .map_err(fail)?;
     let files = file_limit();
     if files < connections as u64 + 64 {
         return Err(fail(format!(

@@ -1261,6 +1261,47 @@ impl Drop for TempDir {
     }
 }
 
+/// epserver running in a thread of our namespace; stopped and joined when dropped, whatever
+/// happened.
+pub(crate) struct RunningEpserver {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<io::Result<Result<(), String>>>>,
+}
+
+impl Drop for RunningEpserver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts epserver with `serve` in the lab's namespace of our stack and waits (10 s at
+/// most) until it listens; the error says why it did not start.
+pub(crate) fn start_epserver(lab: &Lab, serve: epserver::Serve) -> Result<RunningEpserver, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let flag = stop.clone();
+    let thread = netns::spawn_in(lab.ours_ns(), move || {
+        epserver::serve(serve, flag, || {
+            let _ = ready_tx.send(());
+        })
+    });
+    let mut running = RunningEpserver {
+        stop,
+        thread: Some(thread),
+    };
+    if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+        return Err(match running.thread.take().map(JoinHandle::join) {
+            Some(Ok(Ok(Err(e)))) => e,
+            Some(Ok(Err(e))) => e.to_string(),
+            _ => "epserver did not start".into(),
+        });
+    }
+    Ok(running)
+}
+
 /// Scenario 3b: `curl --limit-rate <rate>` in the kernel namespace (receive buffers shrunk
 /// with `net.ipv4.tcp_rmem`) fetches a file of `bytes` from epserver (stack threads) on
 /// our side; passes when the download is byte-exact. Figure: time, zero windows and probes.
@@ -1287,43 +1328,17 @@ fn curl_inner(bytes: u64, rate: &str, seed: u64) -> Outcome {
     lab.linux_sysctl("net/ipv4/tcp_rmem", "4096 8192 8192")
         .map_err(|e| fail(e.to_string()))?;
     let config = lab.our_config(seed, "").map_err(fail)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let flag = stop.clone();
-    let serve = epserver::Serve {
-        config,
-        root: www.clone(),
-        port: 8080,
-        backlog: 16,
-        rtc: false,
-    };
-    let server = netns::spawn_in(lab.ours_ns(), move || {
-        epserver::serve(serve, flag, || {
-            let _ = ready_tx.send(());
-        })
-    });
-    /// Stops and joins the server whatever happens.
-    struct StopServer(
-        Arc<AtomicBool>,
-        Option<JoinHandle<io::Result<Result<(), String>>>>,
-    );
-    impl Drop for StopServer {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Release);
-            if let Some(t) = self.1.take() {
-                let _ = t.join();
-            }
-        }
-    }
-    let mut guard = StopServer(stop, Some(server));
-    if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
-        let why = match guard.1.take().map(JoinHandle::join) {
-            Some(Ok(Ok(Err(e)))) => e,
-            Some(Ok(Err(e))) => e.to_string(),
-            _ => "epserver did not start".into(),
-        };
-        return Err(fail(why));
-    }
+    let guard = start_epserver(
+        &lab,
+        epserver::Serve {
+            config,
+            root: www.clone(),
+            port: 8080,
+            backlog: 16,
+            rtc: false,
+        },
+    )
+    .map_err(fail)?;
     let out = dir.0.join("got.bin");
     let start = Instant::now();
     let status = std::process::Command::new("ip")
