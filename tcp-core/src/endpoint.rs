@@ -63,9 +63,13 @@
 //!   unaccepted ones (beyond: SYNs dropped, [`Counters::accept_queue_full`]).
 //! - The transmit and event queues hold each connection at most once per queue.
 //!
-//! Replies to segments of no connection go to the source MAC of the frame they answer; a
-//! passively opened connection sends to the MAC its SYN came from; an active open resolves
-//! its next hop through the routes and the ARP cache, queueing its frames meanwhile.
+//! Replies to segments of no connection go to the source MAC of the frame they answer (a
+//! damaged source loses that one reply, which the peer's retransmission asks for again).
+//! Every connection, active or passive, resolves its next hop through the routes and the
+//! ARP cache, queueing its frames meanwhile, and keeps what it resolved: not the source MAC
+//! of a frame, which no checksum covers (one bit flipped on the way would send all of a
+//! connection's segments to a host that is not there). Only a passive open from an address
+//! with no route sends to the MAC its SYN came from.
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec;
@@ -937,9 +941,6 @@ impl Endpoint {
         let Some((tcb, mut env, cfg)) = self.conn_env(slot, now) else {
             return;
         };
-        if tcb.dst_mac.is_none() {
-            tcb.dst_mac = Some(f.eth.src);
-        }
         let reply = tcb.on_segment(cfg, &f.seg, &mut env);
         if let Some(r) = reply {
             self.push_rst(f, r);

@@ -13,6 +13,8 @@ mod congestion;
 mod counters;
 #[path = "scripted/harness.rs"]
 mod harness;
+#[path = "scripted/next_hop.rs"]
+mod next_hop;
 #[path = "scripted/options.rs"]
 mod options;
 #[path = "scripted/rto.rs"]

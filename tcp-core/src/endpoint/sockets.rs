@@ -462,7 +462,8 @@ impl Endpoint {
     ) -> Option<usize> {
         let (local, checksum) = (self.local, self.checksum);
         let (tcb, mut env, cfg) = self.conn_env(slot, now)?;
-        // Next hop cached in the TCB (always, once a segment came from the peer or went out).
+        // Next hop cached in the TCB: the ARP entry it had when it was made, or what its first
+        // transmission resolved (never the source of a frame received: see `install`).
         let Some(mac) = tcb.dst_mac else {
             return self.transmit_resolving(now, slot, class, buf);
         };
@@ -588,19 +589,39 @@ impl Endpoint {
         if let Some((send, recv)) = buffers {
             tcb.set_buffer_sizes(send, recv);
         }
-        self.install(slot, tcb, Some((lslot, lgen)), Some(eth.src));
+        self.install(slot, tcb, Some((lslot, lgen)), now, Some(eth.src));
         self.after(slot);
     }
 
     /// Puts a new TCB into `slot` and the flow table, counts it opened and, for a passive
-    /// open, in its listener's SYN queue. `mac` is the next hop's, if known (the SYN's source).
+    /// open, in its listener's SYN queue.
+    ///
+    /// The next hop's MAC is the ARP cache's, when it has a live entry for the route's next
+    /// hop; otherwise the first transmission resolves it ([`transmit_resolving`]). It is not
+    /// the Ethernet source of the segment that made the connection (`source`): no checksum
+    /// covers the Ethernet header, and a source damaged on the way, once cached here, would
+    /// send every segment of the connection to a host that is not there (the peer's
+    /// interface drops them as addressed to another host; its SYN-SENT never ends). Linux
+    /// answers a SYN through its neighbour table too: the SYN-ACK is routed like any packet.
+    ///
+    /// Only a peer we have no route to (no subnet, route or gateway covers its address) is
+    /// answered at `source`, as a segment of no connection is: there is nothing else to go
+    /// by. (Linux would drop its SYN; the spoofed SYN flood of the interop tests comes from
+    /// such addresses.)
+    ///
+    /// [`transmit_resolving`]: Self::transmit_resolving
     fn install(
         &mut self,
         slot: u32,
         mut tcb: Tcb,
         listener: Option<(u32, u32)>,
-        mac: Option<EthernetAddress>,
+        now: Instant,
+        source: Option<EthernetAddress>,
     ) {
+        let mac = match route::next_hop(&self.config.iface, tcb.tuple.remote_addr) {
+            Some(hop) => self.arp.peek(hop, now),
+            None => source,
+        };
         // The tuple is free (the caller looked it up); a full table was checked by alloc_slot.
         let _ = self.flows.insert(tcb.tuple, slot);
         // Set before the move: read back right after the block copy that fills the slot, the
@@ -739,7 +760,7 @@ impl Endpoint {
             tcb.set_buffer_sizes(send, recv);
         }
         tcb.synack_sent_by_cookie();
-        self.install(slot, tcb, Some((lslot, lgen)), Some(eth.src));
+        self.install(slot, tcb, Some((lslot, lgen)), now, Some(eth.src));
         self.counters.syn_cookies_accepted += 1;
         // The ACK itself completes the handshake (and may carry data).
         if let Some((tcb, mut env, cfg)) = self.conn_env(slot, now) {
@@ -1023,7 +1044,7 @@ impl Endpoint {
             .ok_or(SocketError::TooManyConnections)?;
         let mut tcb = Tcb::connect(&self.config.tcp, tuple, iss, ts_offset, now);
         tcb.app_owned = true;
-        self.install(slot, tcb, None, None);
+        self.install(slot, tcb, None, now, None);
         self.after(slot);
         // With many flows a connect's check of its port misses the cache (one random cell
         // of a large table): hint the cell of the port a connect a few calls later will try
