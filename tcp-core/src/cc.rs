@@ -51,6 +51,9 @@ pub struct DupAckEvent {
     pub flight_size: u32,
     /// SND.NXT when the ACK arrived.
     pub snd_nxt: SeqNumber,
+    /// RFC 6675 §4 IsLost (HighACK + 1): the SACK scoreboard, updated by this ACK, says
+    /// the first unacknowledged segment is lost (always false without SACK).
+    pub head_lost: bool,
     /// Arrival time.
     pub now: Instant,
 }
@@ -299,7 +302,11 @@ impl CongestionControl for NewReno {
             return CcAction::default();
         }
         self.dup_acks = self.dup_acks.saturating_add(1);
-        if self.dup_acks != DUP_THRESH {
+        // RFC 6675 §5 (3): "(1) If DupAcks >= DupThresh, go to step (4). (2) If DupAcks <
+        // DupThresh but IsLost (HighACK + 1) returns true ... go to step (4)." (Past
+        // DupThresh, the episode was started or refused at DupThresh.)
+        let lost = ev.head_lost && self.dup_acks < DUP_THRESH;
+        if self.dup_acks != DUP_THRESH && !lost {
             return CcAction::default();
         }
         // RFC 6582 §3.2 step 2 (careful variant): enter fast retransmit only if the ACK
@@ -419,6 +426,7 @@ mod tests {
                 ack: self.una,
                 flight_size: self.flight(),
                 snd_nxt: self.nxt,
+                head_lost: false,
                 now: self.now,
             };
             self.cc.on_dup_ack(&ev)

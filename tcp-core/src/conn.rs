@@ -1308,10 +1308,16 @@ impl Tcb {
                 && window == self.snd_wnd
                 && window != 0;
             if (classic && !dsack_only) || newly_sacked > 0 {
+                // RFC 6675 §5 (3) step (2): SACK information alone can say the segment at
+                // SND.UNA is lost, before DupThresh duplicate ACKs (a receiver that
+                // acknowledges a burst with one ACK sends one duplicate ACK for it).
+                let head_lost =
+                    self.has(f::SACK) && self.sb.is_lost(self.snd_una, self.payload_mss());
                 let action = self.cc.on_dup_ack(&DupAckEvent {
                     ack,
                     flight_size: flight_before,
                     snd_nxt: self.snd_max,
+                    head_lost,
                     now: env.now,
                 });
                 if action.retransmit {

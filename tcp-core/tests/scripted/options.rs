@@ -448,6 +448,42 @@ fn sack_recovery_does_not_retransmit_a_hole_twice_on_a_partial_ack() {
     assert_eq!(h.counters().retransmits, 3);
 }
 
+/// RFC 6675 §5 (3) step (2): "If DupAcks < DupThresh but IsLost (HighACK + 1) returns
+/// true -- indicating at least three segments have arrived above the current cumulative
+/// acknowledgment point, which is taken to indicate loss -- go to step (4)": fast
+/// retransmit on the first duplicate ACK. A receiver that acknowledges a whole burst at
+/// once (Linux coalesces the ACKs of the segments one interrupt brought) sends one
+/// duplicate ACK for it, SACKing everything above the hole; waiting for two more that
+/// never come left the hole to the retransmission timer.
+#[test]
+fn one_duplicate_ack_sacking_three_segments_above_a_hole_starts_recovery() {
+    let mut h = H::full();
+    h.passive_open(0, PeerOpts::full());
+    let s = send_segments(&mut h, 10);
+    let end = s[9] + 1448;
+    // Segment 0 is lost; one ACK reports the nine segments after it. Segment 0 goes again
+    // at once (NextSeg() rule (1)), then, with nothing else to send, the rescue
+    // retransmission of the final segment (rule (4)).
+    h.send(10, Seg::ack(1, 1).sack(&[(s[1], end)]));
+    h.expect(&[Exp::data_len(s[0], 1, 1448), Exp::data_len(s[9], 1, 1448)]);
+    assert_eq!(h.counters().fast_retransmits, 1);
+    h.send(20, Seg::ack(1, end));
+    h.expect_nothing();
+    assert_eq!(h.counters().retransmits, 2);
+}
+
+/// RFC 6675 §5 (3) step (2) asks for IsLost (HighACK + 1): fewer than three segments SACKed
+/// above the hole (two, here, in one ACK) are no loss yet; the duplicate ACK only counts.
+#[test]
+fn one_duplicate_ack_sacking_two_segments_above_a_hole_waits_for_more() {
+    let mut h = H::full();
+    h.passive_open(0, PeerOpts::full());
+    let s = send_segments(&mut h, 3);
+    h.send(10, Seg::ack(1, 1).sack(&[(s[1], s[2] + 1448)]));
+    h.expect_nothing();
+    assert_eq!(h.counters().fast_retransmits, 0);
+}
+
 /// A peer that offers no option at all (not even MSS): everything works with plain
 /// segments of 536 bytes, and the stack sends no option after its SYN-ACK.
 #[test]
