@@ -124,6 +124,11 @@ impl Default for ImpairmentConfig {
 /// once per frame. With `loss_good = 0` and `loss_bad = 1` (the Gilbert model), losses come in
 /// bursts of mean length `1 / p_bad_to_good`, and the long-run loss rate is
 /// `p_good_to_bad / (p_good_to_bad + p_bad_to_good)`.
+///
+/// A chain moved only by frames keeps its bad state through a quiet link: a sender backing
+/// off its retransmission timer passes one frame per round, each lost with `loss_bad`, so a
+/// bad spell can outlast every round. `max_bad_us` ends a spell after that much time, as a
+/// real burst (a fade, a full queue) ends with time, not with frames.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GilbertElliott {
     /// Probability of moving from good to bad after a frame.
@@ -134,6 +139,9 @@ pub struct GilbertElliott {
     pub loss_good: f64,
     /// Loss probability in the bad state (often 1).
     pub loss_bad: f64,
+    /// A bad spell ends (the chain moves to good) once it has lasted this many µs, frames
+    /// or not; 0 means only frames move the chain.
+    pub max_bad_us: u64,
 }
 
 impl GilbertElliott {
@@ -144,6 +152,15 @@ impl GilbertElliott {
             p_bad_to_good,
             loss_good: 0.0,
             loss_bad: 1.0,
+            max_bad_us: 0,
+        }
+    }
+
+    /// The same chain, whose bad spells end after `us` µs at most.
+    pub fn with_max_bad_us(self, us: u64) -> GilbertElliott {
+        GilbertElliott {
+            max_bad_us: us,
+            ..self
         }
     }
 }
@@ -337,13 +354,16 @@ struct Fate {
     hold: Hold,
 }
 
-/// The decision maker: PRNG, Gilbert–Elliott state, configuration. Pure: no clock, no I/O.
+/// The decision maker: PRNG, Gilbert–Elliott state, configuration. No I/O; the clock is read
+/// only to end a bad spell that lasted `max_bad_us`.
 #[derive(Debug, Clone)]
 struct Engine {
     cfg: ImpairmentConfig,
     rng: Rng,
     /// Gilbert–Elliott chain in its bad state.
     bad: bool,
+    /// When the current bad spell began (with `max_bad_us` only).
+    bad_since: Option<Instant>,
 }
 
 impl Engine {
@@ -352,6 +372,7 @@ impl Engine {
             cfg,
             rng: Rng::new(seed),
             bad: false,
+            bad_since: None,
         }
     }
 
@@ -359,12 +380,25 @@ impl Engine {
         let rng = &mut self.rng;
         let mut lost = false;
         if let Some(ge) = &self.cfg.burst_loss {
+            if self.bad && ge.max_bad_us > 0 {
+                let since = *self.bad_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_micros(ge.max_bad_us) {
+                    self.bad = false;
+                    self.bad_since = None;
+                }
+            }
             lost = rng.chance(if self.bad { ge.loss_bad } else { ge.loss_good });
+            let was_bad = self.bad;
             self.bad = if self.bad {
                 !rng.chance(ge.p_bad_to_good)
             } else {
                 rng.chance(ge.p_good_to_bad)
             };
+            if self.bad && !was_bad && ge.max_bad_us > 0 {
+                self.bad_since = Some(Instant::now());
+            } else if !self.bad {
+                self.bad_since = None;
+            }
         }
         lost |= rng.chance(self.cfg.loss);
         if lost {
@@ -1478,6 +1512,30 @@ pub(crate) mod tests {
         );
         // Independent loss at the same rate would make far shorter bursts.
         assert!(mean > 3.0, "{mean}");
+    }
+
+    #[test]
+    fn a_bad_spell_ends_with_time_when_max_bad_us_is_set() {
+        // Into the bad state after every good frame, never out of it by frames.
+        let lost_after_a_pause = |max_bad_us| {
+            let cfg = ImpairmentConfig {
+                burst_loss: Some(GilbertElliott::gilbert(1.0, 0.0).with_max_bad_us(max_bad_us)),
+                ..ImpairmentConfig::default()
+            };
+            let mut e = Engine::new(cfg, 1);
+            assert!(!e.decide(100).lost, "the chain starts good");
+            assert!(e.decide(100).lost, "then it is bad");
+            std::thread::sleep(Duration::from_millis(5));
+            e.decide(100).lost
+        };
+        assert!(
+            lost_after_a_pause(0),
+            "without a limit the spell outlasts the pause"
+        );
+        assert!(
+            !lost_after_a_pause(1_000),
+            "with 1 ms the spell is over after 5 ms"
+        );
     }
 
     #[test]
