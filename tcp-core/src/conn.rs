@@ -1313,9 +1313,17 @@ impl Tcb {
                 // acknowledges a burst with one ACK sends one duplicate ACK for it).
                 let head_lost =
                     self.has(f::SACK) && self.sb.is_lost(self.snd_una, self.payload_mss());
+                // RFC 5681 §3.2 step 2: "When [RFC3042] is in use, additional data sent in
+                // limited transmit MUST NOT be included in this calculation" (of ssthresh):
+                // outside recovery only limited transmit puts more than cwnd in flight.
+                let flight_size = if self.cc.in_recovery() {
+                    flight_before
+                } else {
+                    flight_before.min(self.cc.window())
+                };
                 let action = self.cc.on_dup_ack(&DupAckEvent {
                     ack,
-                    flight_size: flight_before,
+                    flight_size,
                     snd_nxt: self.snd_max,
                     head_lost,
                     now: env.now,
@@ -1912,6 +1920,21 @@ impl Tcb {
             && !(self.has(f::SACK) && self.cc.in_recovery())
     }
 
+    /// RFC 3042 limited transmit (RFC 6675 §5 (3) step (3)): on each of the first two
+    /// duplicate ACKs, one previously unsent segment may go beyond cwnd ("the amount of
+    /// outstanding data would remain less than or equal to the congestion window plus 2
+    /// segments"); cwnd itself does not change. A hole followed by too few segments to bring
+    /// three duplicate ACKs is then still found by fast retransmit, not by the timer. Only
+    /// outside recovery, and only for new data (not after a timeout rewound SND.NXT).
+    #[inline]
+    fn limited_transmit(&self, smss: u32) -> u32 {
+        let dup = self.cc.dup_acks();
+        if dup == 0 || self.snd_nxt != self.snd_max || self.cc.in_recovery() {
+            return 0;
+        }
+        dup.min(2) * smss
+    }
+
     /// The next data segment.
     fn plan_data(&self) -> Option<Plan> {
         if !self.state.is_synchronized() || self.state == State::Closed {
@@ -1956,7 +1979,7 @@ impl Tcb {
         let cwnd = if sack_recovery {
             self.cc.ssthresh()
         } else {
-            self.cc.window()
+            self.cc.window() + self.limited_transmit(smss)
         };
         let cwnd_room = cwnd.saturating_sub(in_flight);
         let wnd_end = self.snd_una + self.snd_wnd;

@@ -176,25 +176,54 @@ fn acks_with_data_or_a_new_window_are_not_duplicate_acks() {
     assert_eq!(h.counters().fast_retransmits, 0);
 }
 
-/// RFC 5681 §3.2 step 4: each further duplicate ACK inflates cwnd by SMSS; new data goes
-/// out once cwnd exceeds FlightSize.
+/// RFC 3042 limited transmit, then RFC 5681 §3.2: the first two duplicate ACKs each let one
+/// new segment go beyond cwnd; the third retransmits, with ssthresh computed without the
+/// limited-transmit data ("MUST NOT be included"); each further duplicate ACK inflates cwnd
+/// by SMSS, and new data goes out once cwnd exceeds FlightSize (step 4).
 #[test]
 fn fast_recovery_inflates_cwnd_per_further_duplicate_ack() {
     let mut h = plain();
     established_with(&mut h, 20 * MSS as usize);
-    for t in 10..13 {
+    h.send(10, Seg::ack(1, 1));
+    h.expect(&[Exp::data_len(1 + 10 * MSS, 1, MSS as usize)]);
+    h.send(11, Seg::ack(1, 1));
+    h.expect(&[Exp::data_len(1 + 11 * MSS, 1, MSS as usize)]);
+    assert_eq!(
+        h.info().cwnd,
+        10 * MSS,
+        "limited transmit leaves cwnd alone"
+    );
+    h.send(12, Seg::ack(1, 1));
+    h.expect(&[Exp::data_len(1, 1, MSS as usize)]);
+    let i = h.info();
+    assert_eq!((i.ssthresh, i.cwnd), (5 * MSS, 8 * MSS));
+    // cwnd 9, 10, 11, 12 SMSS: FlightSize is 12 segments, nothing new yet.
+    for t in 13..17 {
         h.send(t, Seg::ack(1, 1));
     }
-    h.expect(&[Exp::data_len(1, 1, MSS as usize)]);
-    // cwnd 11680 then 13140 and 14600: FlightSize is 14600, nothing new yet.
-    h.send(13, Seg::ack(1, 1));
-    h.send(14, Seg::ack(1, 1));
     h.expect_nothing();
-    // cwnd 16060: one new segment.
-    h.send(15, Seg::ack(1, 1));
-    h.expect(&[Exp::data_len(1 + 10 * MSS, 1, MSS as usize)]);
-    h.send(16, Seg::ack(1, 1));
-    h.expect(&[Exp::data_len(1 + 11 * MSS, 1, MSS as usize)]);
+    // cwnd 13 SMSS: one new segment.
+    h.send(17, Seg::ack(1, 1));
+    h.expect(&[Exp::data_len(1 + 12 * MSS, 1, MSS as usize)]);
+    h.send(18, Seg::ack(1, 1));
+    h.expect(&[Exp::data_len(1 + 13 * MSS, 1, MSS as usize)]);
+}
+
+/// RFC 3042: with nothing unsent, the first two duplicate ACKs send nothing, and limited
+/// transmit never adds to a window the receiver did not offer.
+#[test]
+fn limited_transmit_needs_unsent_data_and_the_receivers_window() {
+    let mut h = plain();
+    established_with(&mut h, 10 * MSS as usize);
+    h.send(10, Seg::ack(1, 1));
+    h.send(11, Seg::ack(1, 1));
+    h.expect_nothing();
+    let mut h = plain();
+    established_with(&mut h, 20 * MSS as usize);
+    // The peer's window is exactly the ten segments in flight.
+    h.send(10, Seg::ack(1, 1).win((10 * MSS) as u16));
+    h.send(11, Seg::ack(1, 1).win((10 * MSS) as u16));
+    h.expect_nothing();
 }
 
 /// RFC 6582 §3.2 step 3: a partial ACK during fast recovery retransmits the first
@@ -232,19 +261,16 @@ fn full_ack_ends_fast_recovery() {
     h.expect_nothing();
     let i = h.info();
     assert_eq!((i.cwnd, i.ssthresh), (2 * MSS, 7300));
-    // A new loss later is a new episode: three duplicate ACKs retransmit again; the
-    // inflated window (ssthresh 2920 + 3·SMSS) lets the two unsent segments follow
-    // (RFC 5681 §3.2 step 5).
+    // A new loss later is a new episode: the two unsent segments go on the first two
+    // duplicate ACKs (RFC 3042 limited transmit), the third retransmits again.
     h.write(&bytes(4 * MSS as usize));
     assert_eq!(h.take().len(), 2);
-    for t in 30..33 {
-        h.send(t, Seg::ack(1, 1 + 10 * MSS));
-    }
-    h.expect(&[
-        Exp::data_len(1 + 10 * MSS, 1, MSS as usize),
-        Exp::data_len(1 + 12 * MSS, 1, MSS as usize),
-        Exp::data_len(1 + 13 * MSS, 1, MSS as usize),
-    ]);
+    h.send(30, Seg::ack(1, 1 + 10 * MSS));
+    h.expect(&[Exp::data_len(1 + 12 * MSS, 1, MSS as usize)]);
+    h.send(31, Seg::ack(1, 1 + 10 * MSS));
+    h.expect(&[Exp::data_len(1 + 13 * MSS, 1, MSS as usize)]);
+    h.send(32, Seg::ack(1, 1 + 10 * MSS));
+    h.expect(&[Exp::data_len(1 + 10 * MSS, 1, MSS as usize)]);
     assert_eq!(h.counters().fast_retransmits, 2);
 }
 
