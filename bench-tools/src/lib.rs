@@ -29,3 +29,4 @@ pub mod pingpong;
 pub mod plot;
 pub mod psio_bench;
 pub mod relay;
+pub mod veth_cost;

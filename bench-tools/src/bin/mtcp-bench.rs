@@ -2,7 +2,7 @@
 //! each. Results print as a table; `--json PATH` also writes them as a JSON array. Without
 //! arguments it runs `compare --quick`.
 
-use bench_tools::{compare, core_bench, http_bench, interop, pingpong, psio_bench};
+use bench_tools::{compare, core_bench, http_bench, interop, pingpong, psio_bench, veth_cost};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: mtcp-bench [<benchmark> [--json PATH] [options]]
@@ -19,6 +19,10 @@ benchmarks (and the applications: mtcp-bench epserver|epwget ARGS runs them):
                    --from JSON (measure nothing: print and draw an earlier --json file)
   psio    frames/s and CPU per frame of each psio backend
           options: --frames N (default 5000000)  --runs R (default 5)  --no-af-packet  --no-shm
+  vethcost
+          (root) kernel CPU per 64 B frame a user-level stack pays on a veth pair: psio's
+          af_packet rings against an AF_XDP socket (copy mode, XDP redirect), batch 1 and 32
+          options: --frames N (default 1000000)  --runs R (default 3)
   core    tcp-core (mtcp-rs) against smoltcp, two stacks in one thread over an in-memory link:
           short transactions (connect, 64 B request, 64 B response, close) at 1, 64, 1024, 4096,
           65536 and 1000000 concurrent connections, one-connection bulk at MTU 1500, and
@@ -132,6 +136,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let mut seconds = None;
     let mut concurrency = None;
     let mut psio = psio_bench::Options::default();
+    let mut frames = None;
     let mut core = core_bench::Options::default();
     let mut pingpong = pingpong::Options::default();
     let mut cmp = compare::Options::default();
@@ -145,7 +150,7 @@ fn run(args: &[String]) -> Result<(), String> {
         match a.as_str() {
             "--json" => json = Some(value("--json")?),
             "--runs" => runs = Some(number("--runs", &value("--runs")?)?),
-            "--frames" => psio.frames = number("--frames", &value("--frames")?)?,
+            "--frames" => frames = Some(number("--frames", &value("--frames")?)?),
             "--no-af-packet" => psio.no_af_packet = true,
             "--no-shm" => psio.no_shm = true,
             "--seconds" => seconds = Some(number("--seconds", &value("--seconds")?)?),
@@ -212,7 +217,18 @@ fn run(args: &[String]) -> Result<(), String> {
                 failed.join("\n  ")
             ));
         }
+        "vethcost" => {
+            let frames = frames.unwrap_or(1_000_000);
+            let runs = runs.unwrap_or(3);
+            println!("vethcost: {frames} frames of 64 B per run, median of {runs} runs");
+            veth_cost::print_header();
+            let records = veth_cost::run(frames, runs)?;
+            serde_json::to_string_pretty(&records)
+        }
         "psio" => {
+            if let Some(f) = frames {
+                psio.frames = f;
+            }
             if let Some(r) = runs {
                 psio.runs = r;
             }
