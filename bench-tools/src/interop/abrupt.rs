@@ -31,7 +31,7 @@
 //! It does not check the data of the killed transfers (scenario 1 does integrity), and no
 //! timing: "promptly" means before a generous deadline, and the times are printed.
 
-use super::{api, size_text, Lab, LinkKind, Ours, Outcome, Pattern, Record};
+use super::{api, size_text, verdict, Lab, LinkKind, Ours, Outcome, Pattern, Record};
 use super::{KERNEL_PORT, LINUX, OURS, OUR_PORT};
 use crate::netns;
 use mtcp_api::{EpollOp, Error, Events, Fd, StackStats};
@@ -114,14 +114,7 @@ fn conclude(
         Err(e) => problems.push(format!("relay: {e}")),
     }
     let figure = figures.join("; ");
-    if problems.is_empty() {
-        Ok((figure, detail.join("\n")))
-    } else {
-        Err((
-            format!("{figure}; failed: {}", problems.join("; ")),
-            detail.join("\n"),
-        ))
-    }
+    verdict(figure, detail.join("\n"), &problems)
 }
 
 fn settle(ours: &mut Ours, baseline: u64, deadline: Instant) -> bool {

@@ -38,7 +38,7 @@
 //! thread; no fragment or ACK floods.
 
 use super::rawsend::{RawSocket, Tcp4, SYN};
-use super::{Lab, LinkKind, Outcome, Pattern, Record, TempDir, DEV_LINUX, OURS};
+use super::{verdict, Lab, LinkKind, Outcome, Pattern, Record, TempDir, DEV_LINUX, OURS};
 use crate::netns;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
@@ -382,14 +382,7 @@ fn flood_inner(epserver: &[OsString], requests: usize, seed: u64) -> Outcome {
             mib(RSS_GROWTH_BOUND)
         ));
     }
-    if problems.is_empty() {
-        Ok((figure, detail.join("\n")))
-    } else {
-        Err((
-            format!("{figure}; {}", problems.join("; ")),
-            detail.join("\n"),
-        ))
-    }
+    verdict(figure, detail.join("\n"), &problems)
 }
 
 #[cfg(test)]

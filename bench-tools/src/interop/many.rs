@@ -41,7 +41,7 @@
 //! thread of a two-core machine, so requests/s here is the relay's and the machine's
 //! figure more than the stacks'.
 
-use super::{size_text, snmp_counter, Lab, LinkKind, Outcome, Pattern, Record};
+use super::{size_text, snmp_counter, verdict, Lab, LinkKind, Outcome, Pattern, Record};
 use super::{start_epserver, TempDir, LINUX, OURS};
 use crate::epserver;
 use crate::epwget::{self, Fetch};
@@ -436,11 +436,7 @@ fn wrk_inner(connections: usize, duration: Duration, seed: u64) -> Outcome {
     if let Err(e) = relay {
         problems.push(format!("relay: {e}"));
     }
-    if problems.is_empty() {
-        Ok((figure, detail))
-    } else {
-        Err((format!("{figure}; failed: {}", problems.join("; ")), detail))
-    }
+    verdict(figure, detail, &problems)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -618,11 +614,7 @@ fn epwget_inner(connections: usize, per_connection: u64, seed: u64) -> Outcome {
     if let Err(e) = relay {
         problems.push(format!("relay: {e}"));
     }
-    if problems.is_empty() {
-        Ok((figure, detail))
-    } else {
-        Err((format!("{figure}; failed: {}", problems.join("; ")), detail))
-    }
+    verdict(figure, detail, &problems)
 }
 
 #[cfg(test)]

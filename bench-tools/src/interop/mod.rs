@@ -1038,6 +1038,16 @@ pub fn bulk(link: LinkKind, bytes: u64, seed: u64, pcap_dir: Option<&Path>) -> R
 
 type Outcome = Result<(String, String), (String, String)>;
 
+/// A scenario's outcome: `(figure, detail)`, failed with the problems appended to the figure
+/// when there are any.
+fn verdict(figure: String, detail: String, problems: &[String]) -> Outcome {
+    if problems.is_empty() {
+        Ok((figure, detail))
+    } else {
+        Err((format!("{figure}; failed: {}", problems.join("; ")), detail))
+    }
+}
+
 fn bulk_inner(link: LinkKind, bytes: u64, seed: u64, pcap_dir: Option<&Path>) -> Outcome {
     let fail = |e: String| (format!("failed: {e}"), String::new());
     let mut lab = Lab::new("bulk", link, seed, pcap_dir).map_err(|e| fail(e.to_string()))?;

@@ -61,7 +61,7 @@
 //! No timing assertions (transfers and goodput are printed, not checked); no abortive
 //! closes (scenario 5's job); one core on our side.
 
-use super::{Lab, LinkKind, Outcome, Pattern, Record, KERNEL_PORT, LINUX, OURS, OUR_PORT};
+use super::{verdict, Lab, LinkKind, Outcome, Pattern, Record, KERNEL_PORT, LINUX, OURS, OUR_PORT};
 use crate::core_bench::{proc_kb, trim_heap, vm_rss};
 use crate::netns;
 use crate::pingpong::{LinuxNet, MtcpNet, Net, Ready};
@@ -1240,12 +1240,7 @@ fn soak_inner(duration: Duration, shape: Shape, seed: u64, pcap_dir: Option<&Pat
     if let Err(e) = &relay {
         problems.push(format!("relay: {e}"));
     }
-    let detail = detail.join("\n");
-    if problems.is_empty() {
-        Ok((figure, detail))
-    } else {
-        Err((format!("{figure}; {}", problems.join("; ")), detail))
-    }
+    verdict(figure, detail.join("\n"), &problems)
 }
 
 #[cfg(test)]
